@@ -1,0 +1,148 @@
+"""The `nextscale` command: a thin shell over the library; every command is a call a user could make."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import NextscaleError
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NextscaleError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def parse_classes(values: list[str] | None) -> list[int] | None:
+    if not values:
+        return None
+    out = []
+    for v in values:
+        for part in v.split(","):
+            part = part.strip()
+            if part:
+                try:
+                    out.append(int(part))
+                except ValueError:
+                    raise NextscaleError(f"--class {part!r} is not an integer class id") from None
+    return out
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (either --model, or --vae and --var)")
+    g.add_argument("--model", help="a name (digits, var-d16 … var-d36) or a directory with vae/ and var/")
+    g.add_argument("--vae", help="a tokenizer: a reference .pth file or a saved directory")
+    g.add_argument("--var", help="a transformer: a reference .pth (or ar-ckpt-*.pth) file or a saved directory")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 … (default: auto)")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96) -> None:
+    p.add_argument("--cfg", type=float, default=cfg, help=f"guidance scale (default {cfg})")
+    p.add_argument(
+        "--cfg-schedule",
+        choices=["linear", "constant"],
+        default="linear",
+        help="linear: 0 at the 1x1 scale up to --cfg at the last (the reference); constant: --cfg",
+    )
+    p.add_argument("--top-k", type=int, default=top_k, help=f"0 disables (default {top_k})")
+    p.add_argument("--top-p", type=float, default=top_p, help=f"0 disables (default {top_p})")
+    p.add_argument("--more-smooth", action="store_true", help="Gumbel-softmax embeddings (looks, not FID)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def sampling_settings(args) -> dict:
+    if not 0.0 <= args.top_p <= 1.0:
+        raise NextscaleError(f"--top-p must lie in [0, 1], got {args.top_p}")
+    if args.top_k < 0:
+        raise NextscaleError(f"--top-k must be ≥ 0, got {args.top_k}")
+    return dict(
+        cfg=args.cfg,
+        cfg_schedule=args.cfg_schedule,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        more_smooth=args.more_smooth,
+    )
+
+
+def load_models(args):
+    from .checkpoint import load_model, load_pair
+
+    device = pick_device(args.device)
+    if args.model and (args.vae or args.var):
+        raise NextscaleError("give either --model or --vae with --var, not both")
+    if args.model:
+        return load_model(args.model, device=device)
+    if not (args.vae and args.var):
+        raise NextscaleError("name a model: --model NAME|DIR, or both --vae PATH and --var PATH")
+    return load_pair(args.vae, args.var, device=device)
+
+
+def check_classes(classes: list[int] | None, num_classes: int) -> None:
+    for c in classes or []:
+        if not 0 <= c < num_classes:
+            raise NextscaleError(f"--class {c} is out of range: this model has classes 0..{num_classes - 1}")
+
+
+def cmd_sample(args) -> None:
+    import random
+
+    from .generate import sample_many
+
+    if args.n < 1:
+        raise NextscaleError(f"--n must be at least 1, got {args.n}")
+    if args.batch_size < 1:
+        raise NextscaleError(f"--batch-size must be at least 1, got {args.batch_size}")
+    settings = sampling_settings(args)
+    classes = parse_classes(args.classes)
+    vae, var = load_models(args)
+    check_classes(classes, var.num_classes)
+    if classes:
+        labels = [c for c in classes for _ in range(args.n)]
+    else:
+        rng = random.Random(args.seed)
+        labels = [rng.randrange(var.num_classes) for _ in range(args.n)]
+    run = sample_many(vae, var, labels, batch_size=args.batch_size, seed=args.seed, out_dir=args.out, **settings)
+    print(f"wrote {len(run.labels)} images, grid.png and samples.npz to {run.out_dir}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nextscale", description="VAR: next-scale prediction image generation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample", help="class-conditional samples as PNGs, a grid and an ADM-format samples.npz")
+    add_model_args(p)
+    p.add_argument(
+        "--class",
+        dest="classes",
+        nargs="+",
+        metavar="C",
+        help="class ids (space- or comma-separated); default: random classes",
+    )
+    p.add_argument("--n", type=int, default=1, help="images per listed class, or in total without --class")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default="outputs/samples", help="output directory (default outputs/samples)")
+    add_sampling_args(p)
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except NextscaleError as e:
+        print(f"nextscale {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nextscale {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

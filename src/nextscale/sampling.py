@@ -1,0 +1,192 @@
+"""Class-conditional generation: the whole pyramid in K forward passes with a preallocated KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import NextscaleError
+from .tokenizer import VQVAE
+from .transformer import VAR
+
+CFG_SCHEDULES = ("linear", "constant")
+
+
+@dataclass
+class SampleOutput:
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    tokens: list[torch.Tensor]  # per scale, (B, pn²), as drawn (before any forced tokens replaced them)
+    labels: torch.Tensor  # (B,), the null class where unconditional
+    fhats: list[torch.Tensor] | None = None  # per scale, cumulative f̂ (only when asked for)
+
+
+@dataclass
+class ForcedTokens:
+    """Tokens to impose after each scale's draw (zero-shot editing): where `keep` is True, `tokens` win."""
+
+    tokens: list[torch.Tensor]  # per scale, (B, pn²) token ids
+    keep: list[torch.Tensor]  # per scale, bool, (B, pn²) or (1, pn²)
+
+
+def filter_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Masks logits to −inf in place, exactly as the reference does.
+
+    top-k removes what lies strictly below the k-th largest (ties survive); top-p sorts ascending and removes
+    tokens whose ascending cumulative probability is ≤ 1 − top_p, never the most likely one.
+    """
+    V = logits_BlV.shape[-1]
+    if 0 < top_k < V:
+        kth = logits_BlV.topk(top_k, largest=True, sorted=False, dim=-1)[0].amin(dim=-1, keepdim=True)
+        logits_BlV.masked_fill_(logits_BlV < kth, -torch.inf)
+    if top_p > 0:
+        sorted_logits, sorted_idx = logits_BlV.sort(dim=-1, descending=False)
+        remove_sorted = sorted_logits.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)
+        remove_sorted[..., -1:] = False
+        logits_BlV.masked_fill_(remove_sorted.scatter(-1, sorted_idx, remove_sorted), -torch.inf)
+    return logits_BlV
+
+
+def draw_tokens(logits_BlV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    B, l, V = logits_BlV.shape
+    probs = logits_BlV.softmax(dim=-1).view(-1, V)
+    return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l)
+
+
+def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
+    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
+    return ((logits + gumbels) / tau).softmax(dim=-1)
+
+
+def guidance_weight(cfg: float, si: int, num_scales: int, schedule: str) -> float:
+    # The reference ramps guidance linearly from 0 at the 1×1 scale to `cfg` at the last.
+    return cfg * si / (num_scales - 1) if schedule == "linear" else cfg
+
+
+def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) -> torch.Tensor:
+    """None: uniform random classes; int: all the same (negative = unconditional); sequence/tensor: as given."""
+    if labels is None:
+        if not batch_size or batch_size < 1:
+            raise NextscaleError("batch_size must be a positive integer when labels are drawn at random")
+        uniform = torch.full((var.num_classes,), 1.0 / var.num_classes, device=device)
+        return torch.multinomial(uniform, num_samples=batch_size, replacement=True, generator=generator)
+    if isinstance(labels, int):
+        if not batch_size or batch_size < 1:
+            raise NextscaleError("batch_size must be a positive integer when one label is given for all images")
+        return torch.full((batch_size,), var.num_classes if labels < 0 else labels, device=device)
+    labels = torch.as_tensor(labels, device=device).long().flatten()
+    if labels.numel() == 0:
+        raise NextscaleError("labels is empty")
+    bad = labels[(labels < 0) | (labels > var.num_classes)]
+    if bad.numel():
+        raise NextscaleError(
+            f"class {bad[0].item()} is out of range: this model has classes 0..{var.num_classes - 1} "
+            f"(and {var.num_classes} = unconditional)"
+        )
+    return labels
+
+
+def check_compatible(var: VAR, vae: VQVAE) -> None:
+    """Raises ValueError naming every way the transformer and tokenizer disagree."""
+    problems = []
+    if var.config.vocab_size != vae.config.vocab_size:
+        problems.append(f"codebook size: VAR {var.config.vocab_size}, VAE {vae.config.vocab_size}")
+    if var.config.latent_channels != vae.config.z_channels:
+        problems.append(f"latent channels: VAR {var.config.latent_channels}, VAE {vae.config.z_channels}")
+    if var.config.patch_nums != vae.config.patch_nums:
+        problems.append(f"patch numbers: VAR {var.config.patch_nums}, VAE {vae.config.patch_nums}")
+    if problems:
+        raise NextscaleError("the VAR and VAE do not fit together: " + "; ".join(problems))
+
+
+def scale_step(var: VAR, x_BlC: torch.Tensor, cond_BD: torch.Tensor, kv_caches) -> torch.Tensor:
+    """Logits of one scale's tokens; the caches hold every coarser scale, so no mask is needed."""
+    return var.get_logits(var.run_blocks(x_BlC, cond_BD, None, kv_caches), cond_BD)
+
+
+@torch.no_grad()
+def cached_teacher_forcing(var: VAR, labels_B: torch.Tensor, x_BLCv_wo_first_l: torch.Tensor) -> torch.Tensor:
+    """The training forward's logits (B, L, V), computed scale by scale through the sampler's KV cache."""
+    B = labels_B.shape[0]
+    cond_BD = var.class_emb(labels_B)
+    lvl_pos = var.level_position()
+    kv_caches = var.new_kv_caches(B)
+    x_BLC = torch.cat((cond_BD.unsqueeze(1) + var.pos_start, var.word_embed(x_BLCv_wo_first_l)), dim=1) + lvl_pos
+    return torch.cat([scale_step(var, x_BLC[:, b:e], cond_BD, kv_caches) for b, e in var.begin_ends], dim=1)
+
+
+@torch.no_grad()
+def sample(
+    var: VAR,
+    vae: VQVAE,
+    labels: int | Sequence[int] | torch.Tensor | None = None,
+    *,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    cfg: float = 1.5,
+    cfg_schedule: str = "linear",
+    top_k: int = 0,
+    top_p: float = 0.0,
+    more_smooth: bool = False,
+    forced: ForcedTokens | None = None,
+    return_fhats: bool = False,
+) -> SampleOutput:
+    """Generates images with classifier-free guidance.
+
+    The random draws (labels when not given, one multinomial per scale, then the Gumbel noise with
+    `more_smooth`) come from `generator` (or a fresh one seeded with `seed`) in the reference's order, so the
+    same weights, seed and settings give the reference's token ids. Use `cfg`=1.5, `top_k`=900, `top_p`=0.96
+    for FID; `cfg`≈4 for looks. `more_smooth` (Gumbel-softmax embeddings) is for visualisation only.
+    """
+    check_compatible(var, vae)
+    if cfg_schedule not in CFG_SCHEDULES:
+        raise NextscaleError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {cfg_schedule!r}")
+    if not 0.0 <= top_p <= 1.0:
+        raise NextscaleError(f"top_p must lie in [0, 1], got {top_p}")
+    if top_k < 0:
+        raise NextscaleError(f"top_k must be ≥ 0, got {top_k}")
+    device = var.head.weight.device
+    if generator is None and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    if generator is not None and generator.device.type != device.type:
+        raise NextscaleError(f"the generator lives on {generator.device}, the model on {device}")
+    labels = resolve_labels(var, labels, batch_size, generator, device)
+
+    B, patch_nums, K = labels.shape[0], var.patch_nums, len(var.patch_nums)
+    quantize = vae.quantize
+    cond_BD = var.class_emb(torch.cat((labels, torch.full_like(labels, var.num_classes))))  # cond rows first
+    lvl_pos = var.level_position()
+    x_BLC = cond_BD.unsqueeze(1) + var.pos_start.expand(2 * B, 1, -1) + lvl_pos[:, :1]
+    kv_caches = var.new_kv_caches(2 * B)
+    pn_last = patch_nums[-1]
+    f_hat = cond_BD.new_zeros(B, vae.config.z_channels, pn_last, pn_last)
+    tokens, fhats = [], []
+    for si, pn in enumerate(patch_nums):
+        ratio = si / (K - 1)
+        logits_BlV = scale_step(var, x_BLC, cond_BD, kv_caches)
+        t = guidance_weight(cfg, si, K, cfg_schedule)
+        logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
+        idx_Bl = draw_tokens(filter_top_k_top_p_(logits_BlV, top_k, top_p), generator)
+        tokens.append(idx_Bl)
+        if more_smooth:
+            tau = max(0.27 * (1 - ratio * 0.95), 0.005)  # MaskGIT-style temperature, sharper at fine scales
+            emb_BlC = gumbel_softmax(logits_BlV.mul(1 + ratio), tau, generator) @ quantize.embedding.weight
+        else:
+            emb_BlC = quantize.embedding(idx_Bl)
+        h_BChw = emb_BlC.transpose(1, 2).reshape(B, -1, pn, pn)
+        if forced is not None:
+            # Blended in (B, C, h, w) layout like the reference, whose memory layout fixes the later bits.
+            keep = forced.keep[si].to(h_BChw.dtype).view(-1, 1, pn, pn)
+            given = quantize.embedding(forced.tokens[si]).transpose(1, 2).reshape(B, -1, pn, pn)
+            h_BChw = given * keep + h_BChw * (1 - keep)
+        f_hat, next_map = quantize.next_autoregressive_input(si, f_hat, h_BChw)
+        if return_fhats:
+            fhats.append(f_hat.clone())
+        if si != K - 1:
+            begin, end = var.begin_ends[si + 1]
+            x_BLC = var.word_embed(next_map.flatten(2).transpose(1, 2)) + lvl_pos[:, begin:end]
+            x_BLC = x_BLC.repeat(2, 1, 1)
+    images = vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
+    return SampleOutput(images=images, tokens=tokens, labels=labels, fhats=fhats if return_fhats else None)

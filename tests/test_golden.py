@@ -1,0 +1,54 @@
+"""Parity with the reference implementation, through the conformance check users run."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from nextscale import golden
+from tests.conftest import GOLDEN_FILES, golden_files
+
+
+@pytest.mark.parametrize("path", GOLDEN_FILES or ["<absent>"], ids=lambda p: getattr(p, "name", str(p)))
+def test_every_reference_output_matches(path):
+    golden_files()
+    results = golden.check_file(str(path))
+    failures = [r for r in results if not r.passed]
+    assert not failures, failures
+    names = {r.name for r in results}
+    with safe_open(str(path), "pt") as fh:
+        expected = {k for k in fh.keys() if k.startswith("out.")}
+    assert expected <= names  # every out.* tensor in the file was compared
+
+
+def test_cli_exit_code_and_summary():
+    files = [str(p) for p in golden_files()]
+    proc = subprocess.run([sys.executable, "-m", "nextscale.golden", *files], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(" 0 failed") == len(files)
+
+
+def _rewrite(src, dst, edit):
+    with safe_open(str(src), "pt") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    edit(tensors)
+    save_file(tensors, str(dst), metadata=meta)
+
+
+def test_unknown_output_key_fails(tmp_path):
+    src = golden_files()[0]
+    bad = tmp_path / "extra.safetensors"
+    _rewrite(src, bad, lambda t: t.__setitem__("out.vae.something_new", torch.zeros(1)))
+    assert golden.main([str(bad)]) == 1
+
+
+def test_perturbed_output_fails(tmp_path):
+    src = golden_files()[0]
+    bad = tmp_path / "perturbed.safetensors"
+    _rewrite(src, bad, lambda t: t["out.var.logits"].mul_(1.001))
+    results = {r.name: r for r in golden.check_file(str(bad))}
+    assert not results["out.var.logits"].passed
+    assert results["out.vae.f"].passed
