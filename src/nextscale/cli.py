@@ -110,6 +110,66 @@ def cmd_sample(args) -> None:
     print(f"wrote {len(run.labels)} images, grid.png and samples.npz to {run.out_dir}")
 
 
+def cmd_demo(args) -> None:
+    import time
+
+    from .demo import run_demo
+
+    started = time.time()
+    model = "digits"
+    if args.train:
+        from .recipes import train_digits_model
+
+        model = str(train_digits_model(args.model_out, run_dir=args.run_dir, device=pick_device(args.device)))
+        print(f"trained both stages into {model}")
+    path = run_demo(args.out, model=model, seed=args.seed, device=pick_device(args.device))
+    print(f"wrote {path} in {time.time() - started:.1f} s")
+
+
+def cmd_eval(args) -> None:
+    import json
+
+    from .evaluation import evaluate_digit_edits, evaluate_digits
+
+    if args.preset != "digits":
+        raise NextscaleError(f"--preset {args.preset}: only the digits evaluation exists so far")
+    if args.n_per_class < 2:
+        raise NextscaleError(f"--n-per-class must be at least 2, got {args.n_per_class}")
+    if not (args.model or args.vae or args.var):
+        args.model = "digits"
+    vae, var = load_models(args)
+    report = evaluate_digits(vae, var, n_per_class=args.n_per_class, cfg=args.cfg, seed=args.seed,
+                             top_k=args.top_k, top_p=args.top_p, cfg_schedule=args.cfg_schedule)  # fmt: skip
+    print(report.summary())
+    record = report.as_dict()
+    if not args.skip_edits:
+        edits = evaluate_digit_edits(vae, var, cfg=args.cfg, seed=args.seed, top_k=args.top_k, top_p=args.top_p,
+                                     cfg_schedule=args.cfg_schedule)  # fmt: skip
+        print(edits.summary())
+        record["edits"] = vars(edits)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(record, fh, indent=2)
+
+
+def cmd_bench(args) -> None:
+    from .bench import bench_sampling
+    from .presets import PRESETS
+
+    if args.preset not in PRESETS:
+        raise NextscaleError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
+    for name in ("batch_size", "runs"):
+        if getattr(args, name) < 1:
+            raise NextscaleError(f"--{name.replace('_', '-')} must be at least 1")
+    result = bench_sampling(args.preset, batch_size=args.batch_size, device=pick_device(args.device),
+                            precision=args.precision, compile=args.compile, runs=args.runs, warmup=args.warmup,
+                            train_batch_size=args.train_batch_size)  # fmt: skip
+    print(result.table())
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(result.to_json() + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nextscale", description="VAR: next-scale prediction image generation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,6 +188,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/samples", help="output directory (default outputs/samples)")
     add_sampling_args(p)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("demo", help="the built-in digits model in one picture (outputs/demo.png)")
+    p.add_argument("--out", default="outputs/demo.png")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", action="store_true", help="first retrain both stages from scratch (fixed seeds)")
+    p.add_argument("--run-dir", default="runs/demo", help="with --train: checkpoints go here")
+    p.add_argument("--model-out", default="outputs/digits-model", help="with --train: the trained model")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="sample quality judged by an independent classifier (digits)")
+    p.add_argument("--preset", default="digits")
+    add_model_args(p)
+    p.add_argument("--n-per-class", type=int, default=100)
+    p.add_argument("--json", help="also write the numbers here")
+    p.add_argument("--skip-edits", action="store_true", help="skip the centre-editing measurement")
+    add_sampling_args(p, cfg=3.0, top_k=0, top_p=0.0)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="time sampling (and a training step) against the hardware's floor")
+    p.add_argument("--preset", default="var-d16")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--compile", help="a torch.compile backend for the transformer step (e.g. inductor)")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--train-batch-size", type=int, default=0, help="also time one training step (0: skip)")
+    p.add_argument("--json", help="also write the results here")
+    p.set_defaults(func=cmd_bench)
+
+    from . import cli_edit, cli_train
+
+    cli_train.register(sub)
+    cli_edit.register(sub)
     return parser
 
 

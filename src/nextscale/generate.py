@@ -12,14 +12,9 @@ from tqdm.auto import tqdm
 
 from .images import save_grid, save_png, to_uint8, write_npz
 from .sampling import sample
+from .seeding import derived_generator
 from .tokenizer import VQVAE
 from .transformer import VAR
-
-
-def batch_generator(seed: int, batch_index: int, device) -> torch.Generator:
-    """One generator per batch, derived from (seed, batch index): batches can run anywhere, in any order."""
-    state = int(np.random.SeedSequence([seed, batch_index]).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.Generator(device=device).manual_seed(state)
 
 
 @dataclass
@@ -48,7 +43,7 @@ def sample_many(
     chunks = [labels[i : i + batch_size] for i in range(0, len(labels), batch_size)]
     images, first = [], []
     for b, chunk in enumerate(tqdm(chunks, desc="sampling", unit="batch", disable=not progress)):
-        result = sample(var, vae, chunk, generator=batch_generator(seed, b, device), **sample_kwargs)
+        result = sample(var, vae, chunk, generator=derived_generator(seed, b, device=device), **sample_kwargs)
         batch = to_uint8(result.images)
         if out is not None:
             for j, img in enumerate(batch):

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 
 from .checkpoint import vae_from_state_dict, var_from_state_dict
-from .editing import edit_tokens, scale_keep_masks
+from .editing import edit, scale_keep_masks
 from .sampling import sample
 from .tokenizer import VQVAEConfig
 from .transformer import VARConfig
@@ -94,7 +94,7 @@ def compute_outputs(meta: dict, tensors: dict[str, torch.Tensor]) -> dict[str, t
         )
         if "keep_mask" in s:
             keep = scale_keep_masks(tensors[s["keep_mask"]], var.patch_nums)
-            result = edit_tokens(var, vae, idx, keep, labels, **settings)
+            result = edit(var, vae, mask=keep, input_tokens=idx, labels=labels, **settings)
         else:
             result = sample(var, vae, labels, **settings)
         out[f"out.sample.{run}.img"] = result.images

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -100,6 +101,30 @@ def check_compatible(var: VAR, vae: VQVAE) -> None:
         raise NextscaleError("the VAR and VAE do not fit together: " + "; ".join(problems))
 
 
+PRECISIONS = ("fp32", "bf16")
+_compiled_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def autocast_for(device: torch.device, precision: str):
+    if precision not in PRECISIONS:
+        raise NextscaleError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def cache_dtype(device: torch.device) -> torch.dtype | None:
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+
+
+def step_function(var: VAR, backend: str | None):
+    """`scale_step`, or its `torch.compile`d twin (made once per model and backend)."""
+    if backend is None:
+        return scale_step
+    per_model = _compiled_steps.setdefault(var, {})
+    if backend not in per_model:
+        per_model[backend] = torch.compile(scale_step, backend=backend, dynamic=False)
+    return per_model[backend]
+
+
 def scale_step(var: VAR, x_BlC: torch.Tensor, cond_BD: torch.Tensor, kv_caches) -> torch.Tensor:
     """Logits of one scale's tokens; the caches hold every coarser scale, so no mask is needed."""
     return var.get_logits(var.run_blocks(x_BlC, cond_BD, None, kv_caches), cond_BD)
@@ -132,6 +157,9 @@ def sample(
     more_smooth: bool = False,
     forced: ForcedTokens | None = None,
     return_fhats: bool = False,
+    precision: str = "fp32",
+    compile: str | None = None,
+    on_scale: Callable[[int], None] | None = None,
 ) -> SampleOutput:
     """Generates images with classifier-free guidance.
 
@@ -139,6 +167,10 @@ def sample(
     `more_smooth`) come from `generator` (or a fresh one seeded with `seed`) in the reference's order, so the
     same weights, seed and settings give the reference's token ids. Use `cfg`=1.5, `top_k`=900, `top_p`=0.96
     for FID; `cfg`≈4 for looks. `more_smooth` (Gumbel-softmax embeddings) is for visualisation only.
+
+    Speed: `precision="bf16"` runs under bf16 autocast (for GPUs; CPUs are fast only in fp32); `compile`
+    names a `torch.compile` backend ("inductor", …) for the transformer step, compiled once per model and
+    specialised per scale (shapes are static within a scale). `on_scale(si)` is called after each scale.
     """
     check_compatible(var, vae)
     if cfg_schedule not in CFG_SCHEDULES:
@@ -153,19 +185,25 @@ def sample(
     if generator is not None and generator.device.type != device.type:
         raise NextscaleError(f"the generator lives on {generator.device}, the model on {device}")
     labels = resolve_labels(var, labels, batch_size, generator, device)
+    with autocast_for(device, precision):
+        return _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_smooth, forced,
+                       return_fhats, step_function(var, compile), on_scale)  # fmt: skip
 
+
+def _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_smooth, forced, return_fhats,
+            step, on_scale) -> SampleOutput:  # fmt: skip
     B, patch_nums, K = labels.shape[0], var.patch_nums, len(var.patch_nums)
     quantize = vae.quantize
     cond_BD = var.class_emb(torch.cat((labels, torch.full_like(labels, var.num_classes))))  # cond rows first
     lvl_pos = var.level_position()
     x_BLC = cond_BD.unsqueeze(1) + var.pos_start.expand(2 * B, 1, -1) + lvl_pos[:, :1]
-    kv_caches = var.new_kv_caches(2 * B)
+    kv_caches = var.new_kv_caches(2 * B, dtype=cache_dtype(labels.device))
     pn_last = patch_nums[-1]
     f_hat = cond_BD.new_zeros(B, vae.config.z_channels, pn_last, pn_last)
     tokens, fhats = [], []
     for si, pn in enumerate(patch_nums):
         ratio = si / (K - 1)
-        logits_BlV = scale_step(var, x_BLC, cond_BD, kv_caches)
+        logits_BlV = step(var, x_BLC, cond_BD, kv_caches)
         t = guidance_weight(cfg, si, K, cfg_schedule)
         logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
         idx_Bl = draw_tokens(filter_top_k_top_p_(logits_BlV, top_k, top_p), generator)
@@ -188,5 +226,7 @@ def sample(
             begin, end = var.begin_ends[si + 1]
             x_BLC = var.word_embed(next_map.flatten(2).transpose(1, 2)) + lvl_pos[:, begin:end]
             x_BLC = x_BLC.repeat(2, 1, 1)
-    images = vae.fhat_to_img(f_hat).add_(1).mul_(0.5)
+        if on_scale is not None:
+            on_scale(si)
+    images = vae.fhat_to_img(f_hat).float().add_(1).mul_(0.5)
     return SampleOutput(images=images, tokens=tokens, labels=labels, fhats=fhats if return_fhats else None)

@@ -1,0 +1,63 @@
+"""Training both stages: `train_tokenizer` and `train_var` (what `nextscale train-tokenizer` / `train` call)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ..tokenizer import VQVAE, VQVAEConfig
+from ..transformer import VAR, VARConfig
+from .tokenizer_stage import TokenizerOptions, TokenizerStage
+from .trainer import TrainConfig, Trainer
+from .var_stage import VAROptions, VARStage
+
+__all__ = ["TokenizerOptions", "TrainConfig", "Trainer", "VAROptions", "train_tokenizer", "train_var"]
+
+
+def train_tokenizer(
+    config: VQVAEConfig,
+    train_data: Dataset,
+    test_data: Dataset | None,
+    train_config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    options: TokenizerOptions | None = None,
+    resume: bool = True,
+    device="cpu",
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[VQVAE, dict]:
+    """Trains a multi-scale VQ-VAE; continues the run in `run_dir` if it has a checkpoint and `resume`."""
+    torch.manual_seed(train_config.seed)  # the initial weights
+    stage = TokenizerStage(VQVAE(config), train_data, test_data, train_config, options, device)
+    trainer = Trainer(stage, train_config, run_dir, progress=progress)
+    if resume:
+        trainer.resume()
+    metrics = trainer.fit(stop_after=stop_after)
+    return stage.model, metrics
+
+
+def train_var(
+    config: VARConfig,
+    vae: VQVAE,
+    train_data: Dataset,
+    test_data: Dataset | None,
+    train_config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    options: VAROptions | None = None,
+    resume: bool = True,
+    device="cpu",
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[VAR, dict]:
+    """Trains a VAR on the frozen `vae`'s tokens; continues the run in `run_dir` if it has a checkpoint."""
+    torch.manual_seed(train_config.seed)
+    stage = VARStage(VAR(config), vae, train_data, test_data, train_config, options, device)
+    trainer = Trainer(stage, train_config, run_dir, progress=progress)
+    if resume:
+        trainer.resume()
+    metrics = trainer.fit(stop_after=stop_after)
+    return stage.model, metrics

@@ -1,0 +1,54 @@
+"""The shipped digits model, the demo and the digits evaluation."""
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nextscale import load_model, sample
+from nextscale.checkpoint import BUILTIN
+from nextscale.cli import main
+from nextscale.data import DigitsDataset, digits8_to_images, digits_splits, images_to_digits8
+from nextscale.evaluation import evaluate_digits, frechet_distance
+
+
+def test_shipped_model_is_small_loads_strictly_and_samples_every_class():
+    files = [p for p in BUILTIN["digits"].rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 20 * 2**20
+    vae, var = load_model("digits")  # strict: any missing or unexpected key raises
+    out = sample(var, vae, list(range(10)), seed=0, cfg=3.0)
+    assert out.images.shape == (10, 3, 32, 32) and torch.isfinite(out.images).all()
+    assert out.labels.tolist() == list(range(10))
+
+
+def test_demo_writes_a_png(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo.png")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with Image.open(tmp_path / "demo.png") as im:
+        im.verify()
+    with Image.open(tmp_path / "demo.png") as im:
+        assert im.mode == "RGB" and im.width > 300 and im.height > 300
+
+
+def test_digits_round_trip_through_32px_is_exact():
+    _, test = digits_splits()
+    back = images_to_digits8((digits8_to_images(test.images8) + 1) / 2)
+    np.testing.assert_allclose(back, test.images8, atol=1e-4)
+    data = DigitsDataset("test")
+    assert len(data) == 360 and data.images.shape[1:] == (3, 32, 32)
+    assert -1 <= float(data.images.min()) and float(data.images.max()) <= 1
+
+
+def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 8))
+    assert abs(frechet_distance(a, a)) < 1e-6
+    assert frechet_distance(a, a + 1.0) > 7.9
+
+
+def test_digits_evaluation_reports_every_number():
+    vae, var = load_model("digits")
+    report = evaluate_digits(vae, var, n_per_class=3, progress=False)
+    assert 0 <= report.guided_accuracy <= 1 and 0 <= report.unguided_accuracy <= 1
+    assert report.classifier_test_accuracy > 0.98
+    assert report.train_test_fd > 0 and report.sample_fd > 0
+    assert "Fréchet" in report.summary()

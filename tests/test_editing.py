@@ -1,0 +1,148 @@
+"""Zero-shot editing: golden parity through the public API, forced tokens, masks, and bad input."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nextscale import save_model
+from nextscale.cli import main
+from nextscale.editing import box_region, edit, region_on_token_grid, scale_keep_masks
+from nextscale.errors import NextscaleError
+from nextscale.golden import build_models, read_reference
+from tests.conftest import golden_files
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_box_api_reproduces_the_golden_inpaint_run(index):
+    files = golden_files()
+    if index >= len(files):
+        pytest.skip("only one reference file")
+    meta, tensors = read_reference(str(files[index]))
+    vae, var = build_models(meta, tensors)
+    run = meta["sampling"]["inpaint"]
+    out = edit(var, vae, (tensors["in.img"] + 1) / 2, tuple(run["edit_box"]), labels=tensors["in.labels"],
+               seed=run["g_seed"], cfg=run["cfg"], top_k=run["top_k"], top_p=run["top_p"])  # fmt: skip
+    for k, tokens in enumerate(out.tokens):
+        assert torch.equal(tokens, tensors[f"out.sample.inpaint.idx.{k}"])
+    torch.testing.assert_close(out.images, tensors["out.sample.inpaint.img"], rtol=1e-4, atol=1e-5)
+
+
+def test_kept_positions_hold_the_input_tokens_at_every_scale(tiny_models):
+    vae, var = tiny_models
+    images = torch.rand(2, 3, vae.config.resolution, vae.config.resolution)
+    out = edit(var, vae, images, (0.25, 0.25, 0.75, 0.75), labels=[1, 2], seed=0, cfg=2.0)
+    given = vae.img_to_idx(images * 2 - 1)
+    for si, (keep, final, drawn) in enumerate(zip(out.keep_masks, out.final_tokens, out.tokens)):
+        keep = keep.expand_as(final)
+        assert torch.equal(final[keep], given[si][keep])
+        assert torch.equal(final[~keep], drawn[~keep])
+        if var.patch_nums[si] ** 2 <= 3:
+            assert keep.all()
+    # the image was decoded from exactly those tokens: the forced ones entered f̂ at every scale
+    torch.testing.assert_close(vae.idx_to_img(out.final_tokens).add(1).div(2), out.images)
+    again = edit(var, vae, images, (0.25, 0.25, 0.75, 0.75), labels=[1, 2], seed=0, cfg=2.0)
+    assert torch.equal(again.images, out.images)
+
+
+def test_all_keep_mask_returns_the_reconstruction(tiny_models):
+    vae, var = tiny_models
+    images = torch.rand(2, 3, vae.config.resolution, vae.config.resolution)
+    keep_all = [torch.ones(1, pn * pn, dtype=torch.bool) for pn in var.patch_nums]
+    out = edit(var, vae, images, keep_all, seed=3, cfg=1.0)
+    torch.testing.assert_close(out.images, vae.reconstruct(images * 2 - 1).add(1).div(2))
+
+
+def test_keep_coarse_scales_and_outpaint(tiny_models):
+    vae, var = tiny_models
+    images = torch.rand(1, 3, vae.config.resolution, vae.config.resolution)
+    out = edit(var, vae, images, (0.0, 0.0, 1.0, 0.5), mode="outpaint", keep_coarse_scales=2, seed=1)
+    assert out.keep_masks[1].all()  # the first two scales are forced whole
+    region = box_region((0.0, 0.0, 1.0, 0.5), var.patch_nums[-1])
+    assert torch.equal(out.keep_masks[-1].view(region.shape), region.bool())  # out-paint keeps the region
+
+
+def test_masks_of_any_size_and_the_reference_resize_rule():
+    big = torch.zeros(64, 64)
+    big[16:48, 16:48] = 1
+    grid = region_on_token_grid(big, 4)
+    assert torch.equal(grid, box_region((0.25, 0.25, 0.75, 0.75), 4))
+    masks = scale_keep_masks(1 - grid, (1, 2, 4))
+    assert masks[0].all() and masks[2].sum() == 12
+    pil = Image.fromarray((big.numpy() * 255).astype(np.uint8))
+    assert torch.equal(region_on_token_grid(pil, 4), grid)
+
+
+def test_feathered_blend_keeps_the_original_far_from_the_region(tiny_models):
+    vae, var = tiny_models
+    images = torch.rand(1, 3, vae.config.resolution, vae.config.resolution)
+    out = edit(var, vae, images, (0.5, 0.5, 1.0, 1.0), feather=1.0, seed=2)
+    torch.testing.assert_close(out.images[..., :2, :2], images[..., :2, :2])
+
+
+@pytest.mark.parametrize(
+    "mask, message",
+    [
+        ((0.5, 0.0, 0.5, 1.0), "is empty"),
+        ((-0.1, 0.0, 0.5, 1.0), r"outside \[0, 1\]"),
+        (torch.zeros(8, 8), "the mask is empty"),
+        (torch.ones(8, 8), "covers everything"),
+    ],
+)
+def test_bad_masks(tiny_models, mask, message):
+    vae, var = tiny_models
+    with pytest.raises(NextscaleError, match=message):
+        edit(var, vae, torch.rand(1, 3, 8, 8), mask, seed=0)
+
+
+@pytest.fixture
+def edit_setup(tiny_models, tmp_path):
+    model = save_model(*tiny_models, tmp_path / "m")
+    Image.new("RGB", (20, 12), (200, 30, 30)).save(tmp_path / "in.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    mask = Image.new("L", (8, 8), 0)
+    mask.paste(255, (2, 2, 6, 6))
+    mask.save(tmp_path / "mask.png")
+    Image.new("L", (8, 8), 0).save(tmp_path / "empty.png")
+    Image.new("L", (8, 8), 255).save(tmp_path / "full.png")
+    return model, tmp_path
+
+
+def test_edit_cli_writes_an_image_and_says_it_resized(edit_setup, capsys):
+    model, d = edit_setup
+    code = main(["edit", "--model", str(model), "--image", str(d / "in.png"), "--mask", str(d / "mask.png"),
+                 "--class", "1", "--seed", "0", "--out", str(d / "out.png")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0 and Image.open(d / "out.png").size == (8, 8)
+    assert "resized and centre-cropped from 20×12" in captured.err
+    folder = d / "folder"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(folder / f"{i}.png")
+    code = main(["edit", "--model", str(model), "--image", str(folder), "--box", "0.25,0.25,0.75,0.75",
+                 "--outpaint", "--seed", "0", "--out", str(d / "edited")])  # fmt: skip
+    assert code == 0 and sorted(p.name for p in (d / "edited").iterdir()) == ["0.png", "1.png"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--image", "bad.png", "--box", "0.2,0.2,0.8,0.8"], "not a readable image"),
+        (["--image", "missing.png", "--box", "0.2,0.2,0.8,0.8"], "no such file"),
+        (["--image", "in.png", "--mask", "empty.png"], "the mask is empty"),
+        (["--image", "in.png", "--mask", "full.png"], "covers everything"),
+        (["--image", "in.png", "--box", "0.2,0.9,0.8,0.8"], "is empty"),
+        (["--image", "in.png", "--box", "0,0,1.5,1"], r"outside \[0, 1\]"),
+        (["--image", "in.png", "--box", "0,0,1"], "four numbers"),
+        (["--image", "in.png", "--box", "0.2,0.2,0.8,0.8", "--class", "9"], "--class 9 is out of range"),
+        (["--image", "in.png"], "exactly one of --mask"),
+    ],
+)
+def test_edit_cli_bad_input(edit_setup, capsys, extra, message):
+    import re
+
+    model, d = edit_setup
+    args = [a if not a.endswith(".png") else str(d / a) for a in extra]
+    code = main(["edit", "--model", str(model), *args, "--seed", "0", "--out", str(d / "o.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(message, err), err
