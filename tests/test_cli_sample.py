@@ -27,28 +27,10 @@ def run_cli(capsys, *argv):
 
 
 def test_sample_writes_pngs_grid_and_npz(model_dir, tmp_path, capsys):
+    args = ["sample", "--model", model_dir, "--class", "0,2", "3", "--n", "2", "--batch-size", "4", "--seed", "1",
+            "--cfg", "2", "--top-k", "8"]  # fmt: skip
     out = tmp_path / "out"
-    code, stdout, _ = run_cli(
-        capsys,
-        "sample",
-        "--model",
-        model_dir,
-        "--class",
-        "0,2",
-        "3",
-        "--n",
-        "2",
-        "--batch-size",
-        "4",
-        "--seed",
-        "1",
-        "--out",
-        out,
-        "--cfg",
-        "2",
-        "--top-k",
-        "8",
-    )
+    code, stdout, _ = run_cli(capsys, *args, "--out", out)
     assert code == 0 and "wrote 6 images" in stdout
     pngs = sorted(out.glob("0*.png"))
     assert len(pngs) == 6
@@ -58,28 +40,8 @@ def test_sample_writes_pngs_grid_and_npz(model_dir, tmp_path, capsys):
     assert npz["arr_0"].shape == (6, 8, 8, 3) and npz["arr_0"].dtype == np.uint8
     assert npz["arr_1"].tolist() == [0, 0, 2, 2, 3, 3]
     # the same seed gives the same images, whatever else ran before
-    code, _, _ = run_cli(
-        capsys,
-        "sample",
-        "--model",
-        model_dir,
-        "--class",
-        "0,2",
-        "3",
-        "--n",
-        "2",
-        "--batch-size",
-        "4",
-        "--seed",
-        "1",
-        "--out",
-        tmp_path / "again",
-        "--cfg",
-        "2",
-        "--top-k",
-        "8",
-    )
-    assert np.array_equal(np.load(tmp_path / "again" / "samples.npz")["arr_0"], npz["arr_0"])
+    code, _, _ = run_cli(capsys, *args, "--out", tmp_path / "again")
+    assert code == 0 and np.array_equal(np.load(tmp_path / "again" / "samples.npz")["arr_0"], npz["arr_0"])
 
 
 def test_console_script_is_installed():

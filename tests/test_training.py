@@ -125,3 +125,27 @@ def test_image_folder_with_a_corrupt_file_trains_with_a_warning(tmp_path):
         _, metrics = train_tokenizer(vae_config, data, None, settings(3, batch_size=8), tmp_path / "run",
                                      progress=False)  # fmt: skip
     assert metrics["psnr"] > 0
+
+
+def test_training_commands_end_to_end(tmp_path, capsys):
+    from nextscale.checkpoint import load_model
+    from nextscale.cli import main
+
+    common = ["--data", "digits", "--steps", "2", "--batch-size", "8", "--eval-every", "2", "--device", "cpu",
+              "--quiet"]  # fmt: skip
+    tok = ["train-tokenizer", "--preset", "tiny", "--run-dir", str(tmp_path / "tok"), *common]
+    assert main(tok) == 0
+    assert "tokenizer saved to" in capsys.readouterr().out
+    assert main(tok) == 2  # the run directory holds a run: refuse to overwrite it
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*tok, "--resume"]) == 0  # already at its last step: nothing more to do
+    var = ["train", "--tokenizer", str(tmp_path / "tok" / "model"), "--preset", "tiny", "--run-dir",
+           str(tmp_path / "var"), *common]  # fmt: skip
+    assert main(var) == 0
+    vae, model = load_model(tmp_path / "var" / "model")
+    assert model.num_classes == 10 and vae.config.patch_nums == model.patch_nums
+    assert main(["train", "--tokenizer", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "x"), *common]) == 2
+    assert main(["train-tokenizer", "--data", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "y")]) == 2
+    assert main([*tok[: -len(common)], "--data", "digits", "--steps", "0", "--run-dir", str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "not a directory" in err and "steps must be at least 1" in err

@@ -143,8 +143,8 @@ def cmd_eval(args) -> None:
     print(report.summary())
     record = report.as_dict()
     if not args.skip_edits:
-        edits = evaluate_digit_edits(vae, var, cfg=args.cfg, seed=args.seed, top_k=args.top_k, top_p=args.top_p,
-                                     cfg_schedule=args.cfg_schedule)  # fmt: skip
+        edits = evaluate_digit_edits(vae, var, cfg=args.edit_cfg, seed=args.seed, top_k=args.top_k,
+                                     top_p=args.top_p, cfg_schedule=args.cfg_schedule)  # fmt: skip
         print(edits.summary())
         record["edits"] = vars(edits)
     if args.json:
@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-per-class", type=int, default=100)
     p.add_argument("--json", help="also write the numbers here")
     p.add_argument("--skip-edits", action="store_true", help="skip the centre-editing measurement")
-    add_sampling_args(p, cfg=3.0, top_k=0, top_p=0.0)
+    p.add_argument("--edit-cfg", type=float, default=3.0, help="guidance for the editing measurement (default 3)")
+    add_sampling_args(p, cfg=1.5, top_k=0, top_p=0.0)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="time sampling (and a training step) against the hardware's floor")

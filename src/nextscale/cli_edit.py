@@ -39,7 +39,7 @@ def cmd_edit(args) -> None:
     import torch
 
     from .cli import check_classes, load_models, sampling_settings
-    from .editing import edit
+    from .editing import edit, keep_masks_for
     from .images import save_png, to_uint8
 
     if (args.mask is None) == (args.box is None):
@@ -51,11 +51,13 @@ def cmd_edit(args) -> None:
     vae, var = load_models(args)
     if args.classes is not None:
         check_classes([args.classes], var.num_classes)
+    mode = "outpaint" if args.outpaint else "inpaint"
+    keep_masks_for(mask, mode, var.patch_nums, args.keep_scales)  # a mask that edits nothing fails before any work
     for i, (src, dst, picture) in enumerate(images):
         if picture.size != (vae.config.resolution,) * 2:
             print(f"{src}: resized and centre-cropped from {picture.width}×{picture.height} to the model's "
                   f"{vae.config.resolution}×{vae.config.resolution}", file=sys.stderr)  # fmt: skip
-        result = edit(var, vae, picture, mask, mode="outpaint" if args.outpaint else "inpaint",
+        result = edit(var, vae, picture, mask, mode=mode,
                       labels=args.classes, keep_coarse_scales=args.keep_scales, feather=args.feather,
                       generator=torch.Generator(device=var.head.weight.device).manual_seed(args.seed + i),
                       **settings)  # fmt: skip

@@ -62,7 +62,7 @@ def run_demo(out: str | Path = "outputs/demo.png", *, model: str = "digits", see
 
     progression = sample(var, vae, [3], seed=seed + 1, return_fhats=True, **DEMO_SAMPLING)
     steps = torch.cat([vae.fhat_to_img(f) for f in progression.fhats]).add(1).div(2)
-    scales = "→".join(f"{pn}×{pn}" for pn in var.patch_nums)
+    scales = " -> ".join(f"{pn}x{pn}" for pn in var.patch_nums)  # the default font has no arrows
     sections.append(_section(f"one sample, scale by scale ({scales})", steps, len(steps)))
 
     targets = [(c + 1) % n for c in range(n)]

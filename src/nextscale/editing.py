@@ -112,6 +112,29 @@ def feathered_blend(original: torch.Tensor, generated: torch.Tensor, region: tor
     return original * (1 - soft) + generated * soft
 
 
+def keep_masks_for(mask, mode: str, patch_nums: Sequence[int], keep_coarse_scales: int = 0, device="cpu"):
+    """The per-scale keep masks for a mask argument of `edit`, and the region on the token grid (None when
+    per-scale masks were given). Raises on a mask that keeps nothing or generates nothing."""
+    if mask is None:
+        raise NextscaleError("give a mask: a region image, a box (y0, x0, y1, x1) or per-scale keep masks")
+    if isinstance(mask, list | tuple) and len(mask) == len(patch_nums) and torch.is_tensor(mask[0]):
+        keep = [m.to(device).bool() for m in mask]
+        region = None
+    else:
+        pn_last = patch_nums[-1]
+        region = box_region(tuple(mask), pn_last) if isinstance(mask, tuple) else region_on_token_grid(mask, pn_last)
+        region = region.to(device)
+        binary = region.gt(0.5)
+        if not binary.any():
+            raise NextscaleError("the mask is empty: nothing to generate")
+        if binary.all() and keep_coarse_scales == 0:
+            raise NextscaleError("the mask covers everything: nothing of the image would be kept")
+        keep = scale_keep_masks((1 - region) if mode == "inpaint" else region, patch_nums)
+    for si in range(min(keep_coarse_scales, len(keep))):
+        keep[si] = torch.ones_like(keep[si])
+    return keep, region
+
+
 @torch.no_grad()
 def edit(
     var: VAR,
@@ -137,8 +160,8 @@ def edit(
     """
     if mode not in MODES:
         raise NextscaleError(f"mode must be one of {MODES}, got {mode!r}")
-    patch_nums, pn_last = var.patch_nums, var.patch_nums[-1]
-    device = var.head.weight.device
+    patch_nums, device = var.patch_nums, var.head.weight.device
+    keep, region = keep_masks_for(mask, mode, patch_nums, keep_coarse_scales, device)
     pixels = None
     if input_tokens is None:
         if images is None:
@@ -147,23 +170,6 @@ def edit(
         pixels = pixels.to(device)
         input_tokens = vae.img_to_idx(pixels * 2 - 1)
     B = input_tokens[0].shape[0]
-    if mask is None:
-        raise NextscaleError("give a mask: a region image, a box (y0, x0, y1, x1) or per-scale keep masks")
-    if isinstance(mask, list | tuple) and len(mask) == len(patch_nums) and torch.is_tensor(mask[0]):
-        keep = [m.to(device).bool() for m in mask]
-        region = None
-    else:
-        region = box_region(tuple(mask), pn_last) if isinstance(mask, tuple) else region_on_token_grid(mask, pn_last)
-        region = region.to(device)
-        binary = region.gt(0.5)
-        if not binary.any():
-            raise NextscaleError("the mask is empty: nothing to generate")
-        if binary.all() and keep_coarse_scales == 0:
-            raise NextscaleError("the mask covers everything: nothing of the image would be kept")
-        keep_grid = (1 - region) if mode == "inpaint" else region
-        keep = scale_keep_masks(keep_grid, patch_nums)
-    for si in range(min(keep_coarse_scales, len(keep))):
-        keep[si] = torch.ones_like(keep[si])
     if labels is None:
         labels = -1
     if isinstance(labels, int):

@@ -83,7 +83,7 @@ class DigitsReport:
         )
 
 
-def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float = 3.0, seed: int = 0,
+def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float = 1.5, seed: int = 0,
                     batch_size: int = 250, progress: bool = True, **sample_kwargs) -> DigitsReport:  # fmt: skip
     judge = DigitsJudge(seed)
     labels = [c for c in range(var.num_classes) for _ in range(n_per_class)]

@@ -14,8 +14,8 @@ def digits_tokenizer_recipe() -> tuple[TrainConfig, TokenizerOptions]:
 
 
 def digits_var_recipe() -> tuple[TrainConfig, VAROptions]:
-    config = TrainConfig(steps=1500, batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, eval_every=250,
-                         save_every=250, seed=DIGITS_SEED)  # fmt: skip
+    config = TrainConfig(steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, eval_every=500,
+                         save_every=500, seed=DIGITS_SEED)  # fmt: skip
     return config, VAROptions()
 
 

@@ -125,9 +125,9 @@ def step_function(var: VAR, backend: str | None):
     return per_model[backend]
 
 
-def scale_step(var: VAR, x_BlC: torch.Tensor, cond_BD: torch.Tensor, kv_caches) -> torch.Tensor:
+def scale_step(var: VAR, x_BlC: torch.Tensor, cond_BD: torch.Tensor, kv_caches, modulations) -> torch.Tensor:
     """Logits of one scale's tokens; the caches hold every coarser scale, so no mask is needed."""
-    return var.get_logits(var.run_blocks(x_BlC, cond_BD, None, kv_caches), cond_BD)
+    return var.get_logits(var.run_blocks(x_BlC, cond_BD, None, kv_caches, modulations), cond_BD, modulations)
 
 
 @torch.no_grad()
@@ -138,7 +138,9 @@ def cached_teacher_forcing(var: VAR, labels_B: torch.Tensor, x_BLCv_wo_first_l: 
     lvl_pos = var.level_position()
     kv_caches = var.new_kv_caches(B)
     x_BLC = torch.cat((cond_BD.unsqueeze(1) + var.pos_start, var.word_embed(x_BLCv_wo_first_l)), dim=1) + lvl_pos
-    return torch.cat([scale_step(var, x_BLC[:, b:e], cond_BD, kv_caches) for b, e in var.begin_ends], dim=1)
+    modulations = var.modulations(cond_BD)
+    steps = [scale_step(var, x_BLC[:, b:e], cond_BD, kv_caches, modulations) for b, e in var.begin_ends]
+    return torch.cat(steps, dim=1)
 
 
 @torch.no_grad()
@@ -159,6 +161,7 @@ def sample(
     return_fhats: bool = False,
     precision: str = "fp32",
     compile: str | None = None,
+    channels_last_decode: bool = True,
     on_scale: Callable[[int], None] | None = None,
 ) -> SampleOutput:
     """Generates images with classifier-free guidance.
@@ -170,7 +173,9 @@ def sample(
 
     Speed: `precision="bf16"` runs under bf16 autocast (for GPUs; CPUs are fast only in fp32); `compile`
     names a `torch.compile` backend ("inductor", …) for the transformer step, compiled once per model and
-    specialised per scale (shapes are static within a scale). `on_scale(si)` is called after each scale.
+    specialised per scale (shapes are static within a scale). `channels_last_decode` decodes on NHWC
+    activations (faster; images equal to the reference's up to ~1e-6 relative, tokens unaffected; False gives
+    the reference's bits). `on_scale(si)` is called after each scale.
     """
     check_compatible(var, vae)
     if cfg_schedule not in CFG_SCHEDULES:
@@ -187,23 +192,24 @@ def sample(
     labels = resolve_labels(var, labels, batch_size, generator, device)
     with autocast_for(device, precision):
         return _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_smooth, forced,
-                       return_fhats, step_function(var, compile), on_scale)  # fmt: skip
+                       return_fhats, step_function(var, compile), channels_last_decode, on_scale)  # fmt: skip
 
 
 def _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_smooth, forced, return_fhats,
-            step, on_scale) -> SampleOutput:  # fmt: skip
+            step, channels_last_decode, on_scale) -> SampleOutput:  # fmt: skip
     B, patch_nums, K = labels.shape[0], var.patch_nums, len(var.patch_nums)
     quantize = vae.quantize
     cond_BD = var.class_emb(torch.cat((labels, torch.full_like(labels, var.num_classes))))  # cond rows first
     lvl_pos = var.level_position()
     x_BLC = cond_BD.unsqueeze(1) + var.pos_start.expand(2 * B, 1, -1) + lvl_pos[:, :1]
     kv_caches = var.new_kv_caches(2 * B, dtype=cache_dtype(labels.device))
+    modulations = var.modulations(cond_BD)  # the condition is the same at every scale
     pn_last = patch_nums[-1]
     f_hat = cond_BD.new_zeros(B, vae.config.z_channels, pn_last, pn_last)
     tokens, fhats = [], []
     for si, pn in enumerate(patch_nums):
         ratio = si / (K - 1)
-        logits_BlV = step(var, x_BLC, cond_BD, kv_caches)
+        logits_BlV = step(var, x_BLC, cond_BD, kv_caches, modulations)
         t = guidance_weight(cfg, si, K, cfg_schedule)
         logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
         idx_Bl = draw_tokens(filter_top_k_top_p_(logits_BlV, top_k, top_p), generator)
@@ -228,5 +234,5 @@ def _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_s
             x_BLC = x_BLC.repeat(2, 1, 1)
         if on_scale is not None:
             on_scale(si)
-    images = vae.fhat_to_img(f_hat).float().add_(1).mul_(0.5)
+    images = vae.fhat_to_img(f_hat, channels_last=channels_last_decode).float().add_(1).mul_(0.5).contiguous()
     return SampleOutput(images=images, tokens=tokens, labels=labels, fhats=fhats if return_fhats else None)

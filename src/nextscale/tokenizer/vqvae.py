@@ -113,8 +113,14 @@ class VQVAE(PretrainedMixin, nn.Module):
         """Images in [−1, 1], (B, 3, H, W) → continuous latent f, (B, Cvae, H/16, W/16)."""
         return self.quant_conv(self.encoder(img))
 
-    def fhat_to_img(self, f_hat: torch.Tensor) -> torch.Tensor:
-        """Latent → image in [−1, 1]."""
+    def fhat_to_img(self, f_hat: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """Latent → image in [−1, 1].
+
+        `channels_last` runs the decoder's convolutions on NHWC activations: faster with oneDNN and cuDNN,
+        equal to the default up to float rounding (about 1e-6 relative).
+        """
+        if channels_last:
+            f_hat = f_hat.contiguous(memory_format=torch.channels_last)
         return self.decoder(self.post_quant_conv(f_hat)).clamp_(-1, 1)
 
     @torch.no_grad()

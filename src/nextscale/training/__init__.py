@@ -32,11 +32,7 @@ def train_tokenizer(
     """Trains a multi-scale VQ-VAE; continues the run in `run_dir` if it has a checkpoint and `resume`."""
     torch.manual_seed(train_config.seed)  # the initial weights
     stage = TokenizerStage(VQVAE(config), train_data, test_data, train_config, options, device)
-    trainer = Trainer(stage, train_config, run_dir, progress=progress)
-    if resume:
-        trainer.resume()
-    metrics = trainer.fit(stop_after=stop_after)
-    return stage.model, metrics
+    return _fit(stage, train_config, run_dir, resume, progress, stop_after)
 
 
 def train_var(
@@ -54,10 +50,13 @@ def train_var(
     stop_after: int | None = None,
 ) -> tuple[VAR, dict]:
     """Trains a VAR on the frozen `vae`'s tokens; continues the run in `run_dir` if it has a checkpoint."""
-    torch.manual_seed(train_config.seed)
+    torch.manual_seed(train_config.seed)  # the initial weights
     stage = VARStage(VAR(config), vae, train_data, test_data, train_config, options, device)
+    return _fit(stage, train_config, run_dir, resume, progress, stop_after)
+
+
+def _fit(stage, train_config: TrainConfig, run_dir, resume: bool, progress: bool, stop_after: int | None):
     trainer = Trainer(stage, train_config, run_dir, progress=progress)
     if resume:
         trainer.resume()
-    metrics = trainer.fit(stop_after=stop_after)
-    return stage.model, metrics
+    return stage.model, trainer.fit(stop_after=stop_after)

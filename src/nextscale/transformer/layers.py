@@ -131,13 +131,19 @@ class AdaLNSelfAttn(nn.Module):
         else:
             self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(cond_dim, 6 * embed_dim))
 
-    def forward(self, x_BLC, cond_BD, attn_bias, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """`cond_BD` is the class condition, or in shared mode the shared projection (B, 1, 6, C)."""
+    def modulation(self, cond_BD: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """gamma1, gamma2, scale1, scale2, shift1, shift2, each (B, 1, C).
+
+        `cond_BD` is the class condition, or in shared mode the shared projection (B, 1, 6, C). It depends on
+        the class only, so the sampler computes it once for all scales.
+        """
         if self.shared_aln:
-            mods = (self.ada_gss + cond_BD).unbind(2)
-        else:
-            mods = self.ada_lin(cond_BD).view(-1, 1, 6, self.embed_dim).unbind(2)
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = mods  # each (B, 1, C); gammas gate raw, not 1 + gamma
+            return (self.ada_gss + cond_BD).unbind(2)
+        return self.ada_lin(cond_BD).view(-1, 1, 6, self.embed_dim).unbind(2)
+
+    def forward(self, x_BLC, cond_BD, attn_bias, kv_cache: KVCache | None = None, modulation=None) -> torch.Tensor:
+        mods = modulation if modulation is not None else self.modulation(cond_BD)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = mods  # gammas gate raw, not 1 + gamma
         h = self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add_(shift1)
         x_BLC = x_BLC + self.drop_path(self.attn(h, attn_bias, kv_cache).mul_(gamma1))
         h = self.ln_wo_grad(x_BLC).mul(scale2.add(1)).add_(shift2)
@@ -151,6 +157,9 @@ class AdaLNBeforeHead(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(cond_dim, 2 * embed_dim))
 
-    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.embed_dim).unbind(2)
+    def modulation(self, cond_BD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ada_lin(cond_BD).view(-1, 1, 2, self.embed_dim).unbind(2)
+
+    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor, modulation=None) -> torch.Tensor:
+        scale, shift = modulation if modulation is not None else self.modulation(cond_BD)
         return self.ln_wo_grad(x_BLC).mul(scale.add(1)).add_(shift)

@@ -145,17 +145,21 @@ class VAR(PretrainedMixin, nn.Module):
         """Level plus position embedding of every token, (1, L, C)."""
         return self.lvl_embed(self.lvl_1L) + self.pos_1LC
 
-    def block_condition(self, cond_BD: torch.Tensor) -> torch.Tensor:
-        return self.shared_ada_lin(cond_BD)
+    def modulations(self, cond_BD: torch.Tensor) -> list:
+        """Every AdaLN scale/shift/gate the condition implies: one entry per block, then the head's."""
+        block_cond = self.shared_ada_lin(cond_BD)
+        return [block.modulation(block_cond) for block in self.blocks] + [self.head_nm.modulation(cond_BD)]
 
-    def run_blocks(self, x_BLC, cond_BD, attn_bias=None, kv_caches: list[KVCache] | None = None):
-        block_cond = self.block_condition(cond_BD)
+    def run_blocks(self, x_BLC, cond_BD, attn_bias=None, kv_caches: list[KVCache] | None = None, modulations=None):
+        """`modulations` (from `self.modulations(cond_BD)`) spares recomputing them at every scale."""
+        modulations = modulations or self.modulations(cond_BD)
         for i, block in enumerate(self.blocks):
-            x_BLC = block(x_BLC, block_cond, attn_bias, None if kv_caches is None else kv_caches[i])
+            x_BLC = block(x_BLC, None, attn_bias, None if kv_caches is None else kv_caches[i], modulations[i])
         return x_BLC
 
-    def get_logits(self, h_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_nm(h_BLC.float(), cond_BD).float()).float()
+    def get_logits(self, h_BLC: torch.Tensor, cond_BD: torch.Tensor, modulations=None) -> torch.Tensor:
+        head_modulation = modulations[-1] if modulations else None
+        return self.head(self.head_nm(h_BLC.float(), cond_BD, head_modulation).float()).float()
 
     def new_kv_caches(self, batch: int, *, device=None, dtype=None) -> list[KVCache]:
         p = self.head.weight

@@ -1,0 +1,51 @@
+"""The speed paths (bf16 autocast, torch.compile, the benchmark) on CPU: their logic, not their speed."""
+
+import json
+
+import torch
+
+from nextscale.bench import bench_sampling, count_flops, matmul_rate
+from nextscale.cli import main
+from nextscale.sampling import sample, step_function
+
+
+def test_compiled_step_draws_the_same_tokens(tiny_models):
+    vae, var = tiny_models
+    plain = sample(var, vae, [0, 1, 2], seed=4, cfg=2.0, top_k=8)
+    compiled = sample(var, vae, [0, 1, 2], seed=4, cfg=2.0, top_k=8, compile="eager")
+    assert all(torch.equal(a, b) for a, b in zip(plain.tokens, compiled.tokens))
+    assert step_function(var, "eager") is step_function(var, "eager")  # compiled once per model
+
+
+def test_bf16_autocast_path_runs_and_returns_float_images(tiny_models):
+    vae, var = tiny_models
+    out = sample(var, vae, [0, 1], seed=4, cfg=2.0, precision="bf16")
+    assert out.images.dtype == torch.float32 and out.images.shape[0] == 2
+    assert all(t.dtype == torch.long for t in out.tokens)
+
+
+def test_scale_callback_sees_every_scale(tiny_models):
+    vae, var = tiny_models
+    seen = []
+    sample(var, vae, [0], seed=0, on_scale=seen.append)
+    assert seen == list(range(len(var.patch_nums)))
+
+
+def test_flop_counting_and_matmul_rate():
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    assert count_flops(lambda: a @ b) == 2 * 64 * 32 * 16
+    assert matmul_rate(torch.device("cpu"), torch.float32, size=128, seconds=0.05) > 1e8
+
+
+def test_bench_reports_every_phase(tmp_path, capsys):
+    result = bench_sampling("tiny", batch_size=2, runs=1, warmup=1, train_batch_size=2)
+    names = [p.name for p in result.phases]
+    assert names == ["transformer steps", "decode", "whole sample"]
+    whole = result.phases[-1]
+    assert whole.flops == result.phases[0].flops + result.phases[1].flops > 0
+    assert whole.seconds > 0 and whole.ratio > 0 and len(result.per_scale_seconds) == 4
+    assert result.training["tokens_per_second"] > 0 and result.training["ratio"] > 0
+    assert main(["bench", "--preset", "tiny", "--batch-size", "2", "--runs", "1", "--device", "cpu",
+                 "--json", str(tmp_path / "b.json")]) == 0  # fmt: skip
+    assert "whole sample" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b.json").read_text())["phases"][2]["ratio"] > 0
