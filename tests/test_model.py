@@ -133,3 +133,20 @@ def test_every_preset_builds():
         vae, var = build(name, device="meta")
         assert var.config.vocab_size == vae.config.vocab_size
         assert var.config.patch_nums == vae.config.patch_nums
+
+
+def test_cosine_and_phi_variants_of_the_quantizer():
+    from nextscale.tokenizer import VQVAE, VQVAEConfig
+
+    base = dict(vocab_size=16, z_channels=4, ch=8, ch_mult=(1, 2), num_res_blocks=1, using_sa=False,
+                norm_groups=4, patch_nums=(1, 2, 4))  # fmt: skip
+    img = torch.rand(2, 3, 8, 8) * 2 - 1
+    for share, keys in ((0, "quantize.quant_resi.0.weight"), (1, "quantize.quant_resi.qresi.weight")):
+        vae = VQVAE(VQVAEConfig(share_quant_resi=share, using_znorm=True, **base)).eval()
+        assert keys in vae.state_dict()
+        idx = vae.img_to_idx(img)
+        # the 1×1 scale quantizes the latent's mean: its code must be the one of highest cosine similarity
+        z = torch.nn.functional.normalize(vae.encode(img).mean(dim=(2, 3)), dim=-1)
+        codes = torch.nn.functional.normalize(vae.quantize.embedding.weight, dim=-1)
+        assert torch.equal(idx[0].flatten(), (z @ codes.T).argmax(1))
+        torch.testing.assert_close(vae.idx_to_img(idx), vae.reconstruct(img))

@@ -149,3 +149,14 @@ def test_training_commands_end_to_end(tmp_path, capsys):
     assert main([*tok[: -len(common)], "--data", "digits", "--steps", "0", "--run-dir", str(tmp_path / "z")]) == 2
     err = capsys.readouterr().err
     assert "no such file" in err and "not a directory" in err and "steps must be at least 1" in err
+
+
+def test_adversarial_option_trains_a_discriminator(digits8, tmp_path):
+    vae_config, _ = preset_configs("tiny")
+    train, test = digits8
+    options = TokenizerOptions(adversarial_weight=0.1, revive_every=0)
+    _, metrics = train_tokenizer(vae_config, train, test, settings(2), tmp_path / "gan", options=options,
+                                 progress=False)  # fmt: skip
+    assert metrics["psnr"] > 0
+    state = torch.load(tmp_path / "gan" / "ckpt-00000002" / "trainer_state.pt", weights_only=True)
+    assert "discriminator" in state["state"]["extra"]
