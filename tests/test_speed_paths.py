@@ -49,3 +49,19 @@ def test_bench_reports_every_phase(tmp_path, capsys):
                  "--json", str(tmp_path / "b.json")]) == 0  # fmt: skip
     assert "whole sample" in capsys.readouterr().out
     assert json.loads((tmp_path / "b.json").read_text())["phases"][2]["ratio"] > 0
+
+
+def test_compiled_step_covers_a_ten_scale_pyramid(capfd):
+    """Ten scales mean ten graphs: more than dynamo's default recompile limit of 8."""
+    from nextscale.tokenizer import VQVAE, VQVAEConfig
+    from nextscale.transformer import VAR, VARConfig
+
+    pn = tuple(range(1, 11))
+    vae = VQVAE(VQVAEConfig(vocab_size=16, z_channels=4, ch=8, ch_mult=(1,), num_res_blocks=1, using_sa=False,
+                            using_mid_sa=False, norm_groups=4, patch_nums=pn)).eval()  # fmt: skip
+    var = VAR(VARConfig(depth=1, embed_dim=16, num_heads=2, num_classes=3, vocab_size=16, latent_channels=4,
+                        patch_nums=pn)).eval()  # fmt: skip
+    plain = sample(var, vae, [0, 1], seed=0)
+    compiled = sample(var, vae, [0, 1], seed=0, compile="eager")
+    assert all(torch.equal(a, b) for a, b in zip(plain.tokens, compiled.tokens))
+    assert "recompile_limit" not in capfd.readouterr().err

@@ -121,7 +121,15 @@ def step_function(var: VAR, backend: str | None):
         return scale_step
     per_model = _compiled_steps.setdefault(var, {})
     if backend not in per_model:
-        per_model[backend] = torch.compile(scale_step, backend=backend, dynamic=False)
+        compiled = torch.compile(scale_step, backend=backend, dynamic=False)
+
+        def step(*args):
+            # One graph per scale: dynamo's default limit (8) would send the finest scales of a 10-scale
+            # pyramid, the costliest, back to eager.
+            with torch._dynamo.config.patch(recompile_limit=max(64, 2 * len(var.patch_nums))):
+                return compiled(*args)
+
+        per_model[backend] = step
     return per_model[backend]
 
 
