@@ -11,6 +11,7 @@ import torch
 
 from .errors import CheckpointError
 from .pretrained import CONFIG_NAME, load_strict
+from .sampling import check_compatible
 from .tokenizer import PATCH_NUMS_256, PATCH_NUMS_512, VQVAE, VQVAEConfig
 from .transformer import VAR, VARConfig
 
@@ -168,8 +169,6 @@ def load_var(source: str | os.PathLike, *, device="cpu") -> VAR:
 def load_pair(vae_source, var_source, *, device="cpu") -> tuple[VQVAE, VAR]:
     var = load_var(var_source, device=device)
     vae = load_vae(vae_source, device=device, patch_nums=var.config.patch_nums)
-    from .sampling import check_compatible
-
     check_compatible(var, vae)
     return vae, var
 

@@ -75,27 +75,24 @@ class EditOutput:
     labels: torch.Tensor
 
 
-def prepare_images(images, resolution: int) -> tuple[torch.Tensor, list[str]]:
-    """PIL images or a (B, 3, H, W) tensor in [0, 1] → (B, 3, R, R) in [0, 1]; notes what was resized."""
+def prepare_images(images, resolution: int) -> torch.Tensor:
+    """PIL images or a (B, 3, H, W) tensor in [0, 1] → (B, 3, R, R) in [0, 1], resized and centre-cropped."""
     from torchvision.transforms import functional as TF
 
-    notes = []
     if isinstance(images, Image.Image):
         images = [images]
     if isinstance(images, list | tuple):
         tensors = []
-        for i, im in enumerate(images):
+        for im in images:
             if im.size != (resolution, resolution):
-                notes.append(f"image {i}: resized and centre-cropped from {im.width}×{im.height} to {resolution}²")
                 im = TF.center_crop(TF.resize(im.convert("RGB"), resolution), resolution)
             tensors.append(TF.to_tensor(im.convert("RGB")))
-        return torch.stack(tensors), notes
+        return torch.stack(tensors)
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
         raise NextscaleError("images must be PIL images or a (B, 3, H, W) tensor in [0, 1]")
     if images.shape[-2:] != (resolution, resolution):
-        notes.append(f"resized and centre-cropped from {images.shape[-1]}×{images.shape[-2]} to {resolution}²")
         images = TF.center_crop(TF.resize(images, resolution, antialias=True), resolution)
-    return images.float(), notes
+    return images.float()
 
 
 def feathered_blend(original: torch.Tensor, generated: torch.Tensor, region: torch.Tensor, feather: float):
@@ -166,8 +163,7 @@ def edit(
     if input_tokens is None:
         if images is None:
             raise NextscaleError("give images (or input_tokens) to edit")
-        pixels, _ = prepare_images(images, vae.config.resolution)
-        pixels = pixels.to(device)
+        pixels = prepare_images(images, vae.config.resolution).to(device)
         input_tokens = vae.img_to_idx(pixels * 2 - 1)
     B = input_tokens[0].shape[0]
     if labels is None:

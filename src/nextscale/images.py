@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid
 
+from .errors import NextscaleError
 from .pretrained import atomic_write
 
 
@@ -42,8 +43,6 @@ def write_npz(path: str | os.PathLike, images_NHW3: np.ndarray, labels: np.ndarr
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    from .errors import NextscaleError
-
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
