@@ -65,3 +65,59 @@ def test_compiled_step_covers_a_ten_scale_pyramid(capfd):
     compiled = sample(var, vae, [0, 1], seed=0, compile="eager")
     assert all(torch.equal(a, b) for a, b in zip(plain.tokens, compiled.tokens))
     assert "recompile_limit" not in capfd.readouterr().err
+
+
+def test_cpu_attention_flops_are_counted():
+    """torch's counter knows only the CUDA attention kernels; on CPU attention must not count as free."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    q, k = torch.randn(2, 4, 8, 16, requires_grad=True), torch.randn(2, 4, 24, 16)
+    forward = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, k))
+    assert forward == sdpa_flop_count(q.shape, k.shape, k.shape) > 0
+    both = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, k).sum().backward())
+    assert both > 2 * forward
+
+
+def test_reuse_freed_memory_stops_page_faults_on_large_blocks():
+    import subprocess
+    import sys
+
+    script = """
+import resource, torch
+from nextscale.runtime import reuse_freed_memory
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        torch.ones(64 * 2**20 // 4)  # 64 MiB: above glibc's mmap threshold, touched by the fill
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()
+default = faults()
+assert reuse_freed_memory() and reuse_freed_memory()
+faults()
+print(default, faults())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    default, reused = map(int, out.split())
+    assert default > 5 * 16_000  # every 4 KiB page of every block faulted
+    assert reused < default / 20
+
+
+def test_peak_memory_is_measured_from_the_reset():
+    import subprocess
+    import sys
+
+    script = """
+import torch
+from nextscale.bench import peak_memory_bytes, reset_peak_memory
+cpu = torch.device("cpu")
+block = torch.ones(512 * 2**20 // 4)
+del block
+before = peak_memory_bytes(cpu)
+reset_peak_memory(cpu)
+low = peak_memory_bytes(cpu)  # the 512 MiB block was unmapped when freed: not in the new peak
+block = torch.ones(256 * 2**20 // 4)
+print(before, low, peak_memory_bytes(cpu))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    before, low, high = map(int, out.split())
+    assert before >= low + 400 * 2**20 and high >= low + 200 * 2**20

@@ -3,6 +3,7 @@
 from .checkpoint import load_model, load_pair, load_vae, load_var, save_model
 from .editing import scale_keep_masks
 from .errors import CheckpointError, NextscaleError
+from .runtime import reuse_freed_memory
 from .sampling import SampleOutput, sample
 from .tokenizer import VQVAE, VQVAEConfig
 from .transformer import VAR, VARConfig
@@ -21,6 +22,7 @@ __all__ = [
     "load_pair",
     "load_vae",
     "load_var",
+    "reuse_freed_memory",
     "sample",
     "save_model",
     "scale_keep_masks",

@@ -15,9 +15,10 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from .presets import build
+from .runtime import reuse_freed_memory
 from .sampling import sample
 
 
@@ -43,16 +44,50 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048, seco
     return 2 * size**3 * n / (time.perf_counter() - started)
 
 
+def _cpu_flash_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_flash_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch's counter knows the CUDA attention kernels only; on CPU, attention would count as free.
+_UNCOUNTED_BY_TORCH = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_attention_backward_flops,
+}
+
+
 def count_flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_UNCOUNTED_BY_TORCH) as counter:
         fn()
     return counter.get_total_flops()
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the resident-set high-water mark (VmHWM)
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 def peak_memory_bytes(device: torch.device) -> int:
+    """Peak since `reset_peak_memory`: allocated tensors on GPU, the resident set on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the whole life; Linux reports KiB
 
 
 @dataclass
@@ -82,6 +117,7 @@ class BenchResult:
     peak_memory_gib: float
     settings: dict = field(default_factory=dict)
     training: dict | None = None
+    reuse_freed_memory: bool = False
 
     def to_json(self) -> str:
         record = asdict(self)
@@ -92,9 +128,9 @@ class BenchResult:
     def table(self) -> str:
         lines = [
             f"nextscale bench: {self.preset}, batch {self.batch_size}, {self.precision}, {self.device} "
-            f"({self.machine}), compile={self.compile}",
-            f"matmul rate {self.matmul_tflops * 1000:.1f} GFLOP/s; {self.images_per_second:.3f} images/s; "
-            f"peak memory {self.peak_memory_gib:.2f} GiB",
+            f"({self.machine}), compile={self.compile}, reuse freed memory={self.reuse_freed_memory}",
+            f"matmul rate {self.matmul_tflops * 1000:.1f} GFLOP/s (median); {self.images_per_second:.3f} images/s; "
+            f"peak memory while sampling {self.peak_memory_gib:.2f} GiB",
             f"{'phase':<20}{'time s':>10}{'GFLOP':>12}{'floor s':>10}{'ratio':>8}",
         ]
         for p in self.phases:
@@ -111,17 +147,23 @@ class BenchResult:
 
 def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu", precision: str | None = None,
                    compile: str | None = None, runs: int = 3, warmup: int = 1, train_batch_size: int = 0,
-                   seed: int = 0) -> BenchResult:  # fmt: skip
-    """Times the sampler with random weights (speed does not depend on them), guidance on, top-k 900, top-p 0.96."""
+                   seed: int = 0, reuse_memory: bool = True) -> BenchResult:  # fmt: skip
+    """Times the sampler with random weights (speed does not depend on them), guidance on, top-k 900, top-p 0.96.
+
+    The matmul rate is measured before every timed run and the median is used, so that a noisy machine slows
+    the yardstick and the runs alike. `reuse_memory` applies `nextscale.runtime.reuse_freed_memory` first, as
+    the `nextscale` command does.
+    """
     device = torch.device(device)
     precision = precision or ("bf16" if device.type == "cuda" else "fp32")
+    reusing = reuse_freed_memory() if reuse_memory else False
     torch.manual_seed(seed)
     vae, var = build(preset, device=device)
     vae.eval()
     var.eval()
     settings = dict(cfg=1.5, top_k=900, top_p=0.96, precision=precision, compile=compile)
     labels = list(range(batch_size))
-    rate = matmul_rate(device, torch.bfloat16 if precision == "bf16" else torch.float32)
+    matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
     marks: list[float] = []
 
@@ -141,9 +183,12 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
 
     for _ in range(warmup):
         one_run()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    results = [one_run() for _ in range(runs)]
+    reset_peak_memory(device)
+    rates, results = [], []
+    for _ in range(runs):
+        rates.append(matmul_rate(device, matmul_dtype))
+        results.append(one_run())
+    rate = statistics.median(rates)
     total = statistics.median(r[0] for r in results)
     decode = statistics.median(r[2] for r in results)
     per_scale = [statistics.median(r[1][si] for r in results) for si in range(len(var.patch_nums))]
@@ -166,6 +211,7 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
         batch_size=batch_size, compile=compile, matmul_tflops=rate / 1e12, phases=phases,
         per_scale_seconds=per_scale, images_per_second=batch_size / total, peak_memory_gib=memory / 2**30,
         settings={k: v for k, v in settings.items() if k not in ("precision", "compile")}, training=training,
+        reuse_freed_memory=reusing,
     )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .errors import NextscaleError
+from .runtime import reuse_freed_memory
 
 
 def pick_device(name: str):
@@ -163,7 +164,8 @@ def cmd_bench(args) -> None:
             raise NextscaleError(f"--{name.replace('_', '-')} must be at least 1")
     result = bench_sampling(args.preset, batch_size=args.batch_size, device=pick_device(args.device),
                             precision=args.precision, compile=args.compile, runs=args.runs, warmup=args.warmup,
-                            train_batch_size=args.train_batch_size)  # fmt: skip
+                            train_batch_size=args.train_batch_size,
+                            reuse_memory=not args.no_reuse_memory)  # fmt: skip
     print(result.table())
     if args.json:
         with open(args.json, "w") as fh:
@@ -217,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--train-batch-size", type=int, default=0, help="also time one training step (0: skip)")
+    p.add_argument(
+        "--no-reuse-memory",
+        action="store_true",
+        help="measure with glibc's default of unmapping freed large blocks (see nextscale.runtime)",
+    )
     p.add_argument("--json", help="also write the results here")
     p.set_defaults(func=cmd_bench)
 
@@ -229,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not getattr(args, "no_reuse_memory", False):
+        reuse_freed_memory()
     try:
         args.func(args)
     except NextscaleError as e:

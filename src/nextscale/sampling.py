@@ -183,7 +183,9 @@ def sample(
     names a `torch.compile` backend ("inductor", …) for the transformer step, compiled once per model and
     specialised per scale (shapes are static within a scale). `channels_last_decode` decodes on NHWC
     activations (faster; images equal to the reference's up to ~1e-6 relative, tokens unaffected; False gives
-    the reference's bits). `on_scale(si)` is called after each scale.
+    the reference's bits). `on_scale(si)` is called after each scale. On CPU, call
+    `nextscale.runtime.reuse_freed_memory()` once first (the `nextscale` command does): it spares a page
+    fault per 4 KiB of every large activation.
     """
     check_compatible(var, vae)
     if cfg_schedule not in CFG_SCHEDULES:

@@ -45,7 +45,7 @@ class Encoder(nn.Module):
         h = self.conv_in(img)
         for level in self.down:
             h = level(h)
-        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
+        return self.conv_out(F.silu(self.norm_out(self.mid(h)), inplace=True))
 
 
 class Decoder(nn.Module):
@@ -84,4 +84,4 @@ class Decoder(nn.Module):
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
             h = level(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h), inplace=True))
