@@ -93,8 +93,7 @@ def faults():
 faults()
 default = faults()
 assert reuse_freed_memory() and reuse_freed_memory()
-faults()
-print(default, faults())
+print(default, min(faults() for _ in range(3)))  # the first rounds may still grow the heap
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     default, reused = map(int, out.split())
@@ -121,3 +120,17 @@ print(before, low, peak_memory_bytes(cpu))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     before, low, high = map(int, out.split())
     assert before >= low + 400 * 2**20 and high >= low + 200 * 2**20
+
+
+def test_sampling_loop_never_reads_a_tensor_back_to_the_host(tiny_models, monkeypatch):
+    """On a GPU each read-back would stall the loop until the device catches up."""
+    vae, var = tiny_models
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("the sampler read a tensor back to the host")
+
+    for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    out = sample(var, vae, [0, 1], seed=0, cfg=2.0, top_k=8, top_p=0.9, more_smooth=True)
+    monkeypatch.undo()
+    assert out.images.shape[0] == 2

@@ -18,7 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from .presets import build
-from .runtime import reuse_freed_memory
+from .runtime import reuse_freed_memory, reusing_freed_memory
 from .sampling import sample
 
 
@@ -152,11 +152,12 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
 
     The matmul rate is measured before every timed run and the median is used, so that a noisy machine slows
     the yardstick and the runs alike. `reuse_memory` applies `nextscale.runtime.reuse_freed_memory` first, as
-    the `nextscale` command does.
+    the `nextscale` command does (False leaves the process as it is; the result says which was measured).
     """
     device = torch.device(device)
     precision = precision or ("bf16" if device.type == "cuda" else "fp32")
-    reusing = reuse_freed_memory() if reuse_memory else False
+    if reuse_memory:
+        reuse_freed_memory()
     torch.manual_seed(seed)
     vae, var = build(preset, device=device)
     vae.eval()
@@ -211,7 +212,7 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
         batch_size=batch_size, compile=compile, matmul_tflops=rate / 1e12, phases=phases,
         per_scale_seconds=per_scale, images_per_second=batch_size / total, peak_memory_gib=memory / 2**30,
         settings={k: v for k, v in settings.items() if k not in ("precision", "compile")}, training=training,
-        reuse_freed_memory=reusing,
+        reuse_freed_memory=reusing_freed_memory(),
     )  # fmt: skip
 
 

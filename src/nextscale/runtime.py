@@ -33,3 +33,8 @@ def reuse_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     _reusing = bool(mallopt(_M_MMAP_THRESHOLD, _INT_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
     return _reusing
+
+
+def reusing_freed_memory() -> bool:
+    """Whether `reuse_freed_memory` is in effect in this process."""
+    return _reusing

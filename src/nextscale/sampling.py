@@ -76,7 +76,7 @@ def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) 
         if not batch_size or batch_size < 1:
             raise NextscaleError("batch_size must be a positive integer when one label is given for all images")
         return torch.full((batch_size,), var.num_classes if labels < 0 else labels, device=device)
-    labels = torch.as_tensor(labels, device=device).long().flatten()
+    labels = torch.as_tensor(labels).long().flatten()  # checked where it lives: a list is checked on the host
     if labels.numel() == 0:
         raise NextscaleError("labels is empty")
     bad = labels[(labels < 0) | (labels > var.num_classes)]
@@ -85,7 +85,7 @@ def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) 
             f"class {bad[0].item()} is out of range: this model has classes 0..{var.num_classes - 1} "
             f"(and {var.num_classes} = unconditional)"
         )
-    return labels
+    return labels.to(device)
 
 
 def check_compatible(var: VAR, vae: VQVAE) -> None:
