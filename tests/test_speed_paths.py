@@ -1,6 +1,8 @@
 """The speed paths (bf16 autocast, torch.compile, the benchmark) on CPU: their logic, not their speed."""
 
 import json
+import subprocess
+import sys
 
 import torch
 
@@ -78,10 +80,13 @@ def test_cpu_attention_flops_are_counted():
     assert both > 2 * forward
 
 
-def test_reuse_freed_memory_stops_page_faults_on_large_blocks():
-    import subprocess
-    import sys
+def numbers_printed_by(script: str) -> list[int]:
+    """Runs `script` in a fresh interpreter: memory settings and peaks are per process."""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    return [int(word) for word in out.split()]
 
+
+def test_reuse_freed_memory_stops_page_faults_on_large_blocks():
     script = """
 import resource, torch
 from nextscale.runtime import reuse_freed_memory
@@ -95,16 +100,12 @@ default = faults()
 assert reuse_freed_memory() and reuse_freed_memory()
 print(default, min(faults() for _ in range(3)))  # the first rounds may still grow the heap
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    default, reused = map(int, out.split())
+    default, reused = numbers_printed_by(script)
     assert default > 5 * 16_000  # every 4 KiB page of every block faulted
     assert reused < default / 20
 
 
 def test_peak_memory_is_measured_from_the_reset():
-    import subprocess
-    import sys
-
     script = """
 import torch
 from nextscale.bench import peak_memory_bytes, reset_peak_memory
@@ -117,8 +118,7 @@ low = peak_memory_bytes(cpu)  # the 512 MiB block was unmapped when freed: not i
 block = torch.ones(256 * 2**20 // 4)
 print(before, low, peak_memory_bytes(cpu))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    before, low, high = map(int, out.split())
+    before, low, high = numbers_printed_by(script)
     assert before >= low + 400 * 2**20 and high >= low + 200 * 2**20
 
 
