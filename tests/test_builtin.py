@@ -5,10 +5,10 @@ import torch
 from PIL import Image
 
 from nextscale import load_model, sample
-from nextscale.checkpoint import BUILTIN
 from nextscale.cli import main
 from nextscale.data import DigitsDataset, digits8_to_images, digits_splits, images_to_digits8
 from nextscale.evaluation import evaluate_digits, frechet_distance
+from nextscale.registry import BUILTIN
 
 
 def test_shipped_model_is_small_loads_strictly_and_samples_every_class():

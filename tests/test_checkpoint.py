@@ -14,7 +14,7 @@ from nextscale import (
     sample,
     save_model,
 )
-from nextscale.golden import read_reference
+from nextscale.golden import FLOAT_TOL, read_reference, relative_error
 from tests.conftest import golden_files
 
 
@@ -61,7 +61,8 @@ def test_reference_pth_loads_and_computes_the_reference_logits(tmp_path, trainer
     assert var.config.shared_aln == meta["var_kwargs"]["shared_aln"]
     with torch.no_grad():
         logits = var(tensors["in.labels"], tensors["in.x_BLCv_wo_first_l"])
-    torch.testing.assert_close(logits, tensors["out.var.logits"], rtol=0, atol=0)
+    # floats from another machine: the conformance tolerance (other kernels move the last bits); ids: exact
+    assert relative_error(logits, tensors["out.var.logits"]) <= FLOAT_TOL
     idx = vae.img_to_idx(tensors["in.img"])
     assert torch.equal(idx[-1], tensors[f"out.vae.idx.{len(idx) - 1}"])
 
@@ -110,8 +111,8 @@ def test_named_model_offline_says_where_to_put_files(tmp_path, monkeypatch):
     monkeypatch.setenv("NEXTSCALE_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    with pytest.raises(CheckpointError, match=f"put it at {tmp_path}/vae_ch160v4096z32.pth"):
-        load_model("var-d16")
+    with pytest.raises(CheckpointError, match=rf"vae_ch160v4096z32.pth .*var_d16.pth .*put them in {tmp_path}"):
+        load_model("var-d16")  # every missing file is named, not only the first
     with pytest.raises(CheckpointError, match="unknown model 'var-d99'"):
         load_model("var-d99")
 

@@ -121,7 +121,7 @@ def test_edit_cli_writes_an_image_and_says_it_resized(edit_setup, capsys):
         Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(folder / f"{i}.png")
     code = main(["edit", "--model", str(model), "--image", str(folder), "--box", "0.25,0.25,0.75,0.75",
                  "--outpaint", "--seed", "0", "--out", str(d / "edited")])  # fmt: skip
-    assert code == 0 and sorted(p.name for p in (d / "edited").iterdir()) == ["0.png", "1.png"]
+    assert code == 0 and sorted(p.name for p in (d / "edited").glob("*.png")) == ["0.png", "1.png"]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nextscale.presets import PRESETS, build
+from nextscale.registry import ARCHITECTURES, build
 from nextscale.sampling import cached_teacher_forcing, filter_top_k_top_p_, sample
 from nextscale.tokenizer.quantizer import Phi, PhiPartiallyShared, nearest_tick, phi_ticks
 
@@ -129,7 +129,7 @@ def test_init_follows_the_reference_recipe():
 
 
 def test_every_preset_builds():
-    for name in PRESETS:
+    for name in ARCHITECTURES:
         vae, var = build(name, device="meta")
         assert var.config.vocab_size == vae.config.vocab_size
         assert var.config.patch_nums == vae.config.patch_nums

@@ -8,7 +8,7 @@ from PIL import Image
 
 from nextscale.data import DigitsDataset, ImageFolderDataset
 from nextscale.errors import NextscaleError
-from nextscale.presets import preset_configs
+from nextscale.registry import architecture as preset_configs
 from nextscale.training import TokenizerOptions, TrainConfig, train_tokenizer, train_var
 from nextscale.training.common import batch_indices, lr_factor, param_groups, weight_decay_at
 
@@ -128,8 +128,8 @@ def test_image_folder_with_a_corrupt_file_trains_with_a_warning(tmp_path):
 
 
 def test_training_commands_end_to_end(tmp_path, capsys):
-    from nextscale.checkpoint import load_model
     from nextscale.cli import main
+    from nextscale.weights import load_model
 
     common = ["--data", "digits", "--steps", "2", "--batch-size", "8", "--eval-every", "2", "--device", "cpu",
               "--quiet"]  # fmt: skip

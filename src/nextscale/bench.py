@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from .presets import build
+from .registry import SAMPLER, build
 from .runtime import reuse_freed_memory, reusing_freed_memory
 from .sampling import sample
 
@@ -162,7 +162,7 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
     vae, var = build(preset, device=device)
     vae.eval()
     var.eval()
-    settings = dict(cfg=1.5, top_k=900, top_p=0.96, precision=precision, compile=compile)
+    settings = dict(cfg=SAMPLER.cfg, top_k=SAMPLER.top_k, top_p=SAMPLER.top_p, precision=precision, compile=compile)
     labels = list(range(batch_size))
     matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 

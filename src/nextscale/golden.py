@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import torch
 from safetensors import safe_open
 
-from .checkpoint import vae_from_state_dict, var_from_state_dict
 from .editing import edit, scale_keep_masks
+from .errors import NextscaleError
+from .files import first_line
 from .sampling import sample
 from .tokenizer import VQVAEConfig
 from .transformer import VARConfig
+from .weights import vae_from_state_dict, var_from_state_dict
 
 FLOAT_TOL, IMAGE_TOL = 1e-5, 1e-4
 
@@ -38,18 +40,27 @@ def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def read_reference(path: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    with safe_open(path, "pt") as fh:
-        meta = json.loads(fh.metadata()["config"])
-        return meta, {k: fh.get_tensor(k) for k in fh.keys()}
+    """A reference-tensor file's config and tensors; a file that is none names itself."""
+    try:
+        with safe_open(path, "pt") as fh:
+            meta = json.loads((fh.metadata() or {})["config"])
+            return meta, {k: fh.get_tensor(k) for k in fh.keys()}
+    except KeyError:
+        raise NextscaleError(f"{path} has no 'config' metadata: not a reference-tensor file") from None
+    except Exception as e:  # safetensors and json raise their own types for other files
+        raise NextscaleError(f"{path} is not a reference-tensor file: {first_line(e)}") from None
+
+
+TRAINING_KWARGS = ("cond_drop_rate",)  # the reference's constructor mixes these into the architecture
 
 
 def build_models(meta: dict, tensors: dict[str, torch.Tensor]):
     vae_kwargs = dict(meta["vae_kwargs"])
     vae_kwargs["patch_nums"] = vae_kwargs.pop("v_patch_nums")
+    vae_kwargs.pop("beta", None)  # a loss weight: `commitment_beta` passes it to the training forwards
     vae_config = VQVAEConfig(**vae_kwargs)
-    var_config = VARConfig(
-        vocab_size=vae_config.vocab_size, latent_channels=vae_config.z_channels, **meta["var_kwargs"]
-    )
+    var_kwargs = {k: v for k, v in meta["var_kwargs"].items() if k not in TRAINING_KWARGS}
+    var_config = VARConfig(vocab_size=vae_config.vocab_size, latent_channels=vae_config.z_channels, **var_kwargs)
     vae = vae_from_state_dict(
         {k[len("ckpt.vae.") :]: v for k, v in tensors.items() if k.startswith("ckpt.vae.")},
         vae_config,
@@ -77,10 +88,11 @@ def compute_outputs(meta: dict, tensors: dict[str, torch.Tensor]) -> dict[str, t
         out["out.vae.idx_to_img"] = vae.idx_to_img(idx)
         out["out.var.logits"] = var(labels, tensors["in.x_BLCv_wo_first_l"])
     out["in.x_BLCv_wo_first_l"] = vae.idx_to_var_input(idx)  # checked too: it is the reference's output
+    beta = meta["vae_kwargs"].get("beta", 0.25)
     vae.quantize.train()
-    q = vae.quantize(out["out.vae.f"])
+    q = vae.quantize(out["out.vae.f"], beta)
     out["out.vae.train_fhat"], out["out.vae.train_vq_loss"] = q.f_hat.detach(), q.vq_loss.detach()
-    train_forward = vae(img)
+    train_forward = vae(img, beta)
     out["out.vae.forward_rec"] = train_forward.reconstruction.detach()
     out["out.vae.forward_vq_loss"] = train_forward.vq_loss.detach()
     vae.eval()
@@ -134,10 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.files:
         try:
             results = check_file(path)
-        except (OSError, KeyError, ValueError) as e:
-            print(f"{path}: cannot check: {e}")
-            failed += 1
-            continue
+        except (OSError, KeyError, ValueError) as e:  # NextscaleError included: a file that is not one
+            print(f"python -m nextscale.golden: error: {path}: {first_line(e)}", file=sys.stderr)
+            return 2
         for r in results:
             err = f"{r.error:.3e}" if isinstance(r.error, float) else f"{r.error} differ"
             print(f"{'pass' if r.passed else 'FAIL'}  {r.name:<40} {err} {r.note}".rstrip())

@@ -1,44 +1,20 @@
-"""The project's own weight format: a directory with `config.json` and `model.safetensors`."""
+"""The project's own weight format: a directory with `config.json` and `model.safetensors`, loaded strictly and
+without copies (the model is built on the meta device, then takes the memory-mapped tensors as they are)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, NextscaleError
+from .files import atomic_write, atomic_write_text, read_safetensors
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: architecture-only configs (version 1 also held training settings, dropped on load)
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Calls `write(tmp_path)` and moves the result into place, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a result should read like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def describe_key_mismatch(missing, unexpected, mismatched=()) -> str:
@@ -56,61 +32,103 @@ def describe_key_mismatch(missing, unexpected, mismatched=()) -> str:
     return "; ".join(parts)
 
 
-def load_strict(model: torch.nn.Module, state_dict: dict, source: str) -> None:
-    """`load_state_dict(strict=True)` with an error that names every missing, unexpected or misshapen key."""
+def load_strict(model: torch.nn.Module, state_dict: dict, source: str, *, assign: bool = False) -> None:
+    """`load_state_dict(strict=True)` with an error that names every missing, unexpected or misshapen key.
+
+    `assign=True` makes the model's tensors the given ones (for a model built on the meta device): no copy,
+    and memory-mapped tensors stay mapped. Floating tensors of another dtype are converted to the model's.
+    """
     own = model.state_dict()
+    lenient = getattr(model, "shape_lenient_keys", ())
     missing = set(own) - set(state_dict)
     unexpected = set(state_dict) - set(own)
     mismatched = [
         f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
         for k in set(own) & set(state_dict)
-        if tuple(state_dict[k].shape) != tuple(own[k].shape) and k != "quantize.ema_vocab_hit_SV"
+        if tuple(state_dict[k].shape) != tuple(own[k].shape) and k not in lenient
     ]
     if missing or unexpected or mismatched:
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__}: " + describe_key_mismatch(missing, unexpected, mismatched)
         )
-    model.load_state_dict(state_dict, strict=True)
+    converted = {
+        k: v.to(own[k].dtype) if v.is_floating_point() and v.dtype != own[k].dtype else v for k, v in state_dict.items()
+    }
+    model.load_state_dict(converted, strict=True, assign=assign)
+
+
+def config_from_dict(config_class, values: dict, legacy_keys: tuple[str, ...] = (), source: str = "config"):
+    """A config dataclass from saved values; keys of older formats are dropped, unknown keys refused."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    unknown = set(values) - names - set(legacy_keys)
+    if unknown:
+        raise CheckpointError(f"{source} has settings this version does not know: {', '.join(sorted(unknown))}")
+    try:
+        return config_class(**{k: v for k, v in values.items() if k in names})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source} holds an invalid configuration: {e}") from None
 
 
 class PretrainedMixin:
-    """`save_pretrained(dir)` / `from_pretrained(dir)` for a module with a dataclass `config`."""
+    """`save_pretrained(dir)` / `from_pretrained(dir)` for a module with a dataclass `config` whose constructor
+    takes `(config, device=…)` and builds nothing but shapes on the meta device."""
 
     model_type: str
     config_class: type
+    legacy_config_keys: tuple[str, ...] = ()
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        from safetensors.torch import save_file
+
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-        meta = {
-            "model_type": self.model_type,
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-        }
+        meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
         atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu"):
-        directory = Path(directory)
-        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for p in (config_path, weights_path):
-            if not p.is_file():
-                raise CheckpointError(f"{p} not found: a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    def read_config(cls, directory: str | os.PathLike):
+        config_path = Path(directory) / CONFIG_NAME
+        if not config_path.is_file():
+            raise CheckpointError(f"{config_path} not found: a saved model directory holds {CONFIG_NAME} and "
+                                  f"{WEIGHTS_NAME}")  # fmt: skip
         try:
             meta = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{config_path} is not readable JSON: {e}") from None
-        if meta.get("model_type") != cls.model_type:
-            raise CheckpointError(
-                f"{directory} holds a {meta.get('model_type')!r} model, not a {cls.model_type!r} model"
-            )
-        model = cls(cls.config_class(**meta["config"]))
-        try:
-            state = load_file(str(weights_path))
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise CheckpointError(f"{weights_path} is not a readable safetensors file: {e}") from None
-        load_strict(model, state, str(weights_path))
+        if not isinstance(meta, dict) or meta.get("model_type") != cls.model_type:
+            kind = meta.get("model_type") if isinstance(meta, dict) else None
+            raise CheckpointError(f"{directory} holds a {kind!r} model, not a {cls.model_type!r} model")
+        if not isinstance(meta.get("config"), dict):
+            raise CheckpointError(f"{config_path} has no 'config' object")
+        return config_from_dict(cls.config_class, meta["config"], cls.legacy_config_keys, str(config_path))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu"):
+        """Builds the model's shapes only, then takes the file's memory-mapped tensors as its own."""
+        directory = Path(directory)
+        config = cls.read_config(directory)
+        model = cls(config, device="meta")
+        weights_path = directory / WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise CheckpointError(f"{weights_path} not found: a saved model directory holds {CONFIG_NAME} and "
+                                  f"{WEIGHTS_NAME}")  # fmt: skip
+        load_strict(model, read_safetensors(weights_path), str(weights_path), assign=True)
         return model.to(device).eval()
+
+
+def check_config(condition: bool, message: str) -> None:
+    """Config validation: a message that names the setting, as a user error."""
+    if not condition:
+        raise NextscaleError(message)
+
+
+def shapes_only_embedding(num: int, dim: int) -> torch.nn.Embedding:
+    """An `nn.Embedding` whose weight is allocated but not initialised (the model's `init_weights` does that).
+
+    PyTorch's own constructor draws a normal, and the first `normal_` on the meta device imports torch's Python
+    decompositions: about 2 s of every process's start-up.
+    """
+    return torch.nn.Embedding(num, dim, _weight=torch.empty(num, dim))

@@ -18,7 +18,6 @@ class Encoder(nn.Module):
         num_res_blocks: int,
         z_channels: int,
         in_channels: int = 3,
-        dropout: float = 0.0,
         using_sa: bool = True,
         using_mid_sa: bool = True,
         norm_groups: int = 32,
@@ -30,14 +29,12 @@ class Encoder(nn.Module):
         levels = []
         for i, mult in enumerate(ch_mult):
             c_in, c_out = ch * in_mult[i], ch * mult
-            blocks = [
-                ResnetBlock(c_in if b == 0 else c_out, c_out, dropout, norm_groups) for b in range(num_res_blocks)
-            ]
+            blocks = [ResnetBlock(c_in if b == 0 else c_out, c_out, norm_groups) for b in range(num_res_blocks)]
             attns = [AttnBlock(c_out, norm_groups) for _ in range(num_res_blocks)] if i == last and using_sa else []
             levels.append(Level(blocks, attns, Downsample2x(c_out) if i != last else None, "downsample"))
         self.down = nn.ModuleList(levels)
         width = ch * ch_mult[-1]
-        self.mid = MidStack(width, dropout, norm_groups, using_mid_sa)
+        self.mid = MidStack(width, norm_groups, using_mid_sa)
         self.norm_out = group_norm(width, norm_groups)
         self.conv_out = nn.Conv2d(width, z_channels, 3, padding=1)
 
@@ -57,7 +54,6 @@ class Decoder(nn.Module):
         num_res_blocks: int,
         z_channels: int,
         out_channels: int = 3,
-        dropout: float = 0.0,
         using_sa: bool = True,
         using_mid_sa: bool = True,
         norm_groups: int = 32,
@@ -66,13 +62,13 @@ class Decoder(nn.Module):
         last = len(ch_mult) - 1
         width = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(z_channels, width, 3, padding=1)
-        self.mid = MidStack(width, dropout, norm_groups, using_mid_sa)
+        self.mid = MidStack(width, norm_groups, using_mid_sa)
         levels: list[Level] = []
         c_in = width
         for i in reversed(range(len(ch_mult))):
             c_out = ch * ch_mult[i]
             n = num_res_blocks + 1
-            blocks = [ResnetBlock(c_in if b == 0 else c_out, c_out, dropout, norm_groups) for b in range(n)]
+            blocks = [ResnetBlock(c_in if b == 0 else c_out, c_out, norm_groups) for b in range(n)]
             attns = [AttnBlock(c_out, norm_groups) for _ in range(n)] if i == last and using_sa else []
             levels.insert(0, Level(blocks, attns, Upsample2x(c_out) if i != 0 else None, "upsample"))
             c_in = c_out

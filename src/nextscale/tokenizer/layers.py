@@ -12,12 +12,11 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, dropout: float, norm_groups: int):
+    def __init__(self, in_channels: int, out_channels: int, norm_groups: int):
         super().__init__()
         self.norm1 = group_norm(in_channels, norm_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.norm2 = group_norm(out_channels, norm_groups)
-        self.dropout = nn.Dropout(dropout) if dropout > 1e-6 else nn.Identity()
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         # The reference only creates the 1x1 shortcut when the width changes, so released files have no key otherwise.
         self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
@@ -25,7 +24,7 @@ class ResnetBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In place where the tensor is fresh: at 256² every new activation is hundreds of MB of memory traffic.
         h = self.conv1(F.silu(self.norm1(x), inplace=True))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=True)))
+        h = self.conv2(F.silu(self.norm2(h), inplace=True))  # the reference's dropout is always 0
         return h.add_(self.nin_shortcut(x))  # float addition commutes, so the bits equal x + h
 
 
@@ -69,11 +68,11 @@ class Upsample2x(nn.Module):
 class MidStack(nn.Module):
     """res -> attn -> res at the lowest resolution; a module of its own so keys read `mid.block_1` etc."""
 
-    def __init__(self, channels: int, dropout: float, norm_groups: int, attention: bool):
+    def __init__(self, channels: int, norm_groups: int, attention: bool):
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dropout, norm_groups)
+        self.block_1 = ResnetBlock(channels, channels, norm_groups)
         self.attn_1 = AttnBlock(channels, norm_groups) if attention else nn.Identity()
-        self.block_2 = ResnetBlock(channels, channels, dropout, norm_groups)
+        self.block_2 = ResnetBlock(channels, channels, norm_groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))

@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import NextscaleError
+from ..pretrained import shapes_only_embedding
+
 
 class Phi(nn.Conv2d):
     """`h·(1−r) + conv(h)·r`: a residual 3×3 convolution applied to each scale's upsampled embeddings."""
@@ -85,7 +88,6 @@ class MultiScaleQuantizer(nn.Module):
         vocab_size: int,
         channels: int,
         patch_nums: Sequence[int],
-        beta: float = 0.25,
         using_znorm: bool = False,
         quant_resi: float = 0.5,
         share_quant_resi: int = 4,
@@ -94,7 +96,7 @@ class MultiScaleQuantizer(nn.Module):
         super().__init__()
         self.vocab_size, self.channels = vocab_size, channels
         self.patch_nums = tuple(patch_nums)
-        self.beta, self.using_znorm = beta, using_znorm
+        self.using_znorm = using_znorm
         if share_quant_resi == 0:
             count = default_qresi_counts or len(self.patch_nums)
             self.quant_resi = PhiNonShared([make_phi(channels, quant_resi) for _ in range(count)])
@@ -105,7 +107,7 @@ class MultiScaleQuantizer(nn.Module):
         # Usage statistics only; saved in released checkpoints, so it stays a persistent buffer.
         self.register_buffer("ema_vocab_hit_SV", torch.zeros(len(self.patch_nums), vocab_size))
         self.record_hit = 0
-        self.embedding = nn.Embedding(vocab_size, channels)
+        self.embedding = shapes_only_embedding(vocab_size, channels)
 
     @property
     def num_scales(self) -> int:
@@ -135,7 +137,7 @@ class MultiScaleQuantizer(nn.Module):
         """Yields (si, idx (B, pn²), contribution h at full size) for each scale of the pyramid."""
         B, C, H, W = f.shape
         if patch_nums[-1] != H or patch_nums[-1] != W:
-            raise ValueError(f"the last patch number {patch_nums[-1]} must equal the latent size {H}x{W}")
+            raise NextscaleError(f"the last patch number {patch_nums[-1]} must equal the latent size {H}x{W}")
         f_rest = f.detach().clone()
         for si, pn in enumerate(patch_nums):
             z = f_rest if si == len(patch_nums) - 1 else F.interpolate(f_rest, size=(pn, pn), mode="area")
@@ -156,8 +158,8 @@ class MultiScaleQuantizer(nn.Module):
             out.append(f_hat.clone())
         return out
 
-    def forward(self, f: torch.Tensor) -> QuantizerOutput:
-        """Training-mode quantization, in fp32 whatever the autocast state."""
+    def forward(self, f: torch.Tensor, beta: float = 0.25) -> QuantizerOutput:
+        """Training-mode quantization, in fp32 whatever the autocast state; `beta` weighs the commitment loss."""
         with torch.autocast(device_type=f.device.type, enabled=False):
             f = f.float()
             f_no_grad = f.detach()
@@ -167,7 +169,7 @@ class MultiScaleQuantizer(nn.Module):
             for _, idx, h in self._residual_quantize(f, self.patch_nums):
                 f_hat = f_hat + h
                 hits.append(idx.flatten().bincount(minlength=self.vocab_size).float())
-                vq_loss = vq_loss + F.mse_loss(f_hat.detach(), f).mul_(self.beta) + F.mse_loss(f_hat, f_no_grad)
+                vq_loss = vq_loss + F.mse_loss(f_hat.detach(), f).mul_(beta) + F.mse_loss(f_hat, f_no_grad)
             vq_loss = vq_loss * (1.0 / self.num_scales)
             if self.training:
                 self._record_hits(hits)

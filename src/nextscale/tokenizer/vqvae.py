@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-from ..pretrained import PretrainedMixin
+from ..errors import NextscaleError
+from ..pretrained import PretrainedMixin, check_config
 from .autoencoder import Decoder, Encoder
 from .quantizer import MultiScaleQuantizer, QuantizerOutput
 
@@ -18,7 +20,8 @@ PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 
 @dataclass
 class VQVAEConfig:
-    """Defaults are the released tokenizer `vae_ch160v4096z32.pth`."""
+    """The tokenizer's architecture; defaults are the released `vae_ch160v4096z32.pth`. (Loss weights such as the
+    commitment weight β are training settings: `TokenizerOptions`.)"""
 
     vocab_size: int = 4096
     z_channels: int = 32
@@ -28,8 +31,6 @@ class VQVAEConfig:
     using_sa: bool = True
     using_mid_sa: bool = True
     norm_groups: int = 32
-    dropout: float = 0.0
-    beta: float = 0.25  # commitment weight
     using_znorm: bool = False  # the released tokenizer uses Euclidean, not cosine, nearest neighbours
     quant_conv_ks: int = 3
     quant_resi: float = 0.5
@@ -40,13 +41,18 @@ class VQVAEConfig:
 
     def __post_init__(self):
         self.ch_mult, self.patch_nums = tuple(self.ch_mult), tuple(self.patch_nums)
-        if len(self.patch_nums) < 2:
-            raise ValueError("patch_nums needs at least two scales")
-        if list(self.patch_nums) != sorted(set(self.patch_nums)):
-            raise ValueError(f"patch_nums must increase strictly, got {self.patch_nums}")
+        for name in ("vocab_size", "z_channels", "ch", "num_res_blocks", "norm_groups", "quant_conv_ks", "in_channels"):
+            check_config(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        check_config(self.quant_conv_ks % 2 == 1, f"quant_conv_ks must be odd, got {self.quant_conv_ks}")
+        check_config(len(self.ch_mult) >= 1 and all(m >= 1 for m in self.ch_mult),
+                     f"ch_mult needs positive channel multipliers, got {self.ch_mult}")  # fmt: skip
+        check_config(len(self.patch_nums) >= 2, f"patch_nums needs at least two scales, got {self.patch_nums}")
+        check_config(self.patch_nums[0] >= 1 and list(self.patch_nums) == sorted(set(self.patch_nums)),
+                     f"patch_nums must be positive and increase strictly, got {self.patch_nums}")  # fmt: skip
+        check_config(self.share_quant_resi >= 0, f"share_quant_resi must be ≥ 0, got {self.share_quant_resi}")
         widths = {self.ch * m for m in self.ch_mult}
-        if any(w % self.norm_groups for w in widths):
-            raise ValueError(f"every width {sorted(widths)} must be divisible by norm_groups={self.norm_groups}")
+        check_config(all(w % self.norm_groups == 0 for w in widths),
+                     f"every width {sorted(widths)} must be divisible by norm_groups={self.norm_groups}")  # fmt: skip
 
     @property
     def downsample(self) -> int:
@@ -70,43 +76,53 @@ class VQVAEOutput:
 class VQVAE(PretrainedMixin, nn.Module):
     model_type = "vqvae"
     config_class = VQVAEConfig
+    legacy_config_keys = ("dropout", "beta")  # training settings that format version 1 kept in the config
+    shape_lenient_keys = ("quantize.ema_vocab_hit_SV",)  # usage statistics: their shape follows the schedule
 
-    def __init__(self, config: VQVAEConfig | None = None):
+    def __init__(self, config: VQVAEConfig | None = None, *, device: str | torch.device | None = None):
+        """`device="meta"` builds shapes only (for loading weights); elsewhere the weights are initialised."""
         super().__init__()
         self.config = config = config or VQVAEConfig()
-        coder = dict(
-            ch=config.ch,
-            ch_mult=config.ch_mult,
-            num_res_blocks=config.num_res_blocks,
-            z_channels=config.z_channels,
-            dropout=config.dropout,
-            using_sa=config.using_sa,
-            using_mid_sa=config.using_mid_sa,
-            norm_groups=config.norm_groups,
-        )
-        self.encoder = Encoder(in_channels=config.in_channels, **coder)
-        self.decoder = Decoder(out_channels=config.in_channels, **coder)
-        self.quantize = MultiScaleQuantizer(
-            vocab_size=config.vocab_size,
-            channels=config.z_channels,
-            patch_nums=config.patch_nums,
-            beta=config.beta,
-            using_znorm=config.using_znorm,
-            quant_resi=config.quant_resi,
-            share_quant_resi=config.share_quant_resi,
-            default_qresi_counts=config.default_qresi_counts,
-        )
-        ks = config.quant_conv_ks
-        self.quant_conv = nn.Conv2d(config.z_channels, config.z_channels, ks, padding=ks // 2)
-        self.post_quant_conv = nn.Conv2d(config.z_channels, config.z_channels, ks, padding=ks // 2)
+        with torch.device("meta"):  # nothing is allocated or initialised twice
+            coder = dict(ch=config.ch, ch_mult=config.ch_mult, num_res_blocks=config.num_res_blocks,
+                         z_channels=config.z_channels, using_sa=config.using_sa, using_mid_sa=config.using_mid_sa,
+                         norm_groups=config.norm_groups)  # fmt: skip
+            self.encoder = Encoder(in_channels=config.in_channels, **coder)
+            self.decoder = Decoder(out_channels=config.in_channels, **coder)
+            self.quantize = MultiScaleQuantizer(
+                vocab_size=config.vocab_size,
+                channels=config.z_channels,
+                patch_nums=config.patch_nums,
+                using_znorm=config.using_znorm,
+                quant_resi=config.quant_resi,
+                share_quant_resi=config.share_quant_resi,
+                default_qresi_counts=config.default_qresi_counts,
+            )
+            ks = config.quant_conv_ks
+            self.quant_conv = nn.Conv2d(config.z_channels, config.z_channels, ks, padding=ks // 2)
+            self.post_quant_conv = nn.Conv2d(config.z_channels, config.z_channels, ks, padding=ks // 2)
+        device = torch.get_default_device() if device is None else torch.device(device)
+        if device.type != "meta":
+            self.to_empty(device=device)
+            self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """PyTorch's default initialisation of every layer, zero usage statistics. Covers every parameter and
+        buffer, so a model built on the meta device and moved with `to_empty` is complete after it."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        self.quantize.ema_vocab_hit_SV.zero_()
+        self.quantize.record_hit = 0
 
     @property
     def patch_nums(self) -> tuple[int, ...]:
         return self.config.patch_nums
 
-    def forward(self, img: torch.Tensor) -> VQVAEOutput:
-        """Training forward on images in [−1, 1]."""
-        q: QuantizerOutput = self.quantize(self.encode(img))
+    def forward(self, img: torch.Tensor, beta: float = 0.25) -> VQVAEOutput:
+        """Training forward on images in [−1, 1]; `beta` weighs the commitment loss."""
+        q: QuantizerOutput = self.quantize(self.encode(img), beta)
         return VQVAEOutput(self.decoder(self.post_quant_conv(q.f_hat)), q.vq_loss, q.hits)
 
     def encode(self, img: torch.Tensor) -> torch.Tensor:
@@ -123,18 +139,57 @@ class VQVAE(PretrainedMixin, nn.Module):
             f_hat = f_hat.contiguous(memory_format=torch.channels_last)
         return self.decoder(self.post_quant_conv(f_hat)).clamp_(-1, 1)
 
+    def check_images(self, img, patch_nums: Sequence[int] | None = None) -> None:
+        """Raises a `NextscaleError` that names the problem unless `img` is a float (B, 3, H, W) batch in
+        [−1, 1] at the size the schedule's last scale needs. (Reads two numbers back from the device.)"""
+        side = (patch_nums or self.patch_nums)[-1] * self.config.downsample
+        C = self.config.in_channels
+        if not torch.is_tensor(img):
+            raise NextscaleError(f"images must be a torch.Tensor, got {type(img).__name__}")
+        if not img.is_floating_point():
+            hint = " (uint8 pixels: use img.float() / 127.5 - 1)" if img.dtype == torch.uint8 else ""
+            raise NextscaleError(f"images must be floating point in [-1, 1], got dtype {img.dtype}{hint}")
+        if img.ndim != 4 or img.shape[1] != C or tuple(img.shape[-2:]) != (side, side):
+            hint = " (channels last? use img.permute(0, 3, 1, 2))" if img.ndim == 4 and img.shape[-1] == C else ""
+            raise NextscaleError(f"images must be (B, {C}, {side}, {side}), got shape {tuple(img.shape)}{hint}")
+        low, high = torch.stack(torch.aminmax(img.detach())).tolist()  # one read-back
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise NextscaleError("images contain NaN or infinite values")
+        if low < -1.001 or high > 1.001:
+            hint = " (pixels in [0, 255]? use img / 127.5 - 1)" if high > 2 else ""
+            raise NextscaleError(f"images must lie in [-1, 1], got values in [{low:.3g}, {high:.3g}]{hint}")
+
+    def check_tokens(self, idx_Bl: Sequence[torch.Tensor]) -> None:
+        """Raises unless `idx_Bl` is one integer (B, pn²) tensor of codebook ids per scale of the schedule."""
+        pns = self.patch_nums
+        if not isinstance(idx_Bl, list | tuple) or len(idx_Bl) != len(pns):
+            raise NextscaleError(f"tokens must be a list of {len(pns)} tensors, one per scale {pns}")
+        B = idx_Bl[0].shape[0] if torch.is_tensor(idx_Bl[0]) and idx_Bl[0].ndim == 2 else None
+        for si, (idx, pn) in enumerate(zip(idx_Bl, pns)):
+            if not torch.is_tensor(idx) or idx.is_floating_point() or tuple(idx.shape) != (B, pn * pn):
+                shape = tuple(idx.shape) if torch.is_tensor(idx) else type(idx).__name__
+                raise NextscaleError(f"tokens of scale {si} must be an integer (B, {pn * pn}) tensor, got {shape}")
+        bounds = torch.stack([torch.stack(torch.aminmax(t)) for t in idx_Bl])  # (K, 2): per-scale min and max
+        low, high = torch.stack([bounds[:, 0].min(), bounds[:, 1].max()]).tolist()  # one read-back
+        if low < 0 or high >= self.config.vocab_size:
+            raise NextscaleError(f"token ids must lie in [0, {self.config.vocab_size - 1}], got [{low}, {high}]")
+
     @torch.no_grad()
-    def img_to_idx(self, img: torch.Tensor, patch_nums: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Images in [−1, 1] → one LongTensor (B, pn²) per scale, row-major."""
+    def img_to_idx(self, img: torch.Tensor, patch_nums: Sequence[int] | None = None, *, check: bool = True):
+        """Images in [−1, 1], (B, 3, H, W) → one LongTensor (B, pn²) per scale, row-major."""
+        if check:
+            self.check_images(img, patch_nums)
         return self.quantize.f_to_idx(self.encode(img), patch_nums)
 
     @torch.no_grad()
     def img_to_fhats(self, img: torch.Tensor, patch_nums: Sequence[int] | None = None) -> list[torch.Tensor]:
+        self.check_images(img, patch_nums)
         return self.quantize.f_to_fhats(self.encode(img), patch_nums)
 
     @torch.no_grad()
     def idx_to_img(self, idx_Bl: Sequence[torch.Tensor], last_only: bool = True) -> torch.Tensor | list:
         """Token ids per scale → images in [−1, 1] (from the full pyramid, or one per scale)."""
+        self.check_tokens(idx_Bl)
         fhats = self.quantize.idx_to_fhats(idx_Bl, last_only=last_only)
         images = [self.fhat_to_img(f) for f in fhats]
         return images[-1] if last_only else images
@@ -150,7 +205,9 @@ class VQVAE(PretrainedMixin, nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # A checkpoint made for another schedule carries usage stats of another shape; they are only stats.
         key = "quantize.ema_vocab_hit_SV"
-        if key in state_dict and state_dict[key].shape != self.quantize.ema_vocab_hit_SV.shape:
+        own = self.quantize.ema_vocab_hit_SV
+        if key in state_dict and state_dict[key].shape != own.shape:
             state_dict = dict(state_dict)
-            state_dict[key] = self.quantize.ema_vocab_hit_SV.clone()
+            device = "cpu" if own.is_meta else own.device
+            state_dict[key] = torch.zeros(own.shape, dtype=own.dtype, device=device)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)

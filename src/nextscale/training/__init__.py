@@ -24,14 +24,15 @@ def train_tokenizer(
     run_dir: str | Path,
     *,
     options: TokenizerOptions | None = None,
-    resume: bool = True,
+    resume: bool | None = None,
     device="cpu",
     progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[VQVAE, dict]:
-    """Trains a multi-scale VQ-VAE; continues the run in `run_dir` if it has a checkpoint and `resume`."""
+    """Trains a multi-scale VQ-VAE in `run_dir`. `resume`: True continues the run there (which must exist),
+    False starts one (the directory must hold none), None continues one if there is one."""
     torch.manual_seed(train_config.seed)  # the initial weights
-    stage = TokenizerStage(VQVAE(config), train_data, test_data, train_config, options, device)
+    stage = TokenizerStage(VQVAE(config, device=device), train_data, test_data, train_config, options, device)
     return _fit(stage, train_config, run_dir, resume, progress, stop_after)
 
 
@@ -44,19 +45,23 @@ def train_var(
     run_dir: str | Path,
     *,
     options: VAROptions | None = None,
-    resume: bool = True,
+    resume: bool | None = None,
     device="cpu",
     progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[VAR, dict]:
-    """Trains a VAR on the frozen `vae`'s tokens; continues the run in `run_dir` if it has a checkpoint."""
+    """Trains a VAR on the frozen `vae`'s tokens in `run_dir` (`resume` as for `train_tokenizer`)."""
+    options = options or VAROptions()
     torch.manual_seed(train_config.seed)  # the initial weights
-    stage = VARStage(VAR(config), vae, train_data, test_data, train_config, options, device)
+    var = VAR(config, device="meta")  # shapes first, then one initialisation with the recipe's scales
+    var.to_empty(device=device)
+    var.init_weights(**options.init_kwargs())
+    var.set_drop_path(options.drop_path_rate)
+    stage = VARStage(var, vae, train_data, test_data, train_config, options, device)
     return _fit(stage, train_config, run_dir, resume, progress, stop_after)
 
 
-def _fit(stage, train_config: TrainConfig, run_dir, resume: bool, progress: bool, stop_after: int | None):
+def _fit(stage, train_config: TrainConfig, run_dir, resume: bool | None, progress: bool, stop_after: int | None):
     trainer = Trainer(stage, train_config, run_dir, progress=progress)
-    if resume:
-        trainer.resume()
+    trainer.start(resume)
     return stage.model, trainer.fit(stop_after=stop_after)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import NextscaleError
-from ..pretrained import atomic_write, atomic_write_text
+from ..errors import CheckpointError, NextscaleError
+from ..files import atomic_write, atomic_write_text, first_line, read_torch_weights
 from ..seeding import derive_seed, derived_generator
 
 NO_DECAY_NAMES = (
@@ -41,6 +41,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+SCHEDULES = ("lin0", "lin", "cos")
+
+
 def lr_factor(step: int, total: int, warmup: int, schedule: str = "lin0", wp0: float = 0.005, wpe: float = 0.01):
     """Multiplier of the peak LR: linear warm-up from `wp0`, then the reference's `lin0` (flat for 5% of the
     rest, then linear to `wpe`), `lin` (flat 15%), or `cos`."""
@@ -49,7 +52,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str = "lin0", wp0: f
     passed = (step - warmup) / max(1, total - 1 - warmup)
     if schedule == "cos":
         return wpe + (1 - wpe) * (0.5 + 0.5 * math.cos(math.pi * passed))
-    flat = {"lin0": 0.05, "lin": 0.15}.get(schedule)
+    flat = {"lin0": 0.05, "lin": 0.15}.get(schedule)  # the share of the decay phase that stays at the peak
     if flat is None:
         raise NextscaleError(f"unknown LR schedule {schedule!r}: use lin0, lin or cos")
     return 1.0 if passed < flat else wpe + (1 - wpe) * (1 - passed) / (1 - flat)
@@ -81,7 +84,9 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor
 
 
 def seed_step(seed: int, step: int) -> torch.Generator:
-    """Seeds the global RNG (drop path, augmentation) for this step; returns a generator for label dropout."""
+    """Seeds the global RNGs of every device (drop path draws on the activations' device) for this step, and
+    returns a CPU generator for the step's other draws, which happen on the CPU and then move (label dropout,
+    code revival): the same numbers on any device."""
     torch.manual_seed(derive_seed(seed, 2, step))
     return derived_generator(seed, 3, step)
 
@@ -93,40 +98,74 @@ class RunState:
     extra: dict = field(default_factory=dict)  # stage-specific counters (e.g. the quantizer's hit count)
 
 
-def save_checkpoint(run_dir: Path, model, optimizer, state: RunState, config: dict, keep: int = 2) -> Path:
-    """Writes `ckpt-STEP/` (weights in the project format, trainer state apart), then points `latest` at it.
+LATEST, LOG, TRAINER_STATE = "latest", "log.jsonl", "trainer_state.pt"
 
-    A crash at any moment leaves `latest` naming a complete checkpoint.
+
+def checkpoint_step(path: Path) -> int | None:
+    name = path.name
+    return int(name[5:]) if name.startswith("ckpt-") and name[5:].isdigit() else None
+
+
+def run_contents(run_dir: Path) -> list[str]:
+    """What marks `run_dir` as holding a run: its `latest` pointer, checkpoints, or log."""
+    if not run_dir.is_dir():
+        return []
+    marks = [p.name for p in run_dir.iterdir() if p.name in (LATEST, LOG) or checkpoint_step(p) is not None]
+    return sorted(marks)
+
+
+def save_checkpoint(run_dir: Path, model, optimizer, state: RunState, config: dict, keep: int = 2) -> Path:
+    """Writes `ckpt-STEP/` (weights in the project format, trainer state apart), then points `latest` at it,
+    then removes this run's checkpoints older than the `keep` newest up to this step.
+
+    A crash at any moment leaves `latest` naming a complete checkpoint. Only a run that loaded the directory's
+    latest checkpoint (or found the directory empty) ever saves here, so every checkpoint pruned is its own.
     """
     ckpt = run_dir / f"ckpt-{state.step:08d}"
     model.save_pretrained(ckpt / "model")
     blob = {"optimizer": optimizer.state_dict(), "state": asdict(state), "config": json.dumps(config)}
-    atomic_write(ckpt / "trainer_state.pt", lambda tmp: torch.save(blob, tmp))
-    atomic_write_text(run_dir / "latest", ckpt.name + "\n")
-    for old in sorted(run_dir.glob("ckpt-*"))[:-keep]:
+    atomic_write(ckpt / TRAINER_STATE, lambda tmp: torch.save(blob, tmp))
+    atomic_write_text(run_dir / LATEST, ckpt.name + "\n")
+    earlier = sorted((s, p) for p in run_dir.iterdir() if (s := checkpoint_step(p)) is not None and s <= state.step)
+    for _, old in earlier[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return ckpt
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = run_dir / "latest"
+    """The checkpoint `latest` names; None where there is no `latest`. A pointer to nothing is an error that
+    names it: resuming must never fall back to step 0 over a run's files."""
+    pointer = run_dir / LATEST
     if not pointer.is_file():
         return None
-    ckpt = run_dir / pointer.read_text().strip()
-    return ckpt if ckpt.is_dir() else None
+    try:
+        name = pointer.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{pointer} is unreadable: {e}") from None
+    ckpt = run_dir / name
+    if not name or checkpoint_step(ckpt) is None or not ckpt.is_dir():
+        raise CheckpointError(f"{pointer} names {name!r}, which is not a checkpoint in {run_dir}")
+    return ckpt
 
 
 def load_trainer_state(ckpt: Path) -> tuple[dict, RunState, dict]:
-    blob = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
-    return blob["optimizer"], RunState(**blob["state"]), json.loads(blob["config"])
+    path = ckpt / TRAINER_STATE
+    blob = read_torch_weights(path)
+    try:
+        return blob["optimizer"], RunState(**blob["state"]), json.loads(blob["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a nextscale trainer state ({first_line(e)})") from None
 
 
 def autocast_context(device: torch.device, precision: str):
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if precision not in ("fp32", "bf16"):
-        raise NextscaleError(f"precision must be fp32 or bf16, got {precision!r}")
-    return torch.autocast(device.type, enabled=False)
+    """bf16 autocast on CUDA; fp32 elsewhere (refused up front by `check_training_device`)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and device.type == "cuda")
+
+
+def check_training_device(device: torch.device, precision: str) -> None:
+    if precision == "bf16" and device.type != "cuda":
+        raise NextscaleError(f"bf16 training needs a CUDA device, not {device}: CPUs train in fp32 (their bf16 "
+                             "matrix work is about 100× slower)")  # fmt: skip
 
 
 def write_log(run_dir: Path, record: dict) -> None:

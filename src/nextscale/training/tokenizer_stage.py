@@ -8,13 +8,18 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import NextscaleError
+from ..runtime import check_finite
 from ..tokenizer import VQVAE
-from .common import autocast_context, batch_indices, param_groups
+from .common import autocast_context, batch_indices, check_training_device, param_groups
 from .losses import PatchDiscriminator, PerceptualLoss, hinge_discriminator_loss
 
 
 @dataclass
 class TokenizerOptions:
+    """The tokenizer's training settings (the architecture is `VQVAEConfig`)."""
+
+    beta: float = 0.25  # commitment weight of the VQ loss (the reference's)
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     vq_weight: float = 1.0
@@ -25,6 +30,16 @@ class TokenizerOptions:
     revive_threshold: float = 0.05  # a code is dead when its EMA hits, summed over scales, fall below this
     eval_batches: int = 8
 
+    def __post_init__(self):
+        for name in ("beta", "l1_weight", "l2_weight", "vq_weight", "perceptual_weight", "adversarial_weight",
+                     "revive_threshold"):  # fmt: skip
+            check_finite(getattr(self, name), name.replace("_", "-"), 0.0)
+        for name in ("adversarial_start", "revive_every"):
+            if getattr(self, name) < 0:
+                raise NextscaleError(f"{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
+        if self.eval_batches < 1:
+            raise NextscaleError(f"eval_batches must be at least 1, got {self.eval_batches}")
+
 
 def collate(dataset: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     items = [dataset[int(i)] for i in idx]
@@ -34,6 +49,7 @@ def collate(dataset: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 class TokenizerStage:
     def __init__(self, vae: VQVAE, train_data: Dataset, test_data: Dataset | None, config, options=None,
                  device="cpu"):  # fmt: skip
+        check_training_device(torch.device(device), config.precision)
         self.model, self.train_data, self.test_data = vae.to(device), train_data, test_data
         self.config, self.options, self.device = config, options or TokenizerOptions(), torch.device(device)
         self.optimizer = torch.optim.AdamW(param_groups(vae, config.weight_decay), lr=config.lr, betas=config.betas)
@@ -49,7 +65,7 @@ class TokenizerStage:
         img, _ = collate(self.train_data, batch_indices(step, len(self.train_data), cfg.batch_size, cfg.seed))
         img = img.to(self.device)
         with autocast_context(self.device, cfg.precision):
-            out = self.model(img)
+            out = self.model(img, o.beta)
             rec = out.reconstruction.float()
             l1, l2 = (rec - img).abs().mean(), (rec - img).square().mean()
             loss = o.l1_weight * l1 + o.l2_weight * l2 + o.vq_weight * out.vq_loss

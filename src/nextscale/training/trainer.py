@@ -9,16 +9,22 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ..errors import NextscaleError
-from ..pretrained import load_strict
+from ..errors import CheckpointError, NextscaleError
+from ..files import first_line, read_safetensors
+from ..pretrained import WEIGHTS_NAME, load_strict
+from ..runtime import check_finite, check_precision
+from ..seeding import check_seed
 from .common import (
+    LATEST,
+    SCHEDULES,
+    TRAINER_STATE,
     RunState,
     apply_schedule,
     latest_checkpoint,
     load_trainer_state,
+    run_contents,
     save_checkpoint,
     seed_step,
     write_log,
@@ -50,8 +56,23 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "save_every"):
             if getattr(self, name) < 1:
                 raise NextscaleError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise NextscaleError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise NextscaleError(f"warmup-steps must be ≥ 0, got {self.warmup_steps}")
+        check_finite(self.lr, "lr", 0.0)
+        if self.lr == 0:
+            raise NextscaleError("lr must be positive, got 0")
+        check_finite(self.lr_end_ratio, "lr-end-ratio", 0.0, 1.0)
+        check_finite(self.weight_decay, "weight-decay", 0.0)
+        check_finite(self.weight_decay_end, "weight-decay-end", 0.0)
+        check_finite(self.grad_clip, "grad-clip", 0.0)
+        if self.grad_clip == 0:
+            raise NextscaleError("grad-clip must be positive, got 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise NextscaleError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.schedule not in SCHEDULES:
+            raise NextscaleError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        check_precision(self.precision)
+        check_seed(self.seed)
 
 
 class Stage(Protocol):
@@ -72,19 +93,42 @@ class Trainer:
         self.stage, self.config, self.run_dir, self.progress = stage, config, Path(run_dir), progress
         self.state = RunState(seed=config.seed)
 
-    def resume(self) -> bool:
-        """Loads the run's latest checkpoint, if any; refuses one made with other settings."""
-        ckpt = latest_checkpoint(self.run_dir)
+    def start(self, resume: bool | None = None) -> bool:
+        """Continues the run in `run_dir` or starts one there; returns whether it continued.
+
+        `resume=True` requires a run to continue, `False` an empty directory (a run's files are never
+        overwritten by a run that did not load them), `None` continues one if there is one.
+        """
+        found = run_contents(self.run_dir)
+        if resume is False and found:
+            raise NextscaleError(f"{self.run_dir} already holds a run ({', '.join(found[:3])}): pass --resume to "
+                                 "continue it, or pick a new --run-dir")  # fmt: skip
+        ckpt = latest_checkpoint(self.run_dir) if found else None
         if ckpt is None:
+            if resume is True:
+                raise NextscaleError(f"--resume: {self.run_dir} holds no run to continue (no {LATEST} file)")
+            if found:
+                raise NextscaleError(f"{self.run_dir} holds {', '.join(found[:3])} but no {LATEST} checkpoint "
+                                     "pointer: pick a new --run-dir")  # fmt: skip
             return False
+        self._load(ckpt)
+        return True
+
+    def _load(self, ckpt: Path) -> None:
+        """Loads a checkpoint; refuses one made with other settings."""
         opt_state, state, saved_config = load_trainer_state(ckpt)
         if saved_config != self._config_record():
             raise NextscaleError(f"{ckpt} was made with other training settings; use a new --run-dir")
-        load_strict(self.stage.model, load_file(str(ckpt / "model" / "model.safetensors")), str(ckpt))
-        self.stage.optimizer.load_state_dict(opt_state)
+        weights = ckpt / "model" / WEIGHTS_NAME
+        load_strict(self.stage.model, read_safetensors(weights), str(weights))
+        try:
+            self.stage.optimizer.load_state_dict(opt_state)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{ckpt / TRAINER_STATE}: its optimizer state does not fit ({first_line(e)})"
+            ) from None
         self.stage.load_extra_state(state.extra)
         self.state = state
-        return True
 
     def _config_record(self) -> dict:
         record = {"train": asdict(self.config), "model": self.stage.model.config.to_dict()}

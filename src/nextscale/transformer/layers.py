@@ -47,7 +47,7 @@ class KVCache:
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, embed_dim: int, num_heads: int, attn_drop: float, proj_drop: float, attn_l2_norm: bool):
+    def __init__(self, embed_dim: int, num_heads: int, attn_l2_norm: bool):
         super().__init__()
         assert embed_dim % num_heads == 0
         self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
@@ -55,17 +55,24 @@ class SelfAttention(nn.Module):
         if attn_l2_norm:
             # Cosine attention with a learnable per-head log-temperature, capped at 100.
             self.scale = 1.0
-            self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), math.log(4.0)))
+            self.scale_mul_1H11 = nn.Parameter(torch.empty(1, num_heads, 1, 1))
             self.max_scale_mul = math.log(100)
         else:
             self.scale = 0.25 / math.sqrt(self.head_dim)  # the reference's unusual 0.25 factor
         self.mat_qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=False)
-        self.q_bias = nn.Parameter(torch.zeros(embed_dim))
-        self.v_bias = nn.Parameter(torch.zeros(embed_dim))
-        self.register_buffer("zero_k_bias", torch.zeros(embed_dim))  # keys carry no bias; kept for strict loading
+        self.q_bias = nn.Parameter(torch.empty(embed_dim))
+        self.v_bias = nn.Parameter(torch.empty(embed_dim))
+        self.register_buffer("zero_k_bias", torch.empty(embed_dim))  # keys carry no bias; kept for strict loading
         self.proj = nn.Linear(embed_dim, embed_dim)
-        self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
-        self.attn_drop = attn_drop
+
+    @torch.no_grad()
+    def init_constants(self) -> None:
+        """The parameters the reference sets at construction and its `init_weights` leaves alone."""
+        if self.attn_l2_norm:
+            self.scale_mul_1H11.fill_(math.log(4.0))
+        self.q_bias.zero_()
+        self.v_bias.zero_()
+        self.zero_k_bias.zero_()
 
     def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None, kv_cache: KVCache | None = None):
         B, L, C = x_BLC.shape
@@ -79,21 +86,19 @@ class SelfAttention(nn.Module):
             k, v = kv_cache.append(k, v)
         if attn_bias is not None:
             attn_bias = attn_bias.to(q.dtype)
-        dropout_p = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=self.scale)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, L, C)))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(B, L, C))
 
 
 class FFN(nn.Module):
-    def __init__(self, embed_dim: int, hidden_dim: int, drop: float):
+    def __init__(self, embed_dim: int, hidden_dim: int):
         super().__init__()
         self.fc1 = nn.Linear(embed_dim, hidden_dim)
         self.act = nn.GELU(approximate="tanh")
         self.fc2 = nn.Linear(hidden_dim, embed_dim)
-        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.act(self.fc1(x))))
+        return self.fc2(self.act(self.fc1(x)))
 
 
 class SharedAdaLin(nn.Linear):
@@ -116,18 +121,15 @@ class AdaLNSelfAttn(nn.Module):
         norm_eps: float,
         shared_aln: bool,
         attn_l2_norm: bool,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
     ):
         super().__init__()
         self.embed_dim, self.shared_aln = embed_dim, shared_aln
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.attn = SelfAttention(embed_dim, num_heads, attn_drop, drop, attn_l2_norm)
-        self.ffn = FFN(embed_dim, round(embed_dim * mlp_ratio), drop)
+        self.drop_path = DropPath(0.0)  # a training setting: `VAR.set_drop_path`
+        self.attn = SelfAttention(embed_dim, num_heads, attn_l2_norm)
+        self.ffn = FFN(embed_dim, round(embed_dim * mlp_ratio))
         self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
         if shared_aln:
-            self.ada_gss = nn.Parameter(torch.randn(1, 1, 6, embed_dim) / embed_dim**0.5)
+            self.ada_gss = nn.Parameter(torch.empty(1, 1, 6, embed_dim))
         else:
             self.ada_lin = nn.Sequential(nn.SiLU(inplace=False), nn.Linear(cond_dim, 6 * embed_dim))
 

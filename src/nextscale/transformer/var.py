@@ -8,14 +8,16 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..pretrained import PretrainedMixin
+from ..pretrained import PretrainedMixin, check_config, shapes_only_embedding
+from ..seeding import uniform
 from ..tokenizer.vqvae import PATCH_NUMS_256
 from .layers import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin
 
 
 @dataclass
 class VARConfig:
-    """Defaults are var-d16; `VARConfig.from_depth` gives the released depth → width rule."""
+    """The transformer's architecture; defaults are var-d16, and `VARConfig.from_depth` gives the released
+    depth → width rule. Training settings (label dropout, drop path, initial scales) live in `VAROptions`."""
 
     depth: int = 16
     embed_dim: int = 1024
@@ -28,25 +30,22 @@ class VARConfig:
     norm_eps: float = 1e-6
     shared_aln: bool = False
     attn_l2_norm: bool = True
-    cond_drop_rate: float = 0.1  # label dropout during training, for classifier-free guidance
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    init_adaln: float = 0.5
-    init_adaln_gamma: float = 1e-5
-    init_head: float = 0.02
-    init_std: float = -1.0  # < 0: sqrt(1 / (3 C))
 
     def __post_init__(self):
         self.patch_nums = tuple(self.patch_nums)
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        for name in ("depth", "embed_dim", "num_heads", "num_classes", "vocab_size", "latent_channels"):
+            check_config(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        check_config(self.embed_dim % self.num_heads == 0,
+                     f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")  # fmt: skip
+        check_config(self.mlp_ratio > 0 and self.norm_eps > 0, "mlp_ratio and norm_eps must be positive")
+        increasing = list(self.patch_nums) == sorted(set(self.patch_nums))
+        check_config(len(self.patch_nums) >= 2 and self.patch_nums[0] >= 1 and increasing,
+                     f"patch_nums must be two or more positive, increasing sizes, got {self.patch_nums}")  # fmt: skip
 
     @classmethod
     def from_depth(cls, depth: int, **overrides) -> VARConfig:
-        # Released models: width 64·depth, head width 64, stochastic depth growing with depth.
-        base = dict(depth=depth, embed_dim=64 * depth, num_heads=depth, drop_path_rate=0.1 * depth / 24)
-        return cls(**{**base, **overrides})
+        """The released models' rule: width 64·depth, one head per 64 channels."""
+        return cls(**{**dict(depth=depth, embed_dim=64 * depth, num_heads=depth), **overrides})
 
     @property
     def num_tokens(self) -> int:
@@ -56,11 +55,27 @@ class VARConfig:
         return asdict(self)
 
 
+def scale_levels(patch_nums) -> torch.Tensor:
+    """The scale index of every token, (1, L) int64."""
+    return torch.cat([torch.full((pn * pn,), si) for si, pn in enumerate(patch_nums)]).view(1, -1)
+
+
+def block_causal_bias(levels_1L: torch.Tensor) -> torch.Tensor:
+    """(1, 1, L, L): 0 where a token may see another (its own scale and every coarser one), −inf elsewhere."""
+    L = levels_1L.shape[1]
+    visible = levels_1L.view(L, 1) >= levels_1L.view(1, L)
+    return torch.zeros(L, L).masked_fill_(~visible, -torch.inf).view(1, 1, L, L)
+
+
 class VAR(PretrainedMixin, nn.Module):
     model_type = "var"
     config_class = VARConfig
+    # training settings that format version 1 kept in the config
+    legacy_config_keys = ("cond_drop_rate", "drop_rate", "attn_drop_rate", "drop_path_rate", "init_adaln",
+                          "init_adaln_gamma", "init_head", "init_std")  # fmt: skip
 
-    def __init__(self, config: VARConfig | None = None):
+    def __init__(self, config: VARConfig | None = None, *, device: str | torch.device | None = None):
+        """`device="meta"` builds shapes only (for loading weights); elsewhere `init_weights()` runs."""
         super().__init__()
         self.config = cfg = config or VARConfig()
         C, L = cfg.embed_dim, cfg.num_tokens
@@ -70,51 +85,41 @@ class VAR(PretrainedMixin, nn.Module):
         for pn in cfg.patch_nums:
             self.begin_ends.append((start, start + pn * pn))
             start += pn * pn
-
-        std = math.sqrt(1 / C / 3)
-        self.word_embed = nn.Linear(cfg.latent_channels, C)
-        self.class_emb = nn.Embedding(cfg.num_classes + 1, C)
-        self.pos_start = nn.Parameter(torch.empty(1, 1, C))
-        self.pos_1LC = nn.Parameter(torch.empty(1, L, C))
-        self.lvl_embed = nn.Embedding(len(cfg.patch_nums), C)
-        for p in (self.class_emb.weight, self.pos_start, self.pos_1LC, self.lvl_embed.weight):
-            nn.init.trunc_normal_(p, mean=0, std=std)
-
-        self.shared_ada_lin = (
-            nn.Sequential(nn.SiLU(inplace=False), SharedAdaLin(C, 6 * C)) if cfg.shared_aln else nn.Identity()
-        )
-        drop_path = torch.linspace(0, cfg.drop_path_rate, cfg.depth, device="cpu").tolist()
-        self.blocks = nn.ModuleList(
-            AdaLNSelfAttn(
-                embed_dim=C,
-                cond_dim=C,
-                num_heads=cfg.num_heads,
-                mlp_ratio=cfg.mlp_ratio,
-                norm_eps=cfg.norm_eps,
-                shared_aln=cfg.shared_aln,
-                attn_l2_norm=cfg.attn_l2_norm,
-                drop=cfg.drop_rate,
-                attn_drop=cfg.attn_drop_rate,
-                drop_path=drop_path[i],
+        with torch.device("meta"):  # nothing is allocated or initialised twice
+            self.word_embed = nn.Linear(cfg.latent_channels, C)
+            self.class_emb = shapes_only_embedding(cfg.num_classes + 1, C)
+            self.pos_start = nn.Parameter(torch.empty(1, 1, C))
+            self.pos_1LC = nn.Parameter(torch.empty(1, L, C))
+            self.lvl_embed = shapes_only_embedding(len(cfg.patch_nums), C)
+            self.shared_ada_lin = (
+                nn.Sequential(nn.SiLU(inplace=False), SharedAdaLin(C, 6 * C)) if cfg.shared_aln else nn.Identity()
             )
-            for i in range(cfg.depth)
-        )
-
-        level = torch.cat([torch.full((pn * pn,), si) for si, pn in enumerate(cfg.patch_nums)]).view(1, L)
-        self.register_buffer("lvl_1L", level.contiguous())
-        # Block-causal: a token sees its own scale and all coarser ones. Persistent: released files carry it.
-        visible = level.view(L, 1) >= level.view(1, L)
-        mask = torch.zeros(L, L).masked_fill_(~visible, -torch.inf).view(1, 1, L, L)
-        self.register_buffer("attn_bias_for_masking", mask.contiguous())
-
-        self.head_nm = AdaLNBeforeHead(C, C, cfg.norm_eps)
-        self.head = nn.Linear(C, cfg.vocab_size)
-        self.init_weights()
+            self.blocks = nn.ModuleList(
+                AdaLNSelfAttn(embed_dim=C, cond_dim=C, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
+                              norm_eps=cfg.norm_eps, shared_aln=cfg.shared_aln, attn_l2_norm=cfg.attn_l2_norm)
+                for _ in range(cfg.depth)
+            )  # fmt: skip
+            # Persistent, as in the reference: released files carry both.
+            self.register_buffer("lvl_1L", torch.empty(1, L, dtype=torch.long))
+            self.register_buffer("attn_bias_for_masking", torch.empty(1, 1, L, L))
+            self.head_nm = AdaLNBeforeHead(C, C, cfg.norm_eps)
+            self.head = nn.Linear(C, cfg.vocab_size)
+        device = torch.get_default_device() if device is None else torch.device(device)
+        if device.type != "meta":
+            self.to_empty(device=device)
+            self.init_weights()
 
     @torch.no_grad()
-    def init_weights(self) -> None:
+    def init_weights(self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02,
+                     init_std: float = -1.0) -> None:  # fmt: skip
+        """The reference's initialisation (its defaults; recipes change `init_adaln_gamma`), over every parameter
+        and buffer: each is drawn or set afresh, never scaled in place, so calling it again (say on a model
+        built on the meta device) gives the same distribution, and the same weights from the same RNG state.
+        """
         cfg = self.config
-        C, std = cfg.embed_dim, cfg.init_std if cfg.init_std >= 0 else math.sqrt(1 / cfg.embed_dim / 3)
+        C = cfg.embed_dim
+        construction_std = math.sqrt(1 / C / 3)  # the reference's, whatever init_std says
+        std = init_std if init_std >= 0 else construction_std
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=std)
@@ -122,22 +127,31 @@ class VAR(PretrainedMixin, nn.Module):
                     m.bias.zero_()
             elif isinstance(m, nn.Embedding):
                 nn.init.trunc_normal_(m.weight, std=std)
-        self.head.weight.mul_(cfg.init_head)
-        self.head.bias.zero_()
-        self.head_nm.ada_lin[-1].weight.mul_(cfg.init_adaln)
-        self.head_nm.ada_lin[-1].bias.zero_()
+        for p in (self.pos_start, self.pos_1LC):
+            nn.init.trunc_normal_(p, mean=0, std=construction_std)
+        self.head.weight.mul_(init_head)
+        self.head_nm.ada_lin[-1].weight.mul_(init_adaln)
         depth_scale = math.sqrt(2 * cfg.depth)
         for block in self.blocks:
+            block.attn.init_constants()
             block.attn.proj.weight.div_(depth_scale)
             block.ffn.fc2.weight.div_(depth_scale)
             if cfg.shared_aln:
-                block.ada_gss[:, :, 2:].mul_(cfg.init_adaln)
-                block.ada_gss[:, :, :2].mul_(cfg.init_adaln_gamma)
+                block.ada_gss.normal_().div_(C**0.5)
+                block.ada_gss[:, :, 2:].mul_(init_adaln)
+                block.ada_gss[:, :, :2].mul_(init_adaln_gamma)
             else:
                 lin = block.ada_lin[-1]
-                lin.weight[2 * C :].mul_(cfg.init_adaln)  # scales and shifts
-                lin.weight[: 2 * C].mul_(cfg.init_adaln_gamma)  # the residual gates start near zero
-                lin.bias.zero_()
+                lin.weight[2 * C :].mul_(init_adaln)  # scales and shifts
+                lin.weight[: 2 * C].mul_(init_adaln_gamma)  # the residual gates start near zero
+        levels = scale_levels(cfg.patch_nums)
+        self.lvl_1L.copy_(levels)
+        self.attn_bias_for_masking.copy_(block_causal_bias(levels))
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth for training: block i drops its branches with probability rate·i/(depth − 1)."""
+        for block, p in zip(self.blocks, torch.linspace(0, rate, len(self.blocks), device="cpu").tolist()):
+            block.drop_path.drop_prob = p
 
     # ---- pieces the sampler and the training forward share ----------------------------------------------
 
@@ -183,17 +197,19 @@ class VAR(PretrainedMixin, nn.Module):
         labels_B: torch.Tensor,
         x_BLCv_wo_first_l: torch.Tensor,
         *,
+        cond_drop_rate: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Teacher-forcing logits (B, L, V) for all scales at once.
 
-        `x_BLCv_wo_first_l` is the tokenizer's `idx_to_var_input` (B, L − 1, Cvae). In training mode, labels are
-        replaced by the null class with probability `cond_drop_rate` (drawn from `generator`).
+        `x_BLCv_wo_first_l` is the tokenizer's `idx_to_var_input` (B, L − 1, Cvae). Labels are replaced by the
+        null class with probability `cond_drop_rate` (for guidance; the reference trains with 0.1), drawn from
+        `generator` on its own device (the trainer's lives on the CPU, so any device draws the same labels).
         """
         B, L = labels_B.shape[0], self.config.num_tokens
         with torch.autocast(device_type=labels_B.device.type, enabled=False):
-            if self.training and self.config.cond_drop_rate > 0:
-                drop = torch.rand(B, generator=generator, device=labels_B.device) < self.config.cond_drop_rate
+            if cond_drop_rate > 0:
+                drop = uniform((B,), generator, labels_B.device) < cond_drop_rate
                 labels_B = torch.where(drop, self.num_classes, labels_B)
             cond_BD = self.class_emb(labels_B)
             sos = cond_BD.unsqueeze(1) + self.pos_start.expand(B, 1, -1)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from .errors import NextscaleError
-from .tokenizer import VQVAE
-from .transformer import VAR
-
-CFG_SCHEDULES = ("linear", "constant")
+from ..errors import NextscaleError
+from ..registry import CFG_SCHEDULES, SAMPLER
+from ..runtime import check_compile_backend, check_finite, check_precision, freed_memory_reused
+from ..seeding import seeded_generator
+from ..tokenizer import VQVAE
+from ..transformer import VAR
+from ..weights import check_compatible
 
 
 @dataclass
@@ -65,50 +69,72 @@ def guidance_weight(cfg: float, si: int, num_scales: int, schedule: str) -> floa
     return cfg * si / (num_scales - 1) if schedule == "linear" else cfg
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) -> torch.Tensor:
-    """None: uniform random classes; int: all the same (negative = unconditional); sequence/tensor: as given."""
-    if labels is None:
-        if not batch_size or batch_size < 1:
-            raise NextscaleError("batch_size must be a positive integer when labels are drawn at random")
-        uniform = torch.full((var.num_classes,), 1.0 / var.num_classes, device=device)
-        return torch.multinomial(uniform, num_samples=batch_size, replacement=True, generator=generator)
-    if isinstance(labels, int):
-        if not batch_size or batch_size < 1:
-            raise NextscaleError("batch_size must be a positive integer when one label is given for all images")
-        return torch.full((batch_size,), var.num_classes if labels < 0 else labels, device=device)
-    labels = torch.as_tensor(labels).long().flatten()  # checked where it lives: a list is checked on the host
-    if labels.numel() == 0:
-        raise NextscaleError("labels is empty")
-    bad = labels[(labels < 0) | (labels > var.num_classes)]
-    if bad.numel():
+    """None: uniform random classes; int: all the same (negative = unconditional); sequence/tensor: as given.
+
+    Checked at the boundary (on the host for lists, with one read-back for device tensors), so that a bad
+    label names itself instead of failing inside an embedding lookup.
+    """
+    n = var.num_classes
+    if labels is None or _is_int(labels):
+        if not _is_int(batch_size) or batch_size < 1:
+            why = "labels are drawn at random" if labels is None else "one label is given for all images"
+            raise NextscaleError(f"batch_size must be a positive integer when {why}, got {batch_size!r}")
+        if labels is None:
+            uniform = torch.full((n,), 1.0 / n, device=device)
+            return torch.multinomial(uniform, num_samples=batch_size, replacement=True, generator=generator)
+        if labels > n:
+            raise NextscaleError(f"class {labels} is out of range: this model has classes 0..{n - 1}")
+        return torch.full((batch_size,), n if labels < 0 else int(labels), device=device)
+    if torch.is_tensor(labels):
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or labels.ndim != 1:
+            raise NextscaleError(
+                f"labels must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}"
+            )
+        if labels.numel() == 0:
+            raise NextscaleError("labels is empty")
+        values = torch.stack(torch.aminmax(labels)).tolist()  # one read-back where the tensor is on a device
+    elif isinstance(labels, Sequence | np.ndarray):
+        values = list(np.asarray(labels).ravel()) if isinstance(labels, np.ndarray) else list(labels)
+        if isinstance(labels, np.ndarray) and labels.ndim != 1:
+            raise NextscaleError(f"labels must be 1-D, got shape {labels.shape}")
+        bad = [v for v in values if not _is_int(v)]
+        if bad:
+            raise NextscaleError(f"labels must be integer class ids, got {bad[0]!r}")
+    else:
         raise NextscaleError(
-            f"class {bad[0].item()} is out of range: this model has classes 0..{var.num_classes - 1} "
-            f"(and {var.num_classes} = unconditional)"
+            f"labels must be None, an int, a sequence or a tensor of class ids, not {type(labels).__name__}"
         )
-    return labels.to(device)
+    if len(values) == 0:
+        raise NextscaleError("labels is empty")
+    bad = [v for v in values if not 0 <= v <= n]
+    if bad:
+        raise NextscaleError(
+            f"class {bad[0]} is out of range: this model has classes 0..{n - 1} (and {n} = unconditional)"
+        )
+    return (labels if torch.is_tensor(labels) else torch.tensor([int(v) for v in values])).long().to(device)
 
 
-def check_compatible(var: VAR, vae: VQVAE) -> None:
-    """Raises ValueError naming every way the transformer and tokenizer disagree."""
-    problems = []
-    if var.config.vocab_size != vae.config.vocab_size:
-        problems.append(f"codebook size: VAR {var.config.vocab_size}, VAE {vae.config.vocab_size}")
-    if var.config.latent_channels != vae.config.z_channels:
-        problems.append(f"latent channels: VAR {var.config.latent_channels}, VAE {vae.config.z_channels}")
-    if var.config.patch_nums != vae.config.patch_nums:
-        problems.append(f"patch numbers: VAR {var.config.patch_nums}, VAE {vae.config.patch_nums}")
-    if problems:
-        raise NextscaleError("the VAR and VAE do not fit together: " + "; ".join(problems))
+def check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth) -> None:
+    check_finite(cfg, "cfg")
+    if cfg_schedule not in CFG_SCHEDULES:
+        raise NextscaleError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {cfg_schedule!r}")
+    if not _is_int(top_k) or top_k < 0:
+        raise NextscaleError(f"top_k must be an integer ≥ 0, got {top_k!r}")
+    check_finite(top_p, "top_p", 0.0, 1.0)
+    if not isinstance(more_smooth, bool):
+        raise NextscaleError(f"more_smooth must be True or False, got {more_smooth!r}")
 
 
-PRECISIONS = ("fp32", "bf16")
 _compiled_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def autocast_for(device: torch.device, precision: str):
-    if precision not in PRECISIONS:
-        raise NextscaleError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bf16")
 
 
 def cache_dtype(device: torch.device) -> torch.dtype | None:
@@ -117,7 +143,7 @@ def cache_dtype(device: torch.device) -> torch.dtype | None:
 
 def step_function(var: VAR, backend: str | None):
     """`scale_step`, or its `torch.compile`d twin (made once per model and backend)."""
-    if backend is None:
+    if check_compile_backend(backend) is None:
         return scale_step
     per_model = _compiled_steps.setdefault(var, {})
     if backend not in per_model:
@@ -160,11 +186,11 @@ def sample(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
-    cfg: float = 1.5,
-    cfg_schedule: str = "linear",
-    top_k: int = 0,
-    top_p: float = 0.0,
-    more_smooth: bool = False,
+    cfg: float = SAMPLER.cfg,
+    cfg_schedule: str = SAMPLER.cfg_schedule,
+    top_k: int = SAMPLER.top_k,
+    top_p: float = SAMPLER.top_p,
+    more_smooth: bool = SAMPLER.more_smooth,
     forced: ForcedTokens | None = None,
     return_fhats: bool = False,
     precision: str = "fp32",
@@ -175,34 +201,33 @@ def sample(
     """Generates images with classifier-free guidance.
 
     The random draws (labels when not given, one multinomial per scale, then the Gumbel noise with
-    `more_smooth`) come from `generator` (or a fresh one seeded with `seed`) in the reference's order, so the
-    same weights, seed and settings give the reference's token ids. Use `cfg`=1.5, `top_k`=900, `top_p`=0.96
-    for FID; `cfg`≈4 for looks. `more_smooth` (Gumbel-softmax embeddings) is for visualisation only.
+    `more_smooth`) come from `generator` (or one on the model's device seeded with `seed`, as the reference's
+    `g_seed`) in the reference's order, so the same weights, seed and settings give the reference's token ids.
+    Defaults are the reference README's FID settings (`nextscale.registry.SAMPLER`); `cfg`≈4 for looks.
+    `more_smooth` (Gumbel-softmax embeddings) is for visualisation only.
 
     Speed: `precision="bf16"` runs under bf16 autocast (for GPUs; CPUs are fast only in fp32); `compile`
     names a `torch.compile` backend ("inductor", …) for the transformer step, compiled once per model and
     specialised per scale (shapes are static within a scale). `channels_last_decode` decodes on NHWC
     activations (faster; images equal to the reference's up to ~1e-6 relative, tokens unaffected; False gives
-    the reference's bits). `on_scale(si)` is called after each scale. On CPU, call
-    `nextscale.runtime.reuse_freed_memory()` once first (the `nextscale` command does): it spares a page
-    fault per 4 KiB of every large activation.
+    the reference's bits). On a CPU the call keeps freed memory for reuse while it runs
+    (`nextscale.runtime.freed_memory_reused`) and hands it back when it returns. `on_scale(si)` is called
+    after each scale.
     """
     check_compatible(var, vae)
-    if cfg_schedule not in CFG_SCHEDULES:
-        raise NextscaleError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {cfg_schedule!r}")
-    if not 0.0 <= top_p <= 1.0:
-        raise NextscaleError(f"top_p must lie in [0, 1], got {top_p}")
-    if top_k < 0:
-        raise NextscaleError(f"top_k must be ≥ 0, got {top_k}")
+    check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth)
     device = var.head.weight.device
     if generator is None and seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
+        generator = seeded_generator(seed, device)
     if generator is not None and generator.device.type != device.type:
-        raise NextscaleError(f"the generator lives on {generator.device}, the model on {device}")
+        raise NextscaleError(f"the generator lives on {generator.device}, the model on {device}: create it with "
+                             f"torch.Generator(device={str(device)!r})")  # fmt: skip
     labels = resolve_labels(var, labels, batch_size, generator, device)
-    with autocast_for(device, precision):
+    step = step_function(var, compile)
+    memory = freed_memory_reused() if device.type == "cpu" else contextlib.nullcontext()
+    with memory, autocast_for(device, precision):
         return _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_smooth, forced,
-                       return_fhats, step_function(var, compile), channels_last_decode, on_scale)  # fmt: skip
+                       return_fhats, step, channels_last_decode, on_scale)  # fmt: skip
 
 
 def _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_smooth, forced, return_fhats,

@@ -7,17 +7,19 @@ features of the samples and of the real test digits, beside the same distance be
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy import linalg
 
-from .data import digits_splits, images_to_digits8
-from .generate import sample_many
-from .tokenizer import VQVAE
-from .transformer import VAR
+from ..data import digits8_to_images, digits_splits, images_to_digits8
+from ..editing import edit
+from ..registry import SAMPLER
+from ..sampling import sample_many
+from ..seeding import batch_generator
+from ..tokenizer import VQVAE
+from ..transformer import VAR
+from .frechet import frechet_distance
 
 
 class DigitsJudge:
@@ -47,20 +49,6 @@ class DigitsJudge:
         return float((self.predict(self.test.images8) == self.test.labels).mean())
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """‖μa − μb‖² + Tr(Σa + Σb − 2 (Σa Σb)^½), the FID formula on any features."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    with warnings.catch_warnings():
-        # Dead ReLU units make the covariances singular; the square root is still right, and checked below.
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(cov_a @ cov_b)
-        if not np.isfinite(covmean).all():  # regularise, as the FID reference code does
-            eps = np.eye(len(cov_a)) * 1e-6
-            covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean.real))
-
-
 @dataclass
 class DigitsReport:
     n_per_class: int
@@ -83,7 +71,7 @@ class DigitsReport:
         )
 
 
-def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float = 1.5, seed: int = 0,
+def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float = SAMPLER.cfg, seed: int = 0,
                     batch_size: int = 250, progress: bool = True, **sample_kwargs) -> DigitsReport:  # fmt: skip
     judge = DigitsJudge(seed)
     labels = [c for c in range(var.num_classes) for _ in range(n_per_class)]
@@ -91,7 +79,7 @@ def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float 
 
     def score(guidance: float):
         run = sample_many(vae, var, labels, batch_size=batch_size, seed=seed, progress=progress, cfg=guidance,
-                          **sample_kwargs)  # fmt: skip
+                          keep_images=True, **sample_kwargs)  # fmt: skip
         images8 = images_to_digits8(torch.from_numpy(run.images).permute(0, 3, 1, 2).float() / 255)
         return float((judge.predict(images8) == target).mean()), images8
 
@@ -130,10 +118,6 @@ class EditReport:
 def evaluate_digit_edits(vae: VQVAE, var: VAR, *, box=EDIT_BOX, cfg: float = 3.0, seed: int = 0,
                          batch_size: int = 120, limit: int | None = None, **sample_kwargs) -> EditReport:  # fmt: skip
     """Repaints the centre of every real test digit as another class (label + 1 + i mod 9) and asks the judge."""
-    from .data import digits8_to_images
-    from .editing import edit
-    from .seeding import derived_generator
-
     judge = DigitsJudge(seed)
     images8, labels = judge.test.images8[:limit], judge.test.labels[:limit]
     requested = (labels + 1 + np.arange(len(labels)) % 9) % 10
@@ -142,7 +126,7 @@ def evaluate_digit_edits(vae: VQVAE, var: VAR, *, box=EDIT_BOX, cfg: float = 3.0
     for b, start in enumerate(range(0, len(labels), batch_size)):
         pixels = digits8_to_images(images8[start : start + batch_size]).add(1).div(2).to(device)
         out = edit(var, vae, pixels, tuple(box), labels=torch.as_tensor(requested[start : start + batch_size]),
-                   generator=derived_generator(seed, b, device=device), cfg=cfg, **sample_kwargs)  # fmt: skip
+                   generator=batch_generator(seed, b, device), cfg=cfg, **sample_kwargs)  # fmt: skip
         edited.append(images_to_digits8(out.images))
     predicted = judge.predict(np.concatenate(edited))
     return EditReport(tuple(box), cfg, len(labels), float((predicted == requested).mean()),

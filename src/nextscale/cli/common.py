@@ -1,0 +1,134 @@
+"""What the commands share: one-line argument errors, the model/sampler/device/seed arguments (defaults and
+choices from the registry), and the checks every command makes before any work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import registry
+from ..errors import NextscaleError
+
+
+class Parser(argparse.ArgumentParser):
+    """Shows every option's default in its help, and reports a bad argument in one line (exit code 2)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
+    names = ", ".join(registry.MODEL_NAMES)
+    g = p.add_argument_group("model (either --model, or --vae and --var; names work in all three)")
+    g.add_argument("--model", default=default_model, help=f"a name ({names}) or a directory with vae/ and var/")
+    g.add_argument("--vae", help="a tokenizer: a model name, a saved directory or a reference .pth file")
+    g.add_argument("--var", help="a transformer: a model name, a saved directory or a reference .pth "
+                                 "(or ar-ckpt-*.pth) file")  # fmt: skip
+
+
+def add_device_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--device", default=default, help="auto (CUDA where present), cpu, cuda, cuda:N or mps")
+
+
+def add_seed_arg(p: argparse.ArgumentParser, help_text: str = "random seed") -> None:
+    p.add_argument("--seed", type=int, default=0, help=help_text)
+
+
+def add_sampler_args(p: argparse.ArgumentParser, cfg: float = registry.SAMPLER.cfg) -> None:
+    s = registry.SAMPLER
+    g = p.add_argument_group("sampler (defaults: the reference README's FID settings)")
+    g.add_argument("--cfg", type=float, default=cfg, help="guidance weight at the last scale")
+    schedules = "linear: 0 at the 1x1 scale up to --cfg at the last (the reference); constant: --cfg"
+    g.add_argument("--cfg-schedule", choices=registry.CFG_SCHEDULES, default=s.cfg_schedule, help=schedules)
+    g.add_argument("--top-k", type=int, default=s.top_k, help="keep the k most likely tokens (0: all)")
+    g.add_argument("--top-p", type=float, default=s.top_p, help="nucleus filtering (0: off)")
+    g.add_argument("--more-smooth", action="store_true", help="Gumbel-softmax embeddings (for looks, not FID)")
+
+
+def sampler_settings(args) -> dict:
+    """The sampler arguments, checked (the library's own checks, before any work)."""
+    from ..sampling.sampler import check_sampler_settings
+
+    settings = dict(cfg=args.cfg, cfg_schedule=args.cfg_schedule, top_k=args.top_k, top_p=args.top_p,
+                    more_smooth=args.more_smooth)  # fmt: skip
+    try:
+        check_sampler_settings(**settings)
+    except NextscaleError as e:
+        raise NextscaleError(f"--{str(e).replace('_', '-')}") from None
+    return settings
+
+
+def check_seed(seed: int) -> int:
+    from ..seeding import check_seed as check
+
+    return check(seed, "--seed")
+
+
+def resolve_device(name: str):
+    from ..runtime import resolve_device as resolve
+
+    try:
+        return resolve(name)
+    except NextscaleError as e:
+        raise NextscaleError(f"--device: {e}") from None
+
+
+def check_model_args(args) -> None:
+    if args.model and (args.vae or args.var):
+        raise NextscaleError("give either --model or --vae with --var, not both")
+    if not args.model and not (args.vae and args.var):
+        raise NextscaleError("name a model: --model NAME|DIR, or both --vae and --var")
+
+
+def load_models(args, device):
+    from ..weights import load_model, load_pair
+
+    check_model_args(args)
+    if args.model:
+        return load_model(args.model, device=device)
+    return load_pair(args.vae, args.var, device=device)
+
+
+def parse_classes(values: list[str] | None) -> list[int] | None:
+    if not values:
+        return None
+    out = []
+    for value in values:
+        for part in value.split(","):
+            part = part.strip()
+            if part:
+                try:
+                    out.append(int(part))
+                except ValueError:
+                    raise NextscaleError(f"--class {part!r} is not an integer class id") from None
+    return out
+
+
+def check_classes(classes: list[int] | None, num_classes: int) -> None:
+    for c in classes or []:
+        if not 0 <= c < num_classes:
+            raise NextscaleError(f"--class {c} is out of range: this model has classes 0..{num_classes - 1}")
+
+
+def at_least(value: int, minimum: int, flag: str) -> int:
+    if value < minimum:
+        raise NextscaleError(f"{flag} must be at least {minimum}, got {value}")
+    return value
+
+
+def writable_file(path: str | None, flag: str, suffixes: tuple[str, ...] = ()):
+    """Checks an output file's folder can be written (and its suffix) before any work; None passes."""
+    from ..files import ensure_writable_file
+
+    return None if path is None else ensure_writable_file(path, flag, suffixes)
+
+
+def writable_dir(path: str | None, flag: str):
+    from ..files import ensure_writable_dir
+
+    return None if path is None else ensure_writable_dir(path, flag)

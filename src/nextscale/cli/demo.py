@@ -1,0 +1,44 @@
+"""`nextscale demo`: the built-in digits model in one picture (outputs/demo.png)."""
+
+from __future__ import annotations
+
+import time
+
+from .common import add_device_arg, add_seed_arg, check_seed, resolve_device, writable_dir, writable_file
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="the built-in digits model in one picture (outputs/demo.png)")
+    p.add_argument("--out", default="outputs/demo.png", help="the picture (.png)")
+    add_seed_arg(p)
+    p.add_argument("--train", action="store_true", help="first retrain both stages from scratch (fixed seeds)")
+    p.add_argument("--run-dir", default="runs/demo", help="with --train: checkpoints go here (must hold no run)")
+    p.add_argument("--model-out", default="outputs/digits-model", help="with --train: the trained model")
+    add_device_arg(p, default="cpu")
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..demo import run_demo
+
+    started = time.time()
+    seed = check_seed(args.seed)
+    device = resolve_device(args.device)
+    writable_file(args.out, "--out", (".png",))
+    model = "digits"
+    if args.train:
+        from pathlib import Path
+
+        from ..errors import NextscaleError
+        from ..training.common import run_contents
+        from ..training.recipes import train_digits_model
+
+        for part in ("tokenizer", "var"):
+            if run_contents(Path(args.run_dir) / part):
+                raise NextscaleError(f"{Path(args.run_dir) / part} already holds a run: pick a new --run-dir")
+        writable_dir(args.run_dir, "--run-dir")
+        writable_dir(args.model_out, "--model-out")
+        model = str(train_digits_model(args.model_out, run_dir=args.run_dir, device=device))
+        print(f"trained both stages into {model}")
+    path = run_demo(args.out, model=model, seed=seed, device=device)
+    print(f"wrote {path} in {time.time() - started:.1f} s")

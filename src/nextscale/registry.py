@@ -1,0 +1,179 @@
+"""Every named thing in one place: architectures, released weights, built-in models, training recipes and the
+sampler's defaults. The library and the command line (its `choices=` and defaults) read them from here.
+
+Nothing heavy is imported at module level, so the command line can list names without loading torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import NextscaleError
+
+# ---- the sampler's defaults: the reference README's FID settings -------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    cfg: float = 1.5  # guidance weight at the last scale (the paper's tables use 2.0; the README 1.5)
+    cfg_schedule: str = "linear"  # the reference ramps guidance from 0 at 1×1 up to `cfg` at the last scale
+    top_k: int = 900
+    top_p: float = 0.96
+    more_smooth: bool = False  # Gumbel-softmax embeddings: for looks, not for FID
+
+
+SAMPLER = SamplerDefaults()
+CFG_SCHEDULES = ("linear", "constant")
+
+# ---- architectures --------------------------------------------------------------------------------------
+
+DIGITS_PATCH_NUMS = (1, 2, 3, 4, 6, 8)
+
+
+def _released(depth: int, resolution: int = 256, shared_aln: bool = False):
+    from .tokenizer import PATCH_NUMS_256, PATCH_NUMS_512, VQVAEConfig
+    from .transformer import VARConfig
+
+    patch_nums = PATCH_NUMS_512 if resolution == 512 else PATCH_NUMS_256
+    vae = VQVAEConfig(patch_nums=patch_nums)  # one released tokenizer serves both resolutions
+    return vae, VARConfig.from_depth(depth, patch_nums=patch_nums, shared_aln=shared_aln)
+
+
+def _digits():
+    from .tokenizer import VQVAEConfig
+    from .transformer import VARConfig
+
+    # 32×32 images, 4× downsampling → 8×8 latents; a 256-code book is plenty for ten kinds of strokes.
+    # Sized to train in minutes on a 2-core CPU and to ship under 20 MB.
+    vae = VQVAEConfig(vocab_size=256, z_channels=16, ch=16, ch_mult=(1, 2, 4), num_res_blocks=1,
+                      using_sa=False, using_mid_sa=True, norm_groups=8, patch_nums=DIGITS_PATCH_NUMS)  # fmt: skip
+    var = VARConfig(depth=4, embed_dim=128, num_heads=4, num_classes=10, vocab_size=256, latent_channels=16,
+                    patch_nums=DIGITS_PATCH_NUMS)  # fmt: skip
+    return vae, var
+
+
+def _tiny():
+    from .tokenizer import VQVAEConfig
+    from .transformer import VARConfig
+
+    patch_nums = (1, 2, 3, 4)
+    vae = VQVAEConfig(vocab_size=32, z_channels=4, ch=8, ch_mult=(1, 2), num_res_blocks=1, using_sa=False,
+                      norm_groups=4, patch_nums=patch_nums)  # fmt: skip
+    var = VARConfig(depth=2, embed_dim=32, num_heads=2, num_classes=4, vocab_size=32, latent_channels=4,
+                    patch_nums=patch_nums)  # fmt: skip
+    return vae, var
+
+
+ARCHITECTURES = {
+    "var-d16": lambda: _released(16),
+    "var-d20": lambda: _released(20),
+    "var-d24": lambda: _released(24),
+    "var-d30": lambda: _released(30),
+    "var-d36": lambda: _released(36, resolution=512, shared_aln=True),
+    "digits": _digits,
+    "tiny": _tiny,  # for tests
+}
+
+
+def architecture(name: str):
+    """(VQVAEConfig, VARConfig) of a named architecture."""
+    if name not in ARCHITECTURES:
+        raise NextscaleError(f"unknown architecture {name!r}; choose from {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]()
+
+
+def build(name: str, *, device="cpu"):
+    """Freshly initialised (tokenizer, transformer) of a named architecture; `device="meta"` builds shapes only."""
+    from .tokenizer import VQVAE
+    from .transformer import VAR
+
+    vae_config, var_config = architecture(name)
+    return VQVAE(vae_config, device=device), VAR(var_config, device=device)
+
+
+# ---- weights: released by the reference, and built in -----------------------------------------------------
+
+HUB_REPO = "FoundationVision/var"
+RELEASED_TOKENIZER_FILE = "vae_ch160v4096z32.pth"  # pairs with every released transformer, at 256 and 512 px
+RELEASED = {name: f"var_d{name[len('var-d') :]}.pth" for name in ARCHITECTURES if name.startswith("var-d")}
+BUILTIN_DIR = Path(__file__).parent / "assets"
+BUILTIN = {"digits": BUILTIN_DIR / "digits"}
+MODEL_NAMES = (*BUILTIN, *RELEASED)
+
+# ---- training recipes -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    stage: str  # "tokenizer" or "var"
+    architecture: str
+    data: str  # what it trains on
+    train: dict = field(default_factory=dict)  # TrainConfig fields
+    options: dict = field(default_factory=dict)  # TokenizerOptions / VAROptions fields
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+def _reference(depth: int, batch: int, epochs: int, base_lr: float, alng: float, wpe: float, wd_end=None, reso=256):
+    """Reference section 3.6: lr = base_lr × batch / 256, warm-up for epochs/50, `lin0` down to wpe × peak."""
+    steps_per_epoch = -(-IMAGENET_TRAIN_IMAGES // batch)
+    train = dict(steps=epochs * steps_per_epoch, batch_size=batch, lr=base_lr * batch / 256,
+                 warmup_steps=epochs * steps_per_epoch // 50, schedule="lin0", lr_end_ratio=wpe, weight_decay=0.05,
+                 weight_decay_end=wd_end, grad_clip=2.0, precision="bf16")  # fmt: skip
+    options = dict(cond_drop_rate=0.1, drop_path_rate=0.1 * depth / 24, init_adaln_gamma=alng)
+    name = f"var-d{depth}"
+    return Recipe("var", name, f"ImageNet-1k train, {reso} px", train, options)
+
+
+RECIPES = {
+    "digits-tokenizer": Recipe(
+        "tokenizer",
+        "digits",
+        "digits",
+        dict(
+            steps=1500,
+            batch_size=32,
+            lr=5e-4,
+            warmup_steps=50,
+            weight_decay=0.0,
+            eval_every=250,
+            save_every=250,
+            seed=0,
+        ),
+    ),  # fmt: skip
+    "digits-var": Recipe(
+        "var",
+        "digits",
+        "digits",
+        dict(
+            steps=3000,
+            batch_size=64,
+            lr=1e-3,
+            warmup_steps=100,
+            weight_decay=0.05,
+            eval_every=500,
+            save_every=500,
+            seed=0,
+        ),
+        dict(cond_drop_rate=0.1, drop_path_rate=0.0),
+    ),  # fmt: skip
+    "var-d16": _reference(16, 768, 200, 1e-4, 1e-3, 0.1),
+    "var-d20": _reference(20, 768, 250, 1e-4, 1e-3, 0.1),
+    "var-d24": _reference(24, 768, 350, 8e-5, 1e-4, 0.01),
+    "var-d30": _reference(30, 1024, 350, 8e-5, 1e-5, 0.01, wd_end=0.08),
+    "var-d36": _reference(36, 768, 350, 8e-5, 5e-6, 0.01, wd_end=0.08, reso=512),
+}
+
+
+def recipe(name: str, stage: str | None = None) -> Recipe:
+    if name not in RECIPES or (stage is not None and RECIPES[name].stage != stage):
+        names = [n for n, r in RECIPES.items() if stage is None or r.stage == stage]
+        raise NextscaleError(
+            f"unknown {stage or ''} recipe {name!r}; choose from {', '.join(names)}".replace("  ", " ")
+        )
+    return RECIPES[name]

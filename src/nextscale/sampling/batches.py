@@ -1,0 +1,118 @@
+"""Sampling many images in batches and writing them as they come (the library call behind `nextscale sample`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import NextscaleError
+from ..files import claim_output_dir
+from ..seeding import batch_generator, check_seed
+from ..tokenizer import VQVAE
+from ..transformer import VAR
+from .outputs import NpzWriter, save_grid, save_png, to_uint8
+from .sampler import sample
+
+GRID_IMAGES = 64
+
+
+class RepeatedClasses(Sequence):
+    """`n` labels for each class in `classes`, in order, without building the list."""
+
+    def __init__(self, classes: Sequence[int], n: int):
+        self.classes, self.n = list(classes), n
+
+    def __len__(self) -> int:
+        return len(self.classes) * self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.classes[i // self.n]
+
+
+@dataclass
+class SampleRun:
+    labels: np.ndarray  # (N,)
+    images: np.ndarray | None  # (N, H, W, 3) uint8, when kept
+    out_dir: Path | None
+    note: str | None = None  # what was cleared from out_dir first
+
+
+def _check_disk(out: Path, count: int, side: int, pngs: bool) -> None:
+    need = count * side * side * 3 * (2 if pngs else 1)  # the npz, and PNGs at worst as large
+    free = shutil.disk_usage(out).free
+    if need > free:
+        raise NextscaleError(f"{count:,} images of {side}×{side} need about {need / 1e9:,.1f} GB in {out}, "
+                             f"which has {free / 1e9:,.1f} GB free")  # fmt: skip
+
+
+def sample_many(
+    vae: VQVAE,
+    var: VAR,
+    labels: Sequence[int] | None,
+    *,
+    count: int | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    pngs: bool = True,
+    keep_images: bool | None = None,
+    progress: bool = True,
+    **sample_kwargs,
+) -> SampleRun:
+    """Samples one image per entry of `labels` (or `count` images of random classes when `labels` is None).
+
+    Batch b draws from `seeding.batch_generator(seed, b)`: the first batch with the seed itself, as the
+    reference's `g_seed`, later ones with seeds derived from (seed, b). With `out_dir`, writes `NNNNNN.png`,
+    `grid.png` and `samples.npz` as the batches come (after clearing what an earlier run wrote there);
+    `keep_images` (default: without `out_dir`) also returns them.
+    """
+    check_seed(seed)
+    total = len(labels) if labels is not None else count
+    if not isinstance(total, int) or total < 1:
+        raise NextscaleError(f"nothing to sample: give labels or a positive count, got {count!r}")
+    if batch_size < 1:
+        raise NextscaleError(f"batch_size must be at least 1, got {batch_size}")
+    side = vae.config.resolution
+    out = Path(out_dir) if out_dir is not None else None
+    note, writer = None, None
+    if out is not None:
+        note = claim_output_dir(out, "sample", ["grid.png", "samples.npz"], numbered=total if pngs else 0)
+        _check_disk(out, total, side, pngs)
+        writer = NpzWriter(out / "samples.npz", total, side, side)
+    keep = out is None if keep_images is None else keep_images
+    device = var.head.weight.device
+    kept, grid, drawn_labels = [], [], []
+    try:
+        starts = range(0, total, batch_size)
+        for b, start in enumerate(tqdm(starts, desc="sampling", unit="batch", disable=not progress)):
+            size = min(batch_size, total - start)
+            chunk = labels[start : start + size] if labels is not None else None
+            result = sample(var, vae, chunk, batch_size=size, generator=batch_generator(seed, b, device),
+                            **sample_kwargs)  # fmt: skip
+            batch = to_uint8(result.images)
+            drawn_labels.append(result.labels.cpu().numpy())
+            if writer is not None:
+                writer.write(batch)
+                for j, image in enumerate(batch if pngs else ()):
+                    save_png(image, out / f"{start + j:06d}.png")
+            if keep:
+                kept.append(batch)
+            if sum(len(g) for g in grid) < GRID_IMAGES:
+                grid.append(batch[: GRID_IMAGES - sum(len(g) for g in grid)])
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    all_labels = np.concatenate(drawn_labels).astype(np.int64)
+    if writer is not None:
+        save_grid(np.concatenate(grid), out / "grid.png", nrow=min(8, total))
+        writer.close(all_labels)
+    return SampleRun(all_labels, np.concatenate(kept) if keep else None, out, note)

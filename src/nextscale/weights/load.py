@@ -1,0 +1,142 @@
+"""Loading models by name or path: built-in models, the reference's released files (from $NEXTSCALE_HOME or the
+Hugging Face Hub), the project's own directories and single reference `.pth` files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import CheckpointError, NextscaleError
+from ..pretrained import CONFIG_NAME
+from ..registry import BUILTIN, HUB_REPO, MODEL_NAMES, RELEASED, RELEASED_TOKENIZER_FILE, architecture
+from ..tokenizer import VQVAE
+from ..transformer import VAR
+from .reference import read_reference_file, vae_from_state_dict, var_from_state_dict
+
+
+def model_home() -> Path:
+    return Path(os.environ.get("NEXTSCALE_HOME", Path.home() / ".cache" / "nextscale"))
+
+
+def check_compatible(var: VAR, vae: VQVAE) -> None:
+    """Raises naming every way the transformer and tokenizer disagree."""
+    problems = []
+    if var.config.vocab_size != vae.config.vocab_size:
+        problems.append(f"codebook size: VAR {var.config.vocab_size}, VAE {vae.config.vocab_size}")
+    if var.config.latent_channels != vae.config.z_channels:
+        problems.append(f"latent channels: VAR {var.config.latent_channels}, VAE {vae.config.z_channels}")
+    if var.config.patch_nums != vae.config.patch_nums:
+        problems.append(f"patch numbers: VAR {var.config.patch_nums}, VAE {vae.config.patch_nums}")
+    if problems:
+        raise NextscaleError("the VAR and VAE do not fit together: " + "; ".join(problems))
+
+
+def fetch_released(*filenames: str) -> list[Path]:
+    """Released files from $NEXTSCALE_HOME, else from the Hub (cached by huggingface_hub). Offline, the error
+    names every file that is missing and where to put it."""
+    paths, missing = [], []
+    for filename in filenames:
+        local = model_home() / filename
+        if local.is_file():
+            paths.append(local)
+            continue
+        try:
+            from huggingface_hub import hf_hub_download
+
+            paths.append(Path(hf_hub_download(HUB_REPO, filename)))
+        except Exception as e:  # offline, no such file, no access: the user needs the same advice
+            missing.append((filename, type(e).__name__))
+    if missing:
+        names = ", ".join(f"{name} ({why})" for name, why in missing)
+        raise CheckpointError(f"cannot get {names}; offline, download from https://huggingface.co/{HUB_REPO} "
+                              f"and put them in {model_home()}")  # fmt: skip
+    return paths
+
+
+def _part_dir(path: Path, part: str) -> Path | None:
+    """`path` itself when it is a saved `part` directory, `path/part` when it is a model directory."""
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if (path / part / CONFIG_NAME).is_file():
+        return path / part
+    return None
+
+
+def load_vae(source: str | os.PathLike, *, device="cpu", patch_nums=None) -> VQVAE:
+    """A tokenizer: a model name (`digits`, `var-d16` …: that model's tokenizer), a saved directory (or a model
+    directory with `vae/`), or a reference `.pth` file."""
+    name = str(source)
+    if name in BUILTIN:
+        return VQVAE.from_pretrained(BUILTIN[name] / "vae", device=device)
+    if name in RELEASED:
+        (path,) = fetch_released(RELEASED_TOKENIZER_FILE)
+        return load_vae(path, device=device, patch_nums=patch_nums or architecture(name)[0].patch_nums)
+    path = Path(source)
+    if path.is_dir():
+        found = _part_dir(path, "vae")
+        if found is None:
+            raise CheckpointError(f"{path} is not a saved tokenizer: it holds no {CONFIG_NAME} (nor vae/{CONFIG_NAME})")
+        return VQVAE.from_pretrained(found, device=device)
+    _refuse_unknown_name(path, "tokenizer")
+    return vae_from_state_dict(read_reference_file(path, "vqvae"), source=str(path), patch_nums=patch_nums).to(device)
+
+
+def load_var(source: str | os.PathLike, *, device="cpu") -> VAR:
+    """A transformer: a model name, a saved directory (or a model directory with `var/`), or a reference `.pth`
+    (or `ar-ckpt-*.pth`) file."""
+    name = str(source)
+    if name in BUILTIN:
+        return VAR.from_pretrained(BUILTIN[name] / "var", device=device)
+    if name in RELEASED:
+        (path,) = fetch_released(RELEASED[name])
+        return load_var(path, device=device)
+    path = Path(source)
+    if path.is_dir():
+        found = _part_dir(path, "var")
+        if found is None:
+            raise CheckpointError(
+                f"{path} is not a saved transformer: it holds no {CONFIG_NAME} (nor var/{CONFIG_NAME})"
+            )
+        return VAR.from_pretrained(found, device=device)
+    _refuse_unknown_name(path, "transformer")
+    return var_from_state_dict(read_reference_file(path, "var"), source=str(path)).to(device)
+
+
+def _refuse_unknown_name(path: Path, what: str) -> None:
+    if not path.exists() and not path.suffix and os.sep not in str(path):
+        raise CheckpointError(f"unknown {what} {str(path)!r}: give a file, a directory, or one of "
+                              f"{', '.join(MODEL_NAMES)}")  # fmt: skip
+
+
+def load_pair(vae_source, var_source, *, device="cpu") -> tuple[VQVAE, VAR]:
+    var = load_var(var_source, device=device)
+    vae = load_vae(vae_source, device=device, patch_nums=var.config.patch_nums)
+    check_compatible(var, vae)
+    return vae, var
+
+
+def save_model(vae: VQVAE, var: VAR, directory: str | os.PathLike) -> Path:
+    """A model directory: `vae/` and `var/`, each in the project's format."""
+    directory = Path(directory)
+    vae.save_pretrained(directory / "vae")
+    var.save_pretrained(directory / "var")
+    return directory
+
+
+def load_model(name_or_dir: str | os.PathLike, *, device="cpu") -> tuple[VQVAE, VAR]:
+    """A (tokenizer, transformer) pair by name (`digits`, `var-d16` …) or from a directory with `vae/` and `var/`."""
+    name = str(name_or_dir)
+    if name in BUILTIN:
+        return load_pair(name, name, device=device)
+    path = Path(name)
+    if path.is_dir():
+        if (path / "vae" / CONFIG_NAME).is_file() and (path / "var" / CONFIG_NAME).is_file():
+            return load_pair(path / "vae", path / "var", device=device)
+        raise CheckpointError(f"{path} is not a model directory: it needs vae/ and var/ sub-directories")
+    if name in RELEASED:
+        vae_path, var_path = fetch_released(RELEASED_TOKENIZER_FILE, RELEASED[name])
+        var = load_var(var_path, device=device)
+        return load_vae(vae_path, device=device, patch_nums=var.config.patch_nums), var
+    raise CheckpointError(
+        f"unknown model {name!r}: use a directory with vae/ and var/, or one of {', '.join(MODEL_NAMES)}"
+    )
