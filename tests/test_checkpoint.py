@@ -125,3 +125,132 @@ def test_named_model_resolves_to_local_files(tmp_path, monkeypatch):
     torch.save(var_sd, tmp_path / "var_d16.pth")
     vae, var = load_model("var-d16")
     assert var.config.num_classes == int(var_sd["class_emb.weight"].shape[0]) - 1
+
+
+# ---- building without initialising, loading without copying --------------------------------------------
+
+
+def built_normally_and_from_meta(cls, config, seed=0):
+    """The same model built two ways: normally, and on the meta device, then moved with `to_empty` onto memory
+    full of NaN (so a tensor `init_weights` forgot would show) and initialised, from the same RNG state."""
+    torch.manual_seed(seed)
+    normal = cls(config)
+    meta = cls(config, device="meta")
+    assert all(t.is_meta for t in meta.state_dict().values())
+    meta.to_empty(device="cpu")
+    with torch.no_grad():
+        for t in meta.state_dict().values():
+            t.fill_(float("nan") if t.is_floating_point() else -7)
+    torch.manual_seed(seed)
+    meta.init_weights()
+    return normal, meta
+
+
+def assert_same_tensors(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    different = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not different, different
+
+
+@pytest.mark.parametrize("shared_aln", [False, True])
+def test_a_model_built_on_meta_and_initialised_equals_one_built_normally(shared_aln):
+    from dataclasses import replace
+
+    from nextscale.registry import architecture
+
+    vae_config, var_config = architecture("tiny")
+    assert_same_tensors(*built_normally_and_from_meta(VAR, replace(var_config, shared_aln=shared_aln)))
+    assert_same_tensors(*built_normally_and_from_meta(VQVAE, vae_config))
+
+
+def test_init_weights_is_idempotent():
+    """Every tensor is drawn or set afresh (nothing is scaled in place), so a second call from the same RNG state
+    gives the same weights, and from another state the same distribution."""
+    from nextscale.registry import architecture
+
+    _, config = architecture("tiny")
+    torch.manual_seed(3)
+    model = VAR(config)
+    first = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(3)
+    model.init_weights()
+    assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
+    model.init_weights()  # another RNG state: other draws, the same scales
+    C = config.embed_dim
+    gates = model.blocks[0].ada_lin[-1].weight[: 2 * C]
+    assert gates.abs().max() < 1e-5 * 2 * (1 / C / 3) ** 0.5 * 2  # not 1e-10: the gates were not scaled twice
+    assert torch.equal(model.lvl_1L, first["lvl_1L"]) and torch.equal(
+        model.attn_bias_for_masking, first["attn_bias_for_masking"]
+    )
+    assert torch.all(model.blocks[0].attn.scale_mul_1H11 == first["blocks.0.attn.scale_mul_1H11"])
+
+
+def test_loading_takes_the_files_tensors_without_initialising_or_copying(tiny_models, tmp_path, monkeypatch):
+    import nextscale.pretrained
+    import nextscale.weights.load
+
+    vae, var = tiny_models
+    save_model(vae, var, tmp_path / "m")
+    torch.save(var.state_dict(), tmp_path / "var.pth")
+    read = []
+    for module, name in ((nextscale.pretrained, "read_safetensors"), (nextscale.weights.load, "read_reference_file")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original: read.append(_f(*a)) or read[-1])
+
+    def refuse_real_work(original):
+        def init(tensor, *args, **kwargs):  # on the meta device an init computes nothing: shapes only
+            assert tensor.is_meta, "a model that receives weights was initialised first"
+            return original(tensor, *args, **kwargs)
+
+        return init
+
+    for name in ("trunc_normal_", "kaiming_uniform_", "normal_", "uniform_"):
+        monkeypatch.setattr(torch.nn.init, name, refuse_real_work(getattr(torch.nn.init, name)))
+    loaded_vae, loaded_var = load_model(tmp_path / "m")
+    from_pth = load_var(tmp_path / "var.pth")
+    for model, tensors in ((loaded_var, read[0]), (loaded_vae, read[1]), (from_pth, read[2])):  # var loads first
+        state = model.state_dict()
+        assert all(state[k].data_ptr() == tensors[k].data_ptr() for k in tensors)  # the same memory: assigned
+    assert_same_tensors(loaded_var, var)
+    assert_same_tensors(from_pth, var)
+
+
+def test_format_version_1_configs_still_load(tiny_models, tmp_path):
+    import json
+
+    vae, var = tiny_models
+    var.save_pretrained(tmp_path / "var")
+    meta = json.loads((tmp_path / "var" / "config.json").read_text())
+    meta["format_version"] = 1
+    meta["config"].update(cond_drop_rate=0.1, drop_path_rate=0.0, init_adaln=0.5)  # training settings, then
+    (tmp_path / "var" / "config.json").write_text(json.dumps(meta))
+    assert VAR.from_pretrained(tmp_path / "var").config == var.config
+    meta["config"]["surprise"] = 1
+    (tmp_path / "var" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="settings this version does not know: surprise"):
+        VAR.from_pretrained(tmp_path / "var")
+
+
+def test_broken_files_name_themselves(tiny_models, tmp_path):
+    vae, var = tiny_models
+    var.save_pretrained(tmp_path / "var")
+    weights = tmp_path / "var" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"{weights} is not a readable safetensors file"):
+        VAR.from_pretrained(tmp_path / "var")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pth is empty"):
+        load_vae(tmp_path / "empty.pth")
+    torch.save({"x": torch.zeros(2)}, tmp_path / "full.pth")
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "full.pth").read_bytes()[:-40])
+    with pytest.raises(CheckpointError, match="cut.pth is not a readable weights-only torch file"):
+        load_var(tmp_path / "cut.pth")
+
+
+def test_builtin_names_work_wherever_a_model_part_is_taken():
+    vae, var = load_model("digits")
+    assert_same_tensors(load_vae("digits"), vae)
+    assert_same_tensors(load_var("digits"), var)
+    with pytest.raises(CheckpointError, match="unknown tokenizer 'digitz'"):
+        load_vae("digitz")

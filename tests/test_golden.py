@@ -65,3 +65,33 @@ def test_reference_bits_with_the_nchw_decode():
                  top_p=run["top_p"], channels_last_decode=False)  # fmt: skip
     # bit for bit where the thread count matches the reference run's; always within the tight float tolerance
     assert golden.relative_error(out.images, tensors["out.sample.cfg1.5_topk_topp.img"]) <= golden.FLOAT_TOL
+
+
+@pytest.mark.parametrize("path", GOLDEN_FILES or ["<absent>"], ids=lambda p: getattr(p, "name", str(p)))
+def test_cli_seed_draws_the_reference_sampling_runs(path, tmp_path, capsys):
+    """`nextscale sample --seed S` with one batch is the reference's `autoregressive_infer_cfg(g_seed=S)`."""
+    import numpy as np
+
+    from nextscale.cli import main
+    from nextscale.sampling.outputs import to_uint8
+
+    golden_files()
+    meta, tensors = golden.read_reference(str(path))
+    for part in ("vae", "var"):
+        prefix = f"ckpt.{part}."
+        torch.save({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, tmp_path / f"{part}.pth")
+    labels = tensors["in.labels"].tolist()
+    runs = {run: s for run, s in meta["sampling"].items() if "keep_mask" not in s}
+    assert runs
+    for run, s in runs.items():
+        out = tmp_path / run
+        argv = ["sample", "--vae", tmp_path / "vae.pth", "--var", tmp_path / "var.pth", "--class", *labels,
+                "--n", 1, "--batch-size", len(labels), "--seed", s["g_seed"], "--cfg", repr(float(s["cfg"])),
+                "--top-k", s["top_k"], "--top-p", repr(float(s["top_p"])), "--device", "cpu", "--no-png",
+                "--out", out, *(["--more-smooth"] if s["more_smooth"] else [])]  # fmt: skip
+        assert main([str(a) for a in argv]) == 0, capsys.readouterr().err
+        drawn = np.load(out / "samples.npz")["arr_0"].astype(int)
+        expected = to_uint8(tensors[f"out.sample.{run}.img"]).astype(int)
+        # the same tokens decode to the same image up to float rounding: uint8 values differ by at most 1
+        difference = np.abs(drawn - expected)
+        assert difference.max() <= 1 and (difference == 0).mean() > 0.99, run

@@ -1,29 +1,16 @@
 """The speed paths (bf16 autocast, torch.compile, the benchmark) on CPU: their logic, not their speed."""
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from nextscale.bench import bench_sampling, count_flops, matmul_rate
 from nextscale.cli import main
-from nextscale.sampling import sample, step_function
-
-
-def test_compiled_step_draws_the_same_tokens(tiny_models):
-    vae, var = tiny_models
-    plain = sample(var, vae, [0, 1, 2], seed=4, cfg=2.0, top_k=8)
-    compiled = sample(var, vae, [0, 1, 2], seed=4, cfg=2.0, top_k=8, compile="eager")
-    assert all(torch.equal(a, b) for a, b in zip(plain.tokens, compiled.tokens))
-    assert step_function(var, "eager") is step_function(var, "eager")  # compiled once per model
-
-
-def test_bf16_autocast_path_runs_and_returns_float_images(tiny_models):
-    vae, var = tiny_models
-    out = sample(var, vae, [0, 1], seed=4, cfg=2.0, precision="bf16")
-    assert out.images.dtype == torch.float32 and out.images.shape[0] == 2
-    assert all(t.dtype == torch.long for t in out.tokens)
+from nextscale.sampling import sample
 
 
 def test_scale_callback_sees_every_scale(tiny_models):
@@ -69,6 +56,7 @@ def test_compiled_step_covers_a_ten_scale_pyramid(capfd):
     assert "recompile_limit" not in capfd.readouterr().err
 
 
+@pytest.mark.cpu_only
 def test_cpu_attention_flops_are_counted():
     """torch's counter knows only the CUDA attention kernels; on CPU attention must not count as free."""
     from torch.utils.flop_counter import sdpa_flop_count
@@ -86,10 +74,9 @@ def numbers_printed_by(script: str) -> list[int]:
     return [int(word) for word in out.split()]
 
 
-def test_reuse_freed_memory_stops_page_faults_on_large_blocks():
-    script = """
+FAULTS_SCRIPT = """
 import resource, torch
-from nextscale.runtime import reuse_freed_memory
+from nextscale.runtime import freed_memory_reused, reuse_freed_memory
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(5):
@@ -97,14 +84,29 @@ def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 faults()
 default = faults()
-assert reuse_freed_memory() and reuse_freed_memory()
-print(default, min(faults() for _ in range(3)))  # the first rounds may still grow the heap
+with freed_memory_reused():
+    faults()
+    scoped = min(faults() for _ in range(3))
+after = faults()  # the scope has ended: large blocks are unmapped again
+available = reuse_freed_memory() and reuse_freed_memory()
+print(int(available), default, scoped, after, min(faults() for _ in range(3)))  # first rounds may grow the heap
 """
-    default, reused = numbers_printed_by(script)
-    assert default > 5 * 16_000  # every 4 KiB page of every block faulted
-    assert reused < default / 20
 
 
+@pytest.mark.cpu_only
+def test_reuse_freed_memory_stops_page_faults_on_large_blocks():
+    available, default, scoped, after, reused = numbers_printed_by(FAULTS_SCRIPT)
+    if not available:
+        pytest.skip("this C library has no mallopt (not glibc): freed memory cannot be kept for reuse")
+    assert default >= 5 * 32  # at least every 2 MiB (huge) page of every block faulted; 16,000 with 4 KiB pages
+    assert reused < default / 20 and scoped < default / 20
+    assert after > 10 * max(scoped, 1)  # after the block, the kept memory went back: touching it faults again
+
+
+@pytest.mark.cpu_only
+@pytest.mark.skipif(
+    not os.access("/proc/self/clear_refs", os.W_OK), reason="no /proc/self/clear_refs to reset the peak"
+)
 def test_peak_memory_is_measured_from_the_reset():
     script = """
 import torch

@@ -42,6 +42,9 @@ def ensure_writable_dir(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NextscaleError(f"{what} {path} is a file, not a directory")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NextscaleError(f"{what} {path} is not writable: {blocking} is a file")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".nextscale-probe.")
@@ -59,7 +62,10 @@ def ensure_writable_file(path: str | os.PathLike, what: str, suffixes: tuple[str
         raise NextscaleError(f"{what} {path} must end in {' or '.join(suffixes)}")
     if path.is_dir():
         raise NextscaleError(f"{what} {path} is a directory, not a file")
-    ensure_writable_dir(path.parent, f"the folder of {what}")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NextscaleError(f"{what} {path} is not writable: {blocking} is a file")
+    ensure_writable_dir(path.parent, f"the folder of {what} {path}")
     return path
 
 

@@ -116,7 +116,7 @@ def _inferred(infer, sd: dict, source: str, *args):
     except (KeyError, IndexError, ValueError, ZeroDivisionError) as e:
         if isinstance(e, CheckpointError):
             raise
-        raise CheckpointError(f"{source}: cannot read the architecture off its tensors ({e!r})") from None
+        raise CheckpointError(f"{source}: cannot read the architecture off its tensors: {e}") from None
 
 
 def read_reference_file(path: str | os.PathLike, role: str) -> dict:

@@ -1,0 +1,276 @@
+"""Every command, fed each bad input a user can cause: one line on stderr naming the problem, exit code 2, no
+traceback, and no work lost. Needs no reference tensors: tiny models and files made here."""
+
+import os
+import re
+from dataclasses import replace
+
+import pytest
+import torch
+from PIL import Image
+
+from nextscale import VQVAE, golden, save_model
+from nextscale.cli import main
+from nextscale.registry import architecture
+from tests.conftest import tiny_pair
+
+
+class NotWeights:
+    pass
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ws")
+    vae, var = tiny_pair()
+    save_model(vae, var, d / "m")
+    torch.save(vae.state_dict(), d / "vae.pth")
+    torch.save(var.state_dict(), d / "var.pth")
+    other = VQVAE(replace(architecture("tiny")[0], vocab_size=16, ch=32, norm_groups=32))  # .pth: 32 groups
+    torch.save(other.state_dict(), d / "other_vae.pth")
+    (d / "empty.pth").write_bytes(b"")
+    (d / "garbage.pth").write_bytes(os.urandom(300))
+    torch.save({"x": NotWeights()}, d / "evil.pth")
+    (d / "afile").write_text("a regular file: nothing can be created under it")
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(d / "img.png")
+    (d / "bad.png").write_bytes(b"not a png")
+    Image.new("L", (8, 8), 0).save(d / "black.png")
+    (d / "clash").mkdir()
+    Image.new("RGB", (8, 8)).save(d / "clash" / "000000.png")  # someone else's file where a sample would go
+    (d / "nolatest" / "ckpt-00000010").mkdir(parents=True)  # checkpoints, but no `latest` pointer
+    (d / "nolatest" / "ckpt-00000010" / "keep.txt").write_text("a checkpoint's file")
+    (d / "badlatest").mkdir()
+    (d / "badlatest" / "latest").write_text("ckpt-00000099\n")
+    (d / "emptydir").mkdir()
+    for name, broken in (("badstate", "trainer_state.pt"), ("badweights", "model/model.safetensors")):
+        assert main([*TOKENIZER, "--run-dir", str(d / name)]) == 0  # a real run, as the command leaves it
+        (d / name / "ckpt-00000002" / broken).write_bytes(b"" if "model" in broken else b"PK\x03\x04 truncated")
+    (d / "digitsrun").mkdir()
+    return d
+
+
+SAMPLE = ["sample", "--model", "{m}", "--out", "{d}/out"]
+EDIT_TO = ["edit", "--model", "{m}", "--out", "{d}/e.png"]
+EDIT = [*EDIT_TO, "--image", "{d}/img.png", "--box", "0.25,0.25,0.75,0.75"]
+EDIT_BOX = [*EDIT_TO, "--image", "{d}/img.png", "--box"]
+TOKENIZER = ["train-tokenizer", "--data", "digits", "--preset", "tiny", "--steps", "2", "--batch-size", "8",
+             "--device", "cpu", "--quiet"]  # fmt: skip
+TRAIN = ["train", "--tokenizer", "digits", "--data", "digits", "--preset", "tiny", "--steps", "2",
+         "--batch-size", "8", "--device", "cpu", "--quiet", "--run-dir", "{d}/varrun"]  # fmt: skip
+EVAL = ["eval", "--n-per-class", "2", "--device", "cpu"]
+BENCH = ["bench", "--preset", "tiny", "--device", "cpu", "--runs", "1"]
+
+# fmt: off
+CASES = {
+    # sample
+    "sample: 0-byte .pth": (
+        ["sample", "--vae", "{d}/empty.pth", "--var", "{d}/var.pth"],
+        r"empty.pth is empty \(0 bytes\)",
+    ),
+    "sample: random bytes": (
+        ["sample", "--vae", "{d}/vae.pth", "--var", "{d}/garbage.pth"],
+        "not a readable weights-only",
+    ),
+    "sample: pickled object": (
+        ["sample", "--vae", "{d}/evil.pth", "--var", "{d}/var.pth"],
+        "not a readable weights-only",
+    ),
+    "sample: tokenizer as VAR": (
+        ["sample", "--vae", "{d}/vae.pth", "--var", "{d}/vae.pth"],
+        "it is a VQ-VAE tokenizer",
+    ),
+    "sample: mismatched pair": (["sample", "--vae", "{d}/other_vae.pth", "--var", "{d}/var.pth"], "do not fit together: codebook size: VAR 32, VAE 16"),
+    "sample: missing file": (["sample", "--vae", "{d}/nope.pth", "--var", "{d}/var.pth"], "nope.pth: no such file"),
+    "sample: no model": (["sample"], "name a model"),
+    "sample: two models": ([*SAMPLE, "--var", "{d}/var.pth"], "either --model or --vae"),
+    "sample: unknown name": (["sample", "--model", "nope"], "unknown model 'nope'"),
+    "sample: seed -1": ([*SAMPLE, "--seed", "-1"], r"--seed must be an integer in \[0, 2\*\*63 - 1\]"),
+    "sample: cfg nan": ([*SAMPLE, "--cfg", "nan"], "--cfg must be a finite number"),
+    "sample: cfg inf": ([*SAMPLE, "--cfg", "inf"], "--cfg must be a finite number"),
+    "sample: top-p 1.5": ([*SAMPLE, "--top-p", "1.5"], r"--top-p must lie in \[0, 1\]"),
+    "sample: top-k -1": ([*SAMPLE, "--top-k", "-1"], "--top-k must be an integer ≥ 0"),
+    "sample: top-k 1.5": ([*SAMPLE, "--top-k", "1.5"], "argument --top-k: invalid int value"),
+    "sample: device banana": ([*SAMPLE, "--device", "banana"], "unknown device 'banana'"),
+    "sample: class cat": ([*SAMPLE, "--class", "cat"], "not an integer class id"),
+    "sample: class out of range": (
+        [*SAMPLE, "--class", "4"],
+        r"--class 4 is out of range: this model has classes 0..3",
+    ),
+    "sample: n 0": ([*SAMPLE, "--n", "0"], "--n must be at least 1"),
+    "sample: batch 0": ([*SAMPLE, "--batch-size", "0"], "--batch-size must be at least 1"),
+    "sample: n 10^12": ([*SAMPLE, "--n", "1000000000000"], r"1,000,000,000,000 images of 8×8 need about .* GB"),
+    "sample: unwritable out": (
+        ["sample", "--model", "{m}", "--out", "{d}/afile/out"],
+        "--out .*afile/out is not writable",
+    ),
+    "sample: out is a file": (["sample", "--model", "{m}", "--out", "{d}/afile"], "is a file, not a directory"),
+    "sample: someone else's files": (
+        ["sample", "--model", "{m}", "--out", "{d}/clash"],
+        "000000.png exists and was not written by nextscale",
+    ),
+    # edit
+    "edit: out without .png": ([*EDIT, "--out", "{d}/noext"], "--out .*noext must end in .png"),
+    "edit: unwritable out": ([*EDIT, "--out", "{d}/afile/e.png"], "not writable"),
+    "edit: keep-scales 100": ([*EDIT, "--keep-scales", "100"], r"--keep-coarse-scales must be an integer in \[0, 3\]"),
+    "edit: keep-scales -1": ([*EDIT, "--keep-scales", "-1"], "--keep-scales must be ≥ 0"),
+    "edit: feather -1": ([*EDIT, "--feather", "-1"], "--feather must be a finite number"),
+    "edit: feather 1000": ([*EDIT, "--feather", "1000"], r"--feather .* must lie in \[0, 2\]"),
+    "edit: feather nan": ([*EDIT, "--feather", "nan"], "--feather must be a finite number"),
+    "edit: seed -1": ([*EDIT, "--seed", "-1"], "--seed must be an integer"),
+    "edit: cfg nan": ([*EDIT, "--cfg", "nan"], "--cfg must be a finite number"),
+    "edit: not an image": ([*EDIT_TO, "--image", "{d}/bad.png", "--box", "0.2,0.2,0.8,0.8"], "bad.png: not a readable"),
+    "edit: no such image": ([*EDIT_TO, "--image", "{d}/nope.png", "--box", "0.2,0.2,0.8,0.8"], "nope.png: no such file"),
+    "edit: empty mask": ([*EDIT_TO, "--image", "{d}/img.png", "--mask", "{d}/black.png"], "the mask is empty"),
+    "edit: box outside": ([*EDIT_BOX, "0,0,1.5,1"], r"outside \[0, 1\]"),
+    "edit: box of three": ([*EDIT_BOX, "0,0,1"], "four numbers"),
+    "edit: box empty": ([*EDIT_BOX, "0.5,0,0.5,1"], "is empty"),
+    "edit: class out of range": ([*EDIT, "--class", "9"], "--class 9 is out of range"),
+    "edit: no region": ([*EDIT_TO, "--image", "{d}/img.png"], "exactly one of --mask"),
+    # train-tokenizer
+    "tokenizer: vocab 0": ([*TOKENIZER, "--run-dir", "{d}/t", "--vocab-size", "0"], "vocab_size must be at least 1"),
+    "tokenizer: ch-mult 0,0": ([*TOKENIZER, "--run-dir", "{d}/t", "--ch-mult", "0,0"], "ch_mult needs positive"),
+    "tokenizer: ch-mult words": (
+        [*TOKENIZER, "--run-dir", "{d}/t", "--ch-mult", "a,b"],
+        "--ch-mult takes comma-separated integers",
+    ),
+    "tokenizer: patch-nums down": ([*TOKENIZER, "--run-dir", "{d}/t", "--patch-nums", "3,2"], "increase strictly"),
+    "tokenizer: lr nan": ([*TOKENIZER, "--run-dir", "{d}/t", "--lr", "nan"], "lr must be a finite number"),
+    "tokenizer: lr 0": ([*TOKENIZER, "--run-dir", "{d}/t", "--lr", "0"], "lr must be positive"),
+    "tokenizer: steps 0": ([*TOKENIZER, "--run-dir", "{d}/t", "--steps", "0"], "steps must be at least 1"),
+    "tokenizer: warmup -1": ([*TOKENIZER, "--run-dir", "{d}/t", "--warmup-steps", "-1"], "warmup-steps must be ≥ 0"),
+    "tokenizer: grad-clip 0": ([*TOKENIZER, "--run-dir", "{d}/t", "--grad-clip", "0"], "grad-clip must be positive"),
+    "tokenizer: lr-end-ratio 2": (
+        [*TOKENIZER, "--run-dir", "{d}/t", "--lr-end-ratio", "2"],
+        r"lr-end-ratio must lie in \[0, 1\]",
+    ),
+    "tokenizer: beta -1": ([*TOKENIZER, "--run-dir", "{d}/t", "--beta", "-1"], "beta must lie in"),
+    "tokenizer: seed -1": ([*TOKENIZER, "--run-dir", "{d}/t", "--seed", "-1"], "--seed must be an integer"),
+    "tokenizer: device banana": ([*TOKENIZER, "--run-dir", "{d}/t", "--device", "banana"], "unknown device 'banana'"),
+    "tokenizer: bf16 on cpu": (
+        [*TOKENIZER, "--run-dir", "{d}/t", "--precision", "bf16"],
+        "bf16 training needs a CUDA device",
+    ),
+    "tokenizer: no such data": (
+        [*TOKENIZER[:2], "{d}/nope", *TOKENIZER[3:], "--run-dir", "{d}/t"],
+        "nope: not a directory",
+    ),
+    "tokenizer: batch over data": (
+        [*TOKENIZER, "--run-dir", "{d}/t", "--batch-size", "5000"],
+        "fewer than one batch of 5000",
+    ),
+    "tokenizer: unwritable run-dir": ([*TOKENIZER, "--run-dir", "{d}/afile/run"], "--run-dir .* is not writable"),
+    "tokenizer: run without latest": (
+        [*TOKENIZER, "--run-dir", "{d}/nolatest"],
+        r"already holds a run \(ckpt-00000010\): pass --resume",
+    ),
+    "tokenizer: resume on nothing": (
+        [*TOKENIZER, "--run-dir", "{d}/emptydir", "--resume"],
+        "--resume: .*emptydir holds no run",
+    ),
+    "tokenizer: resume, latest to nowhere": (
+        [*TOKENIZER, "--run-dir", "{d}/badlatest", "--resume"],
+        r"latest names 'ckpt-00000099', which is not a checkpoint",
+    ),
+    "tokenizer: resume, broken state": (
+        [*TOKENIZER, "--run-dir", "{d}/badstate", "--resume"],
+        "ckpt-00000002/trainer_state.pt is not a readable",
+    ),
+    "tokenizer: resume, empty weights": (
+        [*TOKENIZER, "--run-dir", "{d}/badweights", "--resume"],
+        "ckpt-00000002/model/model.safetensors is not a readable",
+    ),
+    "tokenizer: existing run, no resume": (
+        [*TOKENIZER, "--run-dir", "{d}/badstate"],
+        "already holds a run .*pass --resume",
+    ),
+    # train
+    "train: 0-byte tokenizer": ([*TRAIN, "--tokenizer", "{d}/empty.pth"], "empty.pth is empty"),
+    "train: no such tokenizer": ([*TRAIN, "--tokenizer", "{d}/nope"], "nope: no such file"),
+    "train: unknown tokenizer name": ([*TRAIN, "--tokenizer", "digitz"], "unknown tokenizer 'digitz'"),
+    "train: depth 0": ([*TRAIN, "--depth", "0"], "depth must be at least 1"),
+    "train: label smoothing 2": ([*TRAIN, "--label-smoothing", "2"], r"label-smoothing must lie in \[0, 1\)"),
+    "train: cond-drop 1.5": ([*TRAIN, "--cond-drop-rate", "1.5"], r"cond-drop-rate must lie in \[0, 1\)"),
+    "train: drop-path 1": ([*TRAIN, "--drop-path-rate", "1"], r"drop-path-rate must lie in \[0, 1\)"),
+    "train: lr nan": ([*TRAIN, "--lr", "nan"], "lr must be a finite number"),
+    "train: out unwritable": ([*TRAIN, "--out", "{d}/afile/model"], "--out .* is not writable"),
+    # eval
+    "eval: unwritable json": ([*EVAL, "--json", "{d}/afile/r.json"], "not writable"),
+    "eval: json suffix": ([*EVAL, "--json", "{d}/r.txt"], "must end in .json"),
+    "eval: n-per-class 1": ([*EVAL, "--n-per-class", "1"], "--n-per-class must be at least 2"),
+    "eval: unknown preset": ([*EVAL, "--preset", "imagenet"], "argument --preset: invalid choice"),
+    "eval: edit-cfg nan": ([*EVAL, "--edit-cfg", "nan"], "--edit-cfg must be a finite number"),
+    "eval: not a digits model": ([*EVAL, "--model", "{m}"], "the digits evaluation needs a 10-class model"),
+    "eval: seed -1": ([*EVAL, "--seed", "-1"], "--seed must be an integer"),
+    # demo
+    "demo: out without .png": (["demo", "--out", "{d}/demo"], "must end in .png"),
+    "demo: unwritable out": (["demo", "--out", "{d}/afile/demo.png"], "not writable"),
+    "demo: seed -1": (["demo", "--seed", "-1", "--out", "{d}/demo.png"], "--seed must be an integer"),
+    "demo: device banana": (["demo", "--device", "banana", "--out", "{d}/demo.png"], "unknown device"),
+    "demo: train into a run": (
+        ["demo", "--train", "--run-dir", "{d}/runs", "--out", "{d}/demo.png"],
+        "already holds a run",
+    ),
+    # bench
+    "bench: runs 0": ([*BENCH, "--runs", "0"], "--runs must be at least 1"),
+    "bench: warmup -1": ([*BENCH, "--warmup", "-1"], "--warmup must be at least 0"),
+    "bench: batch 0": ([*BENCH, "--batch-size", "0"], "--batch-size must be at least 1"),
+    "bench: unknown preset": (["bench", "--preset", "var-d99"], "argument --preset: invalid choice"),
+    "bench: compile bogus": ([*BENCH, "--compile", "bogus"], "unknown torch.compile backend 'bogus'"),
+    "bench: unwritable json": ([*BENCH, "--json", "{d}/afile/b.json"], "not writable"),
+    "bench: device banana": ([*BENCH, "--device", "banana"], "unknown device 'banana'"),
+    # the command itself
+    "no command": ([], "the following arguments are required: command"),
+    "unknown command": (["paint"], "invalid choice: 'paint'"),
+}
+# fmt: on
+
+
+def run_cli(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse's own checks (types, choices) exit from inside parse_args
+        return e.code
+
+
+@pytest.fixture
+def no_computation(monkeypatch):
+    """The evaluation and the benchmark must refuse bad input before they compute anything."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed before the arguments and outputs were checked")
+
+    monkeypatch.setattr("nextscale.evaluation.evaluate_digits", refuse)
+    monkeypatch.setattr("nextscale.bench.bench_sampling", refuse)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_ends_in_one_line_and_exit_code_2(case, ws, capsys, no_computation):
+    argv, message = CASES[case]
+    if case == "demo: train into a run":
+        (ws / "runs" / "var").mkdir(parents=True, exist_ok=True)
+        (ws / "runs" / "var" / "latest").write_text("ckpt-00000001\n")
+    code = run_cli([a.format(d=ws, m=ws / "m") for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.search(r"^nextscale( [a-z-]+)?: error: ", err) and re.search(message, err), err
+
+
+def test_no_checkpoint_was_touched(ws, capsys):
+    """The cases above that met a run directory left every file of it as it was."""
+    for case in ("tokenizer: run without latest", "tokenizer: resume, latest to nowhere"):
+        argv = [a.format(d=ws, m=ws / "m") for a in CASES[case][0]]
+        assert main(argv) == 2
+    assert (ws / "nolatest" / "ckpt-00000010" / "keep.txt").read_text() == "a checkpoint's file"
+    assert sorted(p.name for p in (ws / "badlatest").iterdir()) == ["latest"]
+    assert not (ws / "emptydir" / "latest").exists()
+
+
+@pytest.mark.parametrize("content", [b"", os.urandom(200), None], ids=["empty", "random", "missing"])
+def test_golden_check_refuses_files_that_are_not_reference_tensors(content, tmp_path, capsys):
+    path = tmp_path / "ref.safetensors"
+    if content is not None:
+        path.write_bytes(content)
+    assert golden.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{path}" in err, err

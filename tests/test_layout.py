@@ -1,0 +1,130 @@
+"""The package's shape: each pipeline stage imports only the stages before it; the command line starts without
+torch, takes its names from the registry, and documents every option."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nextscale
+from nextscale import registry
+from nextscale.cli import build_parser
+
+PACKAGE = Path(nextscale.__file__).parent
+# Foundations first (any stage may import them), then the pipeline in order; a module may import its own
+# stage, the foundations and earlier stages. The tools at the end use everything before them.
+ORDER = [
+    {"errors", "files", "seeding", "runtime", "pretrained"},
+    {"data"},
+    {"tokenizer"},
+    {"transformer"},
+    {"registry"},
+    {"weights"},
+    {"sampling"},
+    {"editing"},
+    {"training"},
+    {"evaluation"},
+    {"golden", "bench", "demo"},
+    {"cli", "__main__", "__init__"},
+]
+
+
+def stage_of(name: str) -> int:
+    for i, names in enumerate(ORDER):
+        if name in names:
+            return i
+    raise AssertionError(f"{name} is in no stage of the layout: add it to ORDER")
+
+
+def internal_imports(path: Path) -> set[str]:
+    """Top-level nextscale modules that `path` imports (absolute or relative), anywhere in the file."""
+    module_parts = path.relative_to(PACKAGE).with_suffix("").parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                parts = (node.module or "").split(".")
+                if parts[0] == "nextscale" and len(parts) > 1:
+                    found.add(parts[1])
+                continue
+            base = module_parts[: len(module_parts) - node.level]
+            if base:
+                found.add(base[0])
+            elif node.module:
+                found.add(node.module.split(".")[0])
+            else:  # `from .. import x`: a module of the package, or a name its __init__ defines
+                for alias in node.names:
+                    is_module = (PACKAGE / alias.name).is_dir() or (PACKAGE / f"{alias.name}.py").is_file()
+                    found.add(alias.name if is_module else "__init__")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "nextscale" and len(parts) > 1:
+                    found.add(parts[1])
+    return found
+
+
+def test_each_stage_imports_only_the_stages_before_it():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        own = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        for imported in internal_imports(path):
+            if imported != own and stage_of(imported) > stage_of(own):
+                wrong.append(f"{path.relative_to(PACKAGE)} imports {imported}")
+    assert not wrong, wrong
+
+
+def test_the_command_line_starts_without_torch():
+    script = "import sys, nextscale.cli; nextscale.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    version = subprocess.run([sys.executable, "-m", "nextscale", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"nextscale {nextscale.__version__}"
+
+
+def subcommands():
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return action.choices
+
+
+@pytest.mark.parametrize("name", list(subcommands()))
+def test_every_option_has_help_and_shows_its_default(name):
+    sub = subcommands()[name]
+    for action in sub._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, f"nextscale {name} {action.option_strings}: no help text"
+    text = sub.format_help()
+    for action in sub._actions:
+        if action.option_strings and action.default not in (None, False) and action.dest != "help":
+            assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
+
+
+def test_names_come_from_the_registry():
+    commands = subcommands()
+    for name in ("train", "train-tokenizer", "bench"):
+        preset = next(a for a in commands[name]._actions if a.dest == "preset")
+        assert list(preset.choices) == list(registry.ARCHITECTURES)
+    sampler = {a.dest: a.default for a in commands["sample"]._actions}
+    for field in ("cfg", "cfg_schedule", "top_k", "top_p"):
+        assert sampler[field] == getattr(registry.SAMPLER, field)
+        assert {a.dest: a.default for a in commands["edit"]._actions}[field] == getattr(registry.SAMPLER, field)
+        assert {a.dest: a.default for a in commands["eval"]._actions}[field] == getattr(registry.SAMPLER, field)
+    import inspect
+
+    from nextscale.sampling import sample
+
+    defaults = inspect.signature(sample).parameters
+    for field in ("cfg", "cfg_schedule", "top_k", "top_p", "more_smooth"):
+        assert defaults[field].default == getattr(registry.SAMPLER, field)
+
+
+def test_every_released_name_has_an_architecture_and_a_recipe():
+    for name in registry.RELEASED:
+        vae, var = registry.architecture(name)
+        assert var.patch_nums == vae.patch_nums
+        assert registry.recipe(name).architecture == name
+    assert registry.RECIPES["var-d16"].train["lr"] == pytest.approx(3e-4)  # 1e-4 × 768 / 256
