@@ -26,7 +26,7 @@ ORDER = [
     {"editing"},
     {"training"},
     {"evaluation"},
-    {"golden", "bench", "demo"},
+    {"golden", "bench", "demo"},  # tools
     {"cli", "__main__", "__init__"},
 ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import registry
-from .common import add_device_arg, at_least, resolve_device, writable_file
+from .common import add_device_arg, at_least, resolve_device, writable_dir, writable_file
 
 
 def register(sub) -> None:
@@ -19,11 +19,15 @@ def register(sub) -> None:
     glibc_default = "measure with glibc's default of unmapping freed large blocks (see nextscale.runtime)"
     p.add_argument("--no-reuse-memory", action="store_true", help=glibc_default)
     p.add_argument("--json", help="also write the results here")
+    load = "time loading instead: the preset's weights in both formats, each in a fresh process"
+    p.add_argument("--load", action="store_true", help=load)
+    p.add_argument("--scratch", default="outputs/bench-weights", help="with --load: where the weight files go")
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
     from ..bench import bench_sampling
+    from ..files import atomic_write_text
     from ..runtime import check_compile_backend
 
     at_least(args.batch_size, 1, "--batch-size")
@@ -33,11 +37,18 @@ def run(args) -> None:
     check_compile_backend(args.compile)
     device = resolve_device(args.device)
     writable_file(args.json, "--json", (".json",))
+    if args.load:
+        from ..bench import loading
+
+        writable_dir(args.scratch, "--scratch")
+        results = loading.bench_loading(args.preset, args.scratch, str(device))
+        print(loading.table(results))
+        if args.json:
+            atomic_write_text(args.json, loading.to_json(results) + "\n")
+        return
     result = bench_sampling(args.preset, batch_size=args.batch_size, device=device, precision=args.precision,
                             compile=args.compile, runs=args.runs, warmup=args.warmup,
                             train_batch_size=args.train_batch_size, reuse_memory=not args.no_reuse_memory)  # fmt: skip
     print(result.table())
     if args.json:
-        from ..files import atomic_write_text
-
         atomic_write_text(args.json, result.to_json() + "\n")

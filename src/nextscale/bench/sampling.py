@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from .registry import SAMPLER, build
-from .runtime import reuse_freed_memory, reusing_freed_memory
-from .sampling import sample
+from ..registry import SAMPLER, build
+from ..runtime import reuse_freed_memory, reusing_freed_memory
+from ..sampling import sample
 
 
 def synchronize(device: torch.device) -> None:
