@@ -9,7 +9,10 @@ import torch
 
 from nextscale.registry import build
 
-GOLDEN_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+# ../shared/golden beside the checkout; NEXTSCALE_GOLDEN_DIR points elsewhere (a machine without ../shared)
+GOLDEN_DIR = Path(
+    os.environ.get("NEXTSCALE_GOLDEN_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "golden")
+)
 GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.safetensors"))
 TEST_DEVICE = os.environ.get("NEXTSCALE_TEST_DEVICE", "cpu")
 

@@ -25,9 +25,9 @@ def run_cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
-def test_sample_writes_pngs_grid_and_npz(model_dir, tmp_path, capsys):
+def test_sample_writes_pngs_grid_and_npz(model_dir, tmp_path, capsys, device):
     args = ["sample", "--model", model_dir, "--class", "0,2", "3", "--n", "2", "--batch-size", "4", "--seed", "1",
-            "--cfg", "2", "--top-k", "8"]  # fmt: skip
+            "--cfg", "2", "--top-k", "8", "--device", device]  # fmt: skip
     out = tmp_path / "out"
     code, stdout, _ = run_cli(capsys, *args, "--out", out)
     assert code == 0 and "wrote 6 images" in stdout
@@ -42,10 +42,10 @@ def test_sample_writes_pngs_grid_and_npz(model_dir, tmp_path, capsys):
     code, _, _ = run_cli(capsys, *args, "--out", tmp_path / "again")
     assert code == 0 and np.array_equal(np.load(tmp_path / "again" / "samples.npz")["arr_0"], npz["arr_0"])
     # batch 0 is `sample(seed=S)` itself; batch 1 has its own seed, derived from (S, 1)
-    vae, var = load_model(model_dir)
+    vae, var = load_model(model_dir, device=device)
     first = sample(var, vae, [0, 0, 2, 2], seed=1, cfg=2.0, top_k=8)
     assert np.array_equal(npz["arr_0"][:4], to_uint8(first.images))
-    second = sample(var, vae, [3, 3], generator=batch_generator(1, 1, "cpu"), cfg=2.0, top_k=8)
+    second = sample(var, vae, [3, 3], generator=batch_generator(1, 1, device), cfg=2.0, top_k=8)
     assert np.array_equal(npz["arr_0"][4:], to_uint8(second.images))
 
 
@@ -62,10 +62,11 @@ def test_a_rerun_replaces_what_the_last_run_wrote(model_dir, tmp_path, capsys):
     assert (out / "mine.txt").read_text() == "a file of the user's" and (out / "notes").is_dir()
 
 
-def test_random_classes_are_drawn_by_the_sampler_as_the_reference_does(model_dir, tmp_path, capsys):
+def test_random_classes_are_drawn_by_the_sampler_as_the_reference_does(model_dir, tmp_path, capsys, device):
     """Without --class, one batch draws its labels from the seeded generator: `label_B=None, g_seed=S`."""
-    assert run_cli(capsys, "sample", "--model", model_dir, "--n", "3", "--seed", "7", "--out", tmp_path / "o")[0] == 0
-    vae, var = load_model(model_dir)
+    args = ["sample", "--model", model_dir, "--n", "3", "--seed", "7", "--device", device, "--out", tmp_path / "o"]
+    assert run_cli(capsys, *args)[0] == 0
+    vae, var = load_model(model_dir, device=device)
     reference_like = sample(var, vae, None, batch_size=3, seed=7)
     npz = np.load(tmp_path / "o" / "samples.npz")
     assert npz["arr_1"].tolist() == reference_like.labels.tolist()

@@ -2,6 +2,7 @@
 torch, takes its names from the registry, and documents every option."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,21 @@ def test_every_released_name_has_an_architecture_and_a_recipe():
         assert var.patch_nums == vae.patch_nums
         assert registry.recipe(name).architecture == name
     assert registry.RECIPES["var-d16"].train["lr"] == pytest.approx(3e-4)  # 1e-4 × 768 / 256
+
+
+def test_every_imported_package_is_declared():
+    import tomllib
+
+    declared = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = {re.split(r"[<>=\[ ;]", d)[0].lower().replace("-", "_") for d in declared}
+    distribution = {"PIL": "pillow", "sklearn": "scikit_learn"}
+    stdlib = set(sys.stdlib_module_names)
+    imported = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {distribution.get(m, m).lower() for m in imported - stdlib - {"nextscale"}}
+    assert third_party <= declared, third_party - declared  # read from pyproject.toml, not from what is installed
