@@ -130,38 +130,16 @@ def _reference(depth: int, batch: int, epochs: int, base_lr: float, alng: float,
     return Recipe("var", name, f"ImageNet-1k train, {reso} px", train, options)
 
 
+def _digits_recipe(stage: str, steps: int, batch: int, lr: float, warmup: int, wd: float, every: int, **options):
+    """The built-in model's recipes (seed 0): what `nextscale demo --train` replays."""
+    train = dict(steps=steps, batch_size=batch, lr=lr, warmup_steps=warmup, weight_decay=wd, eval_every=every,
+                 save_every=every, seed=0)  # fmt: skip
+    return Recipe(stage, "digits", "digits", train, options)
+
+
 RECIPES = {
-    "digits-tokenizer": Recipe(
-        "tokenizer",
-        "digits",
-        "digits",
-        dict(
-            steps=1500,
-            batch_size=32,
-            lr=5e-4,
-            warmup_steps=50,
-            weight_decay=0.0,
-            eval_every=250,
-            save_every=250,
-            seed=0,
-        ),
-    ),  # fmt: skip
-    "digits-var": Recipe(
-        "var",
-        "digits",
-        "digits",
-        dict(
-            steps=3000,
-            batch_size=64,
-            lr=1e-3,
-            warmup_steps=100,
-            weight_decay=0.05,
-            eval_every=500,
-            save_every=500,
-            seed=0,
-        ),
-        dict(cond_drop_rate=0.1, drop_path_rate=0.0),
-    ),  # fmt: skip
+    "digits-tokenizer": _digits_recipe("tokenizer", 1500, 32, 5e-4, 50, 0.0, 250),
+    "digits-var": _digits_recipe("var", 3000, 64, 1e-3, 100, 0.05, 500, cond_drop_rate=0.1, drop_path_rate=0.0),
     "var-d16": _reference(16, 768, 200, 1e-4, 1e-3, 0.1),
     "var-d20": _reference(20, 768, 250, 1e-4, 1e-3, 0.1),
     "var-d24": _reference(24, 768, 350, 8e-5, 1e-4, 0.01),
