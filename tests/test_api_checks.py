@@ -105,3 +105,24 @@ def test_edit_refuses_bad_input(tiny_models, kwargs, message):
     args = {"images": torch.rand(1, 3, 8, 8), "mask": (0.25, 0.25, 0.75, 0.75), **kwargs}
     with pytest.raises(NextscaleError, match=message):
         edit(var, vae, args.pop("images"), args.pop("mask"), seed=0, **args)
+
+
+def test_seed_and_generator_together_and_models_on_two_devices_are_refused(tiny_models):
+    vae, var = tiny_models
+    with pytest.raises(NextscaleError, match="a seed or a generator, not both"):
+        sample(var, vae, [0], seed=0, generator=torch.Generator())
+    with pytest.raises(NextscaleError, match="the VAE is on meta and the VAR on cpu"):
+        sample(var, vae.to("meta"), [0], seed=0)
+
+
+@pytest.mark.parametrize(
+    "mask, message",
+    [
+        ((0.0, 0.0, 1.0, 1.0), "covers the whole image: out-painting would generate nothing"),
+        (torch.zeros(8, 8), "the region is empty: out-painting would keep nothing"),
+    ],
+)
+def test_outpaint_masks_are_checked_for_what_outpainting_generates(tiny_models, mask, message):
+    vae, var = tiny_models
+    with pytest.raises(NextscaleError, match=message):
+        edit(var, vae, torch.rand(1, 3, 8, 8), mask, mode="outpaint", seed=0)

@@ -52,3 +52,18 @@ def test_digits_evaluation_reports_every_number():
     assert report.classifier_test_accuracy > 0.98
     assert report.train_test_fd > 0 and report.sample_fd > 0
     assert "Fréchet" in report.summary()
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Python API") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)  # it saves "my-model" in the working directory
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["out"].images.shape == (3, 3, 32, 32)
+    assert (tmp_path / "my-model" / "var" / "model.safetensors").is_file()
+    assert namespace["var"].head.weight.is_meta  # the last line builds var-d16 shapes only

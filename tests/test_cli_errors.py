@@ -45,7 +45,14 @@ def ws(tmp_path_factory):
     for name, broken in (("badstate", "trainer_state.pt"), ("badweights", "model/model.safetensors")):
         assert main([*TOKENIZER, "--run-dir", str(d / name)]) == 0  # a real run, as the command leaves it
         (d / name / "ckpt-00000002" / broken).write_bytes(b"" if "model" in broken else b"PK\x03\x04 truncated")
-    (d / "digitsrun").mkdir()
+    (d / "twins").mkdir()
+    for name in ("a.png", "a.jpg"):
+        Image.new("RGB", (8, 8), (10, 200, 30)).save(d / "twins" / name)
+    for folder, classes in (("data", ("x", "y")), ("otherdata", ("x", "z"))):
+        for c in classes:
+            (d / folder / c).mkdir(parents=True)
+            for i in range(8):
+                Image.new("RGB", (8, 8), (i * 30, 90, 40)).save(d / folder / c / f"{i}.png")
     return d
 
 
@@ -111,7 +118,7 @@ CASES = {
     # edit
     "edit: out without .png": ([*EDIT, "--out", "{d}/noext"], "--out .*noext must end in .png"),
     "edit: unwritable out": ([*EDIT, "--out", "{d}/afile/e.png"], "not writable"),
-    "edit: keep-scales 100": ([*EDIT, "--keep-scales", "100"], r"--keep-coarse-scales must be an integer in \[0, 3\]"),
+    "edit: keep-scales 100": ([*EDIT, "--keep-scales", "100"], r"--keep-scales must be an integer in \[0, 3\]"),
     "edit: keep-scales -1": ([*EDIT, "--keep-scales", "-1"], "--keep-scales must be ≥ 0"),
     "edit: feather -1": ([*EDIT, "--feather", "-1"], "--feather must be a finite number"),
     "edit: feather 1000": ([*EDIT, "--feather", "1000"], r"--feather .* must lie in \[0, 2\]"),
@@ -126,6 +133,8 @@ CASES = {
     "edit: box empty": ([*EDIT_BOX, "0.5,0,0.5,1"], "is empty"),
     "edit: class out of range": ([*EDIT, "--class", "9"], "--class 9 is out of range"),
     "edit: no region": ([*EDIT_TO, "--image", "{d}/img.png"], "exactly one of --mask"),
+    "edit: two images, one name": (["edit", "--model", "{m}", "--image", "{d}/twins", "--box", "0.2,0.2,0.8,0.8", "--out", "{d}/twins-out"], "several images named a"),
+    "edit: out is the image folder": (["edit", "--model", "{m}", "--image", "{d}/twins", "--box", "0.2,0.2,0.8,0.8", "--out", "{d}/twins"], "is the --image folder"),
     # train-tokenizer
     "tokenizer: vocab 0": ([*TOKENIZER, "--run-dir", "{d}/t", "--vocab-size", "0"], "vocab_size must be at least 1"),
     "tokenizer: ch-mult 0,0": ([*TOKENIZER, "--run-dir", "{d}/t", "--ch-mult", "0,0"], "ch_mult needs positive"),
@@ -158,6 +167,7 @@ CASES = {
         [*TOKENIZER, "--run-dir", "{d}/t", "--batch-size", "5000"],
         "fewer than one batch of 5000",
     ),
+    "tokenizer: val classes differ": ([*TOKENIZER[:2], "{d}/data", *TOKENIZER[3:], "--val-data", "{d}/otherdata", "--run-dir", "{d}/t"], "does not have the classes of --data"),
     "tokenizer: unwritable run-dir": ([*TOKENIZER, "--run-dir", "{d}/afile/run"], "--run-dir .* is not writable"),
     "tokenizer: run without latest": (
         [*TOKENIZER, "--run-dir", "{d}/nolatest"],

@@ -78,3 +78,34 @@ def test_console_script_is_installed():
     assert exe, "the nextscale console script is not on PATH"
     proc = subprocess.run([exe, "sample", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--cfg-schedule" in proc.stdout
+
+
+def test_an_interrupted_run_leaves_no_partial_file_and_stops_as_asked(model_dir, tmp_path, monkeypatch):
+    import nextscale.sampling.batches as batches
+
+    vae, var = load_model(model_dir)
+    calls = []
+
+    def stop_at_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(batches, "sample", stop_at_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        batches.sample_many(vae, var, [0, 1, 2, 3], batch_size=2, out_dir=tmp_path / "o", progress=False)
+    assert not list((tmp_path / "o").glob("*.partial")) and not (tmp_path / "o" / "samples.npz").exists()
+
+
+def test_bad_settings_are_refused_before_the_last_run_is_cleared(model_dir, tmp_path, capsys):
+    from nextscale import NextscaleError
+    from nextscale.sampling import sample_many
+
+    assert run_cli(capsys, "sample", "--model", model_dir, "--n", "2", "--out", tmp_path / "o")[0] == 0
+    vae, var = load_model(model_dir)
+    for bad in (dict(top_k=-1), dict(compile="bogus"), dict(batch_size=1.5), dict(count=0, labels=None)):
+        kwargs = {"labels": [0, 1], **bad}
+        with pytest.raises(NextscaleError):
+            sample_many(vae, var, kwargs.pop("labels"), out_dir=tmp_path / "o", progress=False, **kwargs)
+    assert len(np.load(tmp_path / "o" / "samples.npz")["arr_0"]) == 2  # the earlier run's files are intact

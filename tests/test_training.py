@@ -160,3 +160,29 @@ def test_adversarial_option_trains_a_discriminator(digits8, tmp_path):
     assert metrics["psnr"] > 0
     state = torch.load(tmp_path / "gan" / "ckpt-00000002" / "trainer_state.pt", weights_only=True)
     assert "discriminator" in state["state"]["extra"]
+
+
+def test_a_trainer_never_writes_into_a_run_it_did_not_check(digits8, tmp_path):
+    """`Trainer.fit` without `start` still checks: an existing run is continued, never overwritten."""
+    from nextscale.tokenizer import VQVAE
+    from nextscale.training import Trainer
+    from nextscale.training.tokenizer_stage import TokenizerStage
+
+    vae_config, _ = preset_configs("tiny")
+    train, test = digits8
+    config = settings(2)
+    train_tokenizer(vae_config, train, test, config, tmp_path / "run", progress=False)
+    stage = TokenizerStage(VQVAE(vae_config), train, test, settings(2, lr=1e-4), None, "cpu")
+    with pytest.raises(NextscaleError, match="other training settings"):
+        Trainer(stage, settings(2, lr=1e-4), tmp_path / "run", progress=False).fit()
+    assert sorted(p.name for p in (tmp_path / "run").glob("ckpt-*")) == ["ckpt-00000002"]
+
+
+def test_the_loading_benchmark_reports_both_formats(tmp_path):
+    from nextscale.bench import loading
+
+    results = loading.bench_loading("tiny", tmp_path)  # (`.pth` is timed for released architectures only)
+    assert [r.format for r in results] == ["safetensors"]
+    assert all(r.load_s > 0 and r.peak_after_touching >= r.rss_before_load > 0 for r in results)
+    assert (tmp_path / "tiny" / "var.pth").is_file()  # one folder per preset: another preset never reuses it
+    assert "safetensors" in loading.table(results)

@@ -42,9 +42,7 @@ def ensure_writable_dir(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NextscaleError(f"{what} {path} is a file, not a directory")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise NextscaleError(f"{what} {path} is not writable: {blocking} is a file")
+    _refuse_a_file_above(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".nextscale-probe.")
@@ -62,11 +60,15 @@ def ensure_writable_file(path: str | os.PathLike, what: str, suffixes: tuple[str
         raise NextscaleError(f"{what} {path} must end in {' or '.join(suffixes)}")
     if path.is_dir():
         raise NextscaleError(f"{what} {path} is a directory, not a file")
+    _refuse_a_file_above(path, what)
+    ensure_writable_dir(path.parent, f"the folder of {what} {path}")
+    return path
+
+
+def _refuse_a_file_above(path: Path, what: str) -> None:
     blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise NextscaleError(f"{what} {path} is not writable: {blocking} is a file")
-    ensure_writable_dir(path.parent, f"the folder of {what} {path}")
-    return path
 
 
 def first_line(error: BaseException) -> str:

@@ -57,7 +57,7 @@ TRAINING_KWARGS = ("cond_drop_rate",)  # the reference's constructor mixes these
 def build_models(meta: dict, tensors: dict[str, torch.Tensor]):
     vae_kwargs = dict(meta["vae_kwargs"])
     vae_kwargs["patch_nums"] = vae_kwargs.pop("v_patch_nums")
-    vae_kwargs.pop("beta", None)  # a loss weight: `commitment_beta` passes it to the training forwards
+    vae_kwargs.pop("beta", None)  # a loss weight, not architecture: compute_outputs passes it to the forwards
     vae_config = VQVAEConfig(**vae_kwargs)
     var_kwargs = {k: v for k, v in meta["var_kwargs"].items() if k not in TRAINING_KWARGS}
     var_config = VARConfig(vocab_size=vae_config.vocab_size, latent_channels=vae_config.z_channels, **var_kwargs)

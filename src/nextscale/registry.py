@@ -25,6 +25,7 @@ class SamplerDefaults:
 
 SAMPLER = SamplerDefaults()
 CFG_SCHEDULES = ("linear", "constant")
+LR_SCHEDULES = ("lin0", "lin", "cos")  # after warm-up: the reference's lin0 (flat 5%, then linear), lin, cosine
 
 # ---- architectures --------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import math
 import sys
+import threading
 from contextlib import contextmanager
 
 from .errors import NextscaleError
@@ -18,7 +19,8 @@ _INT_MAX = 2**31 - 1  # mallopt takes a C int
 # ever picks on 64-bit systems): what the scoped setting below restores.
 _GLIBC_SETTLED_MMAP, _GLIBC_SETTLED_TRIM = 32 * 2**20, 64 * 2**20
 _reusing = False
-_scoped_depth = 0
+_scoped_depth = 0  # how many `freed_memory_reused` blocks are open, in all threads
+_lock = threading.Lock()
 _libc = None
 
 
@@ -60,6 +62,13 @@ def check_compile_backend(backend: str | None) -> str | None:
     if backend not in known:
         raise NextscaleError(f"unknown torch.compile backend {backend!r}; this torch has {', '.join(known)}")
     return backend
+
+
+def is_int(value) -> bool:
+    """A Python or numpy integer, and not a bool."""
+    import numpy as np
+
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def check_finite(value: float, what: str, low: float = -math.inf, high: float = math.inf, *, open_high=False):
@@ -119,18 +128,22 @@ def reusing_freed_memory() -> bool:
 def freed_memory_reused():
     """`reuse_freed_memory` for the length of a block; after it, what was kept goes back to the system.
 
-    The thresholds are then left where glibc's own adjustment settles in any program that has freed a 32 MiB
-    block (mmap above 32 MiB, trim above 64 MiB), so nothing outlasts the block that a torch program would not
-    have reached on its own. Does nothing where the process already reuses freed memory, or off glibc.
+    When the last such block (of any thread) ends, the thresholds are set to where glibc's own adjustment
+    settles once a program has freed a 32 MiB block (mmap above 32 MiB, trim above 64 MiB; any var-d16 sample
+    frees many), and kept memory is trimmed. Two things do outlast the block: glibc stops adjusting those
+    thresholds by itself, and `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` set in the environment are
+    overridden. Does nothing where the process already reuses freed memory, or off glibc.
     """
     global _scoped_depth
-    if _reusing or _scoped_depth or not _set_thresholds(_INT_MAX, _INT_MAX):
-        yield  # already in effect (for the process, or an enclosing block), or not available here
-        return
-    _scoped_depth += 1
+    with _lock:
+        enter = not _reusing and (_scoped_depth > 0 or _set_thresholds(_INT_MAX, _INT_MAX))
+        _scoped_depth += enter
     try:
         yield
     finally:
-        _scoped_depth -= 1
-        _set_thresholds(_GLIBC_SETTLED_MMAP, _GLIBC_SETTLED_TRIM)
-        _mallopt().malloc_trim(0)
+        if enter:
+            with _lock:
+                _scoped_depth -= 1
+                if _scoped_depth == 0 and not _reusing:
+                    _set_thresholds(_GLIBC_SETTLED_MMAP, _GLIBC_SETTLED_TRIM)
+                    _mallopt().malloc_trim(0)

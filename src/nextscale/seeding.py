@@ -3,7 +3,7 @@
 Seeds derive from (seed, keys…), so any step or batch can be replayed anywhere, in any order. Every draw
 happens on a generator of the device it draws on (a CPU generator cannot draw on a GPU): either the generator
 lives where the tensor will (the sampler's, as in the reference) or the draw happens on the CPU and the result
-moves (the trainer's, so that a run draws the same numbers on any device).
+moves (the trainer's label dropout and code revival, which then draw the same numbers on any device).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from .errors import NextscaleError
+from .runtime import is_int
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer; negative seeds are refused
 
 
 def check_seed(seed: int, what: str = "seed") -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= MAX_SEED:
+    if not is_int(seed) or not 0 <= seed <= MAX_SEED:
         raise NextscaleError(f"{what} must be an integer in [0, 2**63 - 1], got {seed!r}")
     return int(seed)
 

@@ -1,7 +1,8 @@
 """`nextscale bench --load`: how long loading takes and how much memory it holds, in a fresh process each time.
 
 Weights of the architecture's shapes (random values: loading does not depend on them) are written once, in
-the reference's `.pth` format and the project's own, into a scratch folder. Each format is then loaded by a
+the reference's `.pth` format (timed for the released architectures only) and the project's own, into a
+scratch folder. Each format is then loaded by a
 new Python process, which reports its import time, load time, peak resident memory right after loading, and
 after touching every weight once (the first sample does that: memory-mapped pages are read in on first use).
 """
@@ -16,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..registry import architecture
-from ..tokenizer import VQVAE
-from ..transformer import VAR
+from ..errors import NextscaleError
+from ..registry import RELEASED, build
 from ..weights import save_model
 
 PROBE = r"""
@@ -30,8 +30,13 @@ from nextscale.runtime import resolve_device
 imported = time.perf_counter()
 
 def peak():
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
+    try:  # Linux: the resident high-water mark
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 fmt, source, device = sys.argv[1], sys.argv[2:-1], resolve_device(sys.argv[-1])
 before = peak()
@@ -70,15 +75,16 @@ HEADER = (f"{'format':<12}{'load s':>8}{'import s':>9}{'base GiB':>9}{'peak GiB'
           f"{'touched':>10}{'×w':>7}")  # fmt: skip
 
 
-def write_weights(preset: str, directory: Path, seed: int = 0) -> dict[str, list[Path]]:
-    """The preset's shapes with the reference's initialisation, in both formats (once: existing files stay)."""
+def write_weights(preset: str, scratch: Path, seed: int = 0) -> dict[str, list[Path]]:
+    """The preset's shapes with the reference's initialisation, in both formats, in `scratch/preset/` (written
+    once: a later run reuses them)."""
+    directory = scratch / preset
     directory.mkdir(parents=True, exist_ok=True)
     pth = [directory / "vae.pth", directory / "var.pth"]
     project = directory / "model"
     if not all(p.is_file() for p in pth) or not (project / "var" / "model.safetensors").is_file():
         torch.manual_seed(seed)
-        vae_config, var_config = architecture(preset)
-        vae, var = VQVAE(vae_config), VAR(var_config)
+        vae, var = build(preset)
         torch.save(vae.state_dict(), pth[0])
         torch.save(var.state_dict(), pth[1])
         save_model(vae, var, project)
@@ -89,10 +95,15 @@ def write_weights(preset: str, directory: Path, seed: int = 0) -> dict[str, list
 def bench_loading(preset: str, scratch: str | Path, device: str = "cpu") -> list[LoadResult]:
     files = write_weights(preset, Path(scratch))
     weights = sum(p.stat().st_size for p in files["pth"])
+    if preset not in RELEASED:  # a reference .pth cannot say how many groups the tokenizer's norms use
+        del files["pth"]
     results = []
     for fmt, paths in files.items():
         argv = [sys.executable, "-c", PROBE, fmt, *map(str, paths), device]
-        probe = subprocess.run(argv, capture_output=True, text=True, check=True)
+        probe = subprocess.run(argv, capture_output=True, text=True)
+        if probe.returncode != 0:
+            last = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise NextscaleError(f"loading {fmt} weights in a fresh process failed: {last}")
         results.append(LoadResult(preset, fmt, device, weights, **json.loads(probe.stdout.splitlines()[-1])))
     return results
 

@@ -152,7 +152,8 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
 
     The matmul rate is measured before every timed run and the median is used, so that a noisy machine slows
     the yardstick and the runs alike. `reuse_memory` applies `nextscale.runtime.reuse_freed_memory` first, as
-    the `nextscale` command does (False leaves the process as it is; the result says which was measured).
+    the `nextscale` command does (False leaves the allocator as glibc sets it, in the process and in `sample`
+    itself; the result says which was measured).
     """
     device = torch.device(device)
     precision = precision or ("bf16" if device.type == "cuda" else "fp32")
@@ -176,7 +177,7 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
         marks.clear()
         synchronize(device)
         started = time.perf_counter()
-        sample(var, vae, labels, seed=seed, on_scale=on_scale, **settings)
+        sample(var, vae, labels, seed=seed, on_scale=on_scale, reuse_memory=reuse_memory, **settings)
         synchronize(device)
         ended = time.perf_counter()
         per_scale = [b - a for a, b in zip([started, *marks[:-1]], marks)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import registry
+from ..runtime import PRECISIONS
 from .common import add_device_arg, at_least, resolve_device, writable_dir, writable_file
 
 
@@ -11,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("--preset", default="var-d16", choices=list(registry.ARCHITECTURES), help="architecture")
     p.add_argument("--batch-size", type=int, default=4, help="images per sample")
     add_device_arg(p)
-    p.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--precision", choices=PRECISIONS, help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--compile", help="a torch.compile backend for the transformer step (e.g. inductor)")
     p.add_argument("--runs", type=int, default=3, help="timed runs (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
@@ -21,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--json", help="also write the results here")
     load = "time loading instead: the preset's weights in both formats, each in a fresh process"
     p.add_argument("--load", action="store_true", help=load)
-    p.add_argument("--scratch", default="outputs/bench-weights", help="with --load: where the weight files go")
+    p.add_argument("--scratch", default="outputs/bench-weights", help="with --load: weight files go in SCRATCH/PRESET")
     p.set_defaults(func=run)
 
 

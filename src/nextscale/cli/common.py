@@ -59,8 +59,21 @@ def sampler_settings(args) -> dict:
     try:
         check_sampler_settings(**settings)
     except NextscaleError as e:
-        raise NextscaleError(f"--{str(e).replace('_', '-')}") from None
+        raise flag_error(e, SAMPLER_FLAGS) from None
     return settings
+
+
+SAMPLER_FLAGS = {"cfg_schedule": "--cfg-schedule", "cfg": "--cfg", "top_k": "--top-k", "top_p": "--top-p",
+                 "more_smooth": "--more-smooth"}  # fmt: skip
+
+
+def flag_error(error: NextscaleError, flags: dict[str, str]) -> NextscaleError:
+    """A library error about a setting, reworded with the command-line flag that sets it."""
+    message = str(error)
+    for field, flag in flags.items():
+        if message.startswith(f"{field} "):
+            return NextscaleError(flag + message[len(field) :])
+    return error
 
 
 def check_seed(seed: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from ..errors import NextscaleError
 from .common import add_device_arg, add_seed_arg, check_seed, resolve_device, writable_dir, writable_file
 
 
@@ -29,13 +30,14 @@ def run(args) -> None:
     if args.train:
         from pathlib import Path
 
-        from ..errors import NextscaleError
-        from ..training.common import run_contents
+        from ..training.common import check_run_dir
         from ..training.recipes import train_digits_model
 
         for part in ("tokenizer", "var"):
-            if run_contents(Path(args.run_dir) / part):
-                raise NextscaleError(f"{Path(args.run_dir) / part} already holds a run: pick a new --run-dir")
+            try:
+                check_run_dir(Path(args.run_dir) / part, resume=False)
+            except NextscaleError:
+                raise NextscaleError(f"{Path(args.run_dir) / part} already holds a run: pick a new --run-dir") from None
         writable_dir(args.run_dir, "--run-dir")
         writable_dir(args.model_out, "--model-out")
         model = str(train_digits_model(args.model_out, run_dir=args.run_dir, device=device))

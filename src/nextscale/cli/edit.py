@@ -14,6 +14,7 @@ from .common import (
     check_classes,
     check_model_args,
     check_seed,
+    flag_error,
     load_models,
     resolve_device,
     sampler_settings,
@@ -62,6 +63,13 @@ def image_jobs(image: Path, out: Path) -> list[tuple[Path, Path]]:
         files = sorted(p for p in image.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise NextscaleError(f"{image} holds no images")
+        if out.resolve() == image.resolve():
+            raise NextscaleError(f"--out {out} is the --image folder: the results would mix with the inputs")
+        stems = [p.stem for p in files]
+        twins = sorted({s for s in stems if stems.count(s) > 1})
+        if twins:
+            raise NextscaleError(f"{image} holds several images named {twins[0]}.* ({len(twins)} such name(s)): "
+                                 f"their results would all be {out / (twins[0] + '.png')}")  # fmt: skip
         return [(p, out / f"{p.stem}.png") for p in files]
     if not image.is_file():
         raise NextscaleError(f"{image}: no such file")
@@ -102,7 +110,7 @@ def run(args) -> None:
     try:
         check_edit_settings(mode, args.keep_scales, args.feather, len(var.patch_nums), side)
     except NextscaleError as e:
-        raise NextscaleError(f"--{str(e).replace('_', '-')}") from None
+        raise flag_error(e, {"keep_coarse_scales": "--keep-scales", "feather": "--feather"}) from None
     keep_masks_for(mask, mode, var.patch_nums, args.keep_scales)  # a mask that edits nothing fails before any work
     if image.is_dir():
         note = claim_output_dir(out, "edit", [dst.name for _, dst in jobs])

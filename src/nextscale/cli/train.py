@@ -8,29 +8,32 @@ from pathlib import Path
 
 from .. import registry
 from ..errors import NextscaleError
+from ..runtime import PRECISIONS
 from .common import add_device_arg, add_seed_arg, check_seed, resolve_device, writable_dir
 
 
-def add_train_args(p: argparse.ArgumentParser, *, lr: float, steps: int, batch_size: int, weight_decay: float):
+def add_train_args(p: argparse.ArgumentParser, recipe: registry.Recipe):
+    """The training arguments; defaults are the built-in model's recipe for the stage."""
+    r = recipe.train
     p.add_argument("--data", required=True, help="'digits' (built in) or a folder with one sub-folder per class")
     p.add_argument("--val-data", help="a held-out folder (default: the digits test split, or none)")
     p.add_argument("--run-dir", required=True, help="checkpoints and log.jsonl go here")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly where it stopped")
     p.add_argument("--out", help="where to write the trained model (default: RUN_DIR/model)")
-    p.add_argument("--steps", type=int, default=steps, help="optimizer steps in all")
-    p.add_argument("--batch-size", type=int, default=batch_size, help="images per step")
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate")
-    p.add_argument("--warmup-steps", type=int, default=100, help="linear warm-up from 0.005 × the peak")
+    p.add_argument("--steps", type=int, default=r["steps"], help="optimizer steps in all")
+    p.add_argument("--batch-size", type=int, default=r["batch_size"], help="images per step")
+    p.add_argument("--lr", type=float, default=r["lr"], help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int, default=r["warmup_steps"], help="linear warm-up from 0.005 × the peak")
     schedules = "after warm-up: lin0 (the reference: flat 5%%, then linear), lin (flat 15%%) or cos"
-    p.add_argument("--schedule", choices=["lin0", "lin", "cos"], default="lin0", help=schedules)
+    p.add_argument("--schedule", choices=registry.LR_SCHEDULES, default="lin0", help=schedules)
     p.add_argument("--lr-end-ratio", type=float, default=0.01, help="final LR / peak (the reference's wpe)")
-    p.add_argument("--weight-decay", type=float, default=weight_decay, help="AdamW weight decay (start)")
+    p.add_argument("--weight-decay", type=float, default=r["weight_decay"], help="AdamW weight decay (start)")
     p.add_argument("--weight-decay-end", type=float, default=None, help="cosine to this (default: constant)")
     p.add_argument("--grad-clip", type=float, default=2.0, help="gradient norm clipping")
-    p.add_argument("--eval-every", type=int, default=250, help="steps between evaluations")
-    p.add_argument("--save-every", type=int, default=250, help="steps between checkpoints")
+    p.add_argument("--eval-every", type=int, default=r["eval_every"], help="steps between evaluations")
+    p.add_argument("--save-every", type=int, default=r["save_every"], help="steps between checkpoints")
     add_seed_arg(p, "seed of the initial weights, the data order and every random draw")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (CUDA only)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast (CUDA only)")
     add_device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -48,7 +51,7 @@ def register(sub) -> None:
     p.add_argument("--adversarial-weight", type=float, default=0.0, help="PatchGAN hinge loss")
     p.add_argument("--adversarial-start", type=int, default=0, help="step at which the adversarial loss starts")
     p.add_argument("--revive-every", type=int, default=50, help="steps between dead-code revivals (0: never)")
-    add_train_args(p, lr=5e-4, steps=1500, batch_size=32, weight_decay=0.0)
+    add_train_args(p, registry.RECIPES["digits-tokenizer"])
     p.set_defaults(func=run_tokenizer)
 
     p = sub.add_parser("train", help="train a VAR transformer on a frozen tokenizer")
@@ -60,7 +63,7 @@ def register(sub) -> None:
     p.add_argument("--drop-path-rate", type=float, default=None,
                    help="stochastic depth (default: 0.1·depth/24 with --depth, else 0)")  # fmt: skip
     p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
-    add_train_args(p, lr=1e-3, steps=1500, batch_size=64, weight_decay=0.05)
+    add_train_args(p, registry.RECIPES["digits-var"])
     p.set_defaults(func=run_var)
 
 
@@ -87,18 +90,12 @@ def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
 def prepare_run(args):
     """Checks the run directory and the outputs before any work: a run is continued only with --resume, and
     --resume needs a run. Returns the device."""
-    from ..training.common import check_training_device, latest_checkpoint, run_contents
+    from ..training.common import check_run_dir, check_training_device
 
     device = resolve_device(args.device)
     check_training_device(device, args.precision)
-    run_dir = Path(args.run_dir)
-    found = run_contents(run_dir)
-    if found and not args.resume:
-        raise NextscaleError(f"{run_dir} already holds a run ({', '.join(found[:3])}): pass --resume to continue "
-                             "it, or pick a new --run-dir")  # fmt: skip
-    if args.resume and latest_checkpoint(run_dir) is None:
-        raise NextscaleError(f"--resume: {run_dir} holds no run to continue (no 'latest' file)")
-    writable_dir(run_dir, "--run-dir")
+    check_run_dir(Path(args.run_dir), args.resume)
+    writable_dir(args.run_dir, "--run-dir")
     writable_dir(args.out, "--out")
     return device
 
@@ -108,7 +105,11 @@ def datasets(args, resolution: int):
 
     train = open_dataset(args.data, resolution, "train", seed=args.seed)
     if args.val_data:
-        return train, open_dataset(args.val_data, resolution, "test", seed=args.seed)
+        val = open_dataset(args.val_data, resolution, "test", seed=args.seed)
+        if getattr(val, "classes", None) != getattr(train, "classes", None):
+            raise NextscaleError(f"--val-data {args.val_data} does not have the classes of --data {args.data} "
+                                 "(the same class sub-folders, by name)")  # fmt: skip
+        return train, val
     return train, open_dataset("digits", resolution, "test", seed=args.seed) if args.data == "digits" else None
 
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ..errors import NextscaleError
-from ..runtime import check_finite
+from ..runtime import check_finite, is_int
 from ..sampling import ForcedTokens, sample
 from ..tokenizer import VQVAE
 from ..transformer import VAR
@@ -70,11 +70,7 @@ def fit_square(image: Image.Image, side: int) -> Image.Image:
 def check_edit_settings(mode: str, keep_coarse_scales: int, feather: float | None, num_scales: int, side: int):
     if mode not in MODES:
         raise NextscaleError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if (
-        isinstance(keep_coarse_scales, bool)
-        or not isinstance(keep_coarse_scales, int)
-        or not (0 <= keep_coarse_scales < num_scales)
-    ):
+    if not is_int(keep_coarse_scales) or not 0 <= keep_coarse_scales < num_scales:
         raise NextscaleError(f"keep_coarse_scales must be an integer in [0, {num_scales - 1}] (this model has "
                              f"{num_scales} scales; all of them would only reconstruct the input), "
                              f"got {keep_coarse_scales!r}")  # fmt: skip
@@ -116,14 +112,13 @@ def edit(
         input_tokens = vae.img_to_idx(pixels * 2 - 1)
     else:
         vae.check_tokens(input_tokens)
+        input_tokens = [t.to(device) for t in input_tokens]
     B = input_tokens[0].shape[0]
-    if labels is None:
-        labels = -1
-    if isinstance(labels, int):
-        labels = [var.num_classes if labels < 0 else labels] * B
-    elif len(labels) != B:
+    labels = -1 if labels is None else labels  # the null class: what the paper in-/out-paints with
+    if not is_int(labels) and len(labels) != B:
         raise NextscaleError(f"{len(labels)} labels for {B} images: give one label per image, or one int for all")
-    result = sample(var, vae, labels, forced=ForcedTokens(list(input_tokens), keep), **sample_kwargs)
+    forced = ForcedTokens(list(input_tokens), keep)
+    result = sample(var, vae, labels, batch_size=B if is_int(labels) else None, forced=forced, **sample_kwargs)
     images_out = result.images
     if feather is not None and pixels is not None and region is not None:
         generated = region if mode == "inpaint" else 1 - region

@@ -98,11 +98,13 @@ def keep_masks_for(mask, mode: str, patch_nums: Sequence[int], keep_coarse_scale
         else:
             region = region_on_token_grid(mask, pn_last)
         region = region.to(device)
-        binary = region.gt(0.5)
-        if not binary.any():
-            raise NextscaleError("the mask is empty: nothing to generate")
-        if binary.all() and keep_coarse_scales == 0:
-            raise NextscaleError("the mask covers everything: nothing of the image would be kept")
+        generated = region.gt(0.5) if mode == "inpaint" else region.le(0.5)
+        if not generated.any():
+            raise NextscaleError("the mask is empty: nothing to generate" if mode == "inpaint" else
+                                 "the region covers the whole image: out-painting would generate nothing")  # fmt: skip
+        if generated.all() and keep_coarse_scales == 0:
+            raise NextscaleError("the mask covers everything: nothing of the image would be kept" if mode == "inpaint"
+                                 else "the region is empty: out-painting would keep nothing of the image")  # fmt: skip
         keep = scale_keep_masks((1 - region) if mode == "inpaint" else region, patch_nums)
     for si in range(min(keep_coarse_scales, len(keep))):
         keep[si] = torch.ones_like(keep[si])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from tqdm.auto import tqdm
 
 from ..errors import NextscaleError
 from ..files import claim_output_dir
+from ..registry import SAMPLER
+from ..runtime import check_compile_backend, check_precision, freed_memory_reused, is_int
 from ..seeding import batch_generator, check_seed
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .outputs import NpzWriter, save_grid, save_png, to_uint8
-from .sampler import sample
+from .sampler import check_sample_inputs, sample
 
 GRID_IMAGES = 64
 
@@ -75,11 +78,18 @@ def sample_many(
     `keep_images` (default: without `out_dir`) also returns them.
     """
     check_seed(seed)
+    if labels is not None and not isinstance(labels, Sequence):
+        raise NextscaleError(f"labels must be a sequence of class ids, or None with count, not {type(labels).__name__}")
     total = len(labels) if labels is not None else count
-    if not isinstance(total, int) or total < 1:
-        raise NextscaleError(f"nothing to sample: give labels or a positive count, got {count!r}")
-    if batch_size < 1:
-        raise NextscaleError(f"batch_size must be at least 1, got {batch_size}")
+    if not is_int(total) or total < 1:
+        raise NextscaleError(f"nothing to sample: give a non-empty list of labels or a count ≥ 1, got {total!r}")
+    if not is_int(batch_size) or batch_size < 1:
+        raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
+    settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in ("cfg", "cfg_schedule", "top_k", "top_p",
+                                                                       "more_smooth")}  # fmt: skip
+    device = check_sample_inputs(var, vae, None, None, **settings)  # before anything in out_dir changes
+    check_compile_backend(sample_kwargs.get("compile"))
+    check_precision(sample_kwargs.get("precision", "fp32"))
     side = vae.config.resolution
     out = Path(out_dir) if out_dir is not None else None
     note, writer = None, None
@@ -88,31 +98,34 @@ def sample_many(
         _check_disk(out, total, side, pngs)
         writer = NpzWriter(out / "samples.npz", total, side, side)
     keep = out is None if keep_images is None else keep_images
-    device = var.head.weight.device
     kept, grid, drawn_labels = [], [], []
+    # One scope for all batches: the memory each batch frees serves the next (on a CPU).
+    reuse = device.type == "cpu" and sample_kwargs.get("reuse_memory", True)
+    memory = freed_memory_reused() if reuse else nullcontext()
     try:
-        starts = range(0, total, batch_size)
-        for b, start in enumerate(tqdm(starts, desc="sampling", unit="batch", disable=not progress)):
-            size = min(batch_size, total - start)
-            chunk = labels[start : start + size] if labels is not None else None
-            result = sample(var, vae, chunk, batch_size=size, generator=batch_generator(seed, b, device),
-                            **sample_kwargs)  # fmt: skip
-            batch = to_uint8(result.images)
-            drawn_labels.append(result.labels.cpu().numpy())
-            if writer is not None:
-                writer.write(batch)
-                for j, image in enumerate(batch if pngs else ()):
-                    save_png(image, out / f"{start + j:06d}.png")
-            if keep:
-                kept.append(batch)
-            if sum(len(g) for g in grid) < GRID_IMAGES:
-                grid.append(batch[: GRID_IMAGES - sum(len(g) for g in grid)])
+        with memory:
+            starts = range(0, total, batch_size)
+            for b, start in enumerate(tqdm(starts, desc="sampling", unit="batch", disable=not progress)):
+                size = min(batch_size, total - start)
+                chunk = labels[start : start + size] if labels is not None else None
+                result = sample(var, vae, chunk, batch_size=size, generator=batch_generator(seed, b, device),
+                                **sample_kwargs)  # fmt: skip
+                batch = to_uint8(result.images)
+                drawn_labels.append(result.labels.cpu().numpy())
+                if writer is not None:
+                    writer.write(batch)
+                    for j, image in enumerate(batch if pngs else ()):
+                        save_png(image, out / f"{start + j:06d}.png")
+                if keep:
+                    kept.append(batch)
+                if sum(len(g) for g in grid) < GRID_IMAGES:
+                    grid.append(batch[: GRID_IMAGES - sum(len(g) for g in grid)])
+        all_labels = np.concatenate(drawn_labels).astype(np.int64)
+        if writer is not None:
+            save_grid(np.concatenate(grid), out / "grid.png", nrow=min(8, total))
+            writer.close(all_labels)
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    all_labels = np.concatenate(drawn_labels).astype(np.int64)
-    if writer is not None:
-        save_grid(np.concatenate(grid), out / "grid.png", nrow=min(8, total))
-        writer.close(all_labels)
     return SampleRun(all_labels, np.concatenate(kept) if keep else None, out, note)

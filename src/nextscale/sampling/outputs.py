@@ -68,14 +68,14 @@ class NpzWriter:
         return self.path
 
     def abort(self) -> None:
-        self.zip.close()
-        self.tmp.unlink(missing_ok=True)
-
-
-def write_npz(path: str | os.PathLike, images_NHW3: np.ndarray, labels: np.ndarray) -> Path:
-    writer = NpzWriter(path, *images_NHW3.shape[:3])
-    writer.write(images_NHW3)
-    return writer.close(labels)
+        """Drops the partial file (a run stopped or failed)."""
+        try:
+            self.entry.close()
+            self.zip.close()
+        except (OSError, ValueError):  # closing a half-written archive may fail: it is deleted anyway
+            pass
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

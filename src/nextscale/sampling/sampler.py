@@ -12,7 +12,7 @@ import torch
 
 from ..errors import NextscaleError
 from ..registry import CFG_SCHEDULES, SAMPLER
-from ..runtime import check_compile_backend, check_finite, check_precision, freed_memory_reused
+from ..runtime import check_compile_backend, check_finite, check_precision, freed_memory_reused, is_int
 from ..seeding import seeded_generator
 from ..tokenizer import VQVAE
 from ..transformer import VAR
@@ -69,10 +69,6 @@ def guidance_weight(cfg: float, si: int, num_scales: int, schedule: str) -> floa
     return cfg * si / (num_scales - 1) if schedule == "linear" else cfg
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
 def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) -> torch.Tensor:
     """None: uniform random classes; int: all the same (negative = unconditional); sequence/tensor: as given.
 
@@ -80,8 +76,8 @@ def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) 
     label names itself instead of failing inside an embedding lookup.
     """
     n = var.num_classes
-    if labels is None or _is_int(labels):
-        if not _is_int(batch_size) or batch_size < 1:
+    if labels is None or is_int(labels):
+        if not is_int(batch_size) or batch_size < 1:
             why = "labels are drawn at random" if labels is None else "one label is given for all images"
             raise NextscaleError(f"batch_size must be a positive integer when {why}, got {batch_size!r}")
         if labels is None:
@@ -102,7 +98,7 @@ def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) 
         values = list(np.asarray(labels).ravel()) if isinstance(labels, np.ndarray) else list(labels)
         if isinstance(labels, np.ndarray) and labels.ndim != 1:
             raise NextscaleError(f"labels must be 1-D, got shape {labels.shape}")
-        bad = [v for v in values if not _is_int(v)]
+        bad = [v for v in values if not is_int(v)]
         if bad:
             raise NextscaleError(f"labels must be integer class ids, got {bad[0]!r}")
     else:
@@ -123,11 +119,35 @@ def check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth) -> None
     check_finite(cfg, "cfg")
     if cfg_schedule not in CFG_SCHEDULES:
         raise NextscaleError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {cfg_schedule!r}")
-    if not _is_int(top_k) or top_k < 0:
+    if not is_int(top_k) or top_k < 0:
         raise NextscaleError(f"top_k must be an integer ≥ 0, got {top_k!r}")
     check_finite(top_p, "top_p", 0.0, 1.0)
     if not isinstance(more_smooth, bool):
         raise NextscaleError(f"more_smooth must be True or False, got {more_smooth!r}")
+
+
+def check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth) -> torch.device:
+    """Everything `sample` checks before it draws: the pair, the devices, the settings. Returns the device."""
+    check_compatible(var, vae)
+    check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth)
+    device = var.head.weight.device
+    vae_device = vae.quantize.embedding.weight.device
+    if vae_device != device:
+        raise NextscaleError(f"the VAE is on {vae_device} and the VAR on {device}: move both to one device")
+    if generator is not None and seed is not None:
+        raise NextscaleError("give a seed or a generator, not both")
+    if generator is not None and not same_device(generator.device, device):
+        raise NextscaleError(f"the generator lives on {generator.device}, the model on {device}: create it with "
+                             f"torch.Generator(device={str(device)!r})")  # fmt: skip
+    return device
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Equal devices, where an index left out means the current one of that type."""
+    if a.type != b.type:
+        return False
+    current = torch.cuda.current_device() if a.type == "cuda" else 0
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
 
 
 _compiled_steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -148,11 +168,12 @@ def step_function(var: VAR, backend: str | None):
     per_model = _compiled_steps.setdefault(var, {})
     if backend not in per_model:
         compiled = torch.compile(scale_step, backend=backend, dynamic=False)
+        # One graph per scale: dynamo's default limit (8) would send the finest scales of a 10-scale pyramid,
+        # the costliest, back to eager. (A number, not `var`: the cache holds the model weakly.)
+        limit = max(64, 2 * len(var.patch_nums))
 
         def step(*args):
-            # One graph per scale: dynamo's default limit (8) would send the finest scales of a 10-scale
-            # pyramid, the costliest, back to eager.
-            with torch._dynamo.config.patch(recompile_limit=max(64, 2 * len(var.patch_nums))):
+            with torch._dynamo.config.patch(recompile_limit=limit):
                 return compiled(*args)
 
         per_model[backend] = step
@@ -197,6 +218,7 @@ def sample(
     compile: str | None = None,
     channels_last_decode: bool = True,
     on_scale: Callable[[int], None] | None = None,
+    reuse_memory: bool = True,
 ) -> SampleOutput:
     """Generates images with classifier-free guidance.
 
@@ -211,20 +233,15 @@ def sample(
     specialised per scale (shapes are static within a scale). `channels_last_decode` decodes on NHWC
     activations (faster; images equal to the reference's up to ~1e-6 relative, tokens unaffected; False gives
     the reference's bits). On a CPU the call keeps freed memory for reuse while it runs
-    (`nextscale.runtime.freed_memory_reused`) and hands it back when it returns. `on_scale(si)` is called
-    after each scale.
+    (`nextscale.runtime.freed_memory_reused`; `reuse_memory=False` leaves the allocator alone) and hands it
+    back when it returns. `on_scale(si)` is called after each scale.
     """
-    check_compatible(var, vae)
-    check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth)
-    device = var.head.weight.device
+    device = check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth)
     if generator is None and seed is not None:
         generator = seeded_generator(seed, device)
-    if generator is not None and generator.device.type != device.type:
-        raise NextscaleError(f"the generator lives on {generator.device}, the model on {device}: create it with "
-                             f"torch.Generator(device={str(device)!r})")  # fmt: skip
     labels = resolve_labels(var, labels, batch_size, generator, device)
     step = step_function(var, compile)
-    memory = freed_memory_reused() if device.type == "cpu" else contextlib.nullcontext()
+    memory = freed_memory_reused() if device.type == "cpu" and reuse_memory else contextlib.nullcontext()
     with memory, autocast_for(device, precision):
         return _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_smooth, forced,
                        return_fhats, step, channels_last_decode, on_scale)  # fmt: skip

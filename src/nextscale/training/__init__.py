@@ -31,8 +31,8 @@ def train_tokenizer(
 ) -> tuple[VQVAE, dict]:
     """Trains a multi-scale VQ-VAE in `run_dir`. `resume`: True continues the run there (which must exist),
     False starts one (the directory must hold none), None continues one if there is one."""
-    torch.manual_seed(train_config.seed)  # the initial weights
-    stage = TokenizerStage(VQVAE(config, device=device), train_data, test_data, train_config, options, device)
+    torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
+    stage = TokenizerStage(VQVAE(config, device="cpu"), train_data, test_data, train_config, options, device)
     return _fit(stage, train_config, run_dir, resume, progress, stop_after)
 
 
@@ -52,9 +52,9 @@ def train_var(
 ) -> tuple[VAR, dict]:
     """Trains a VAR on the frozen `vae`'s tokens in `run_dir` (`resume` as for `train_tokenizer`)."""
     options = options or VAROptions()
-    torch.manual_seed(train_config.seed)  # the initial weights
+    torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
     var = VAR(config, device="meta")  # shapes first, then one initialisation with the recipe's scales
-    var.to_empty(device=device)
+    var.to_empty(device="cpu")
     var.init_weights(**options.init_kwargs())
     var.set_drop_path(options.drop_path_rate)
     stage = VARStage(var, vae, train_data, test_data, train_config, options, device)

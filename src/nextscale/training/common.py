@@ -17,6 +17,7 @@ import torch
 
 from ..errors import CheckpointError, NextscaleError
 from ..files import atomic_write, atomic_write_text, first_line, read_torch_weights
+from ..registry import LR_SCHEDULES
 from ..seeding import derive_seed, derived_generator
 
 NO_DECAY_NAMES = (
@@ -41,7 +42,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-SCHEDULES = ("lin0", "lin", "cos")
+SCHEDULES = LR_SCHEDULES
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str = "lin0", wp0: float = 0.005, wpe: float = 0.01):
@@ -145,6 +146,23 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     ckpt = run_dir / name
     if not name or checkpoint_step(ckpt) is None or not ckpt.is_dir():
         raise CheckpointError(f"{pointer} names {name!r}, which is not a checkpoint in {run_dir}")
+    return ckpt
+
+
+def check_run_dir(run_dir: Path, resume: bool | None) -> Path | None:
+    """The checkpoint a run in `run_dir` continues from (None: it starts afresh), or an error that names why
+    it may not: `resume=True` needs a run there, `False` needs none (a run's files are never overwritten by a
+    run that did not load them), `None` continues one if there is one."""
+    found = run_contents(run_dir)
+    if resume is False and found:
+        raise NextscaleError(f"{run_dir} already holds a run ({', '.join(found[:3])}): pass --resume to continue "
+                             "it, or pick a new --run-dir")  # fmt: skip
+    ckpt = latest_checkpoint(run_dir) if found else None
+    if ckpt is None and resume is True:
+        raise NextscaleError(f"--resume: {run_dir} holds no run to continue (no {LATEST} file)")
+    if ckpt is None and found:
+        raise NextscaleError(f"{run_dir} holds {', '.join(found[:3])} but no {LATEST} checkpoint pointer: pick "
+                             "a new --run-dir")  # fmt: skip
     return ckpt
 
 

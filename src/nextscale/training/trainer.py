@@ -17,14 +17,12 @@ from ..pretrained import WEIGHTS_NAME, load_strict
 from ..runtime import check_finite, check_precision
 from ..seeding import check_seed
 from .common import (
-    LATEST,
     SCHEDULES,
     TRAINER_STATE,
     RunState,
     apply_schedule,
-    latest_checkpoint,
+    check_run_dir,
     load_trainer_state,
-    run_contents,
     save_checkpoint,
     seed_step,
     write_log,
@@ -92,6 +90,7 @@ class Trainer:
     def __init__(self, stage: Stage, config: TrainConfig, run_dir: str | Path, *, progress: bool = True):
         self.stage, self.config, self.run_dir, self.progress = stage, config, Path(run_dir), progress
         self.state = RunState(seed=config.seed)
+        self.started = False  # `fit` first calls `start` (never writes into a directory it did not check)
 
     def start(self, resume: bool | None = None) -> bool:
         """Continues the run in `run_dir` or starts one there; returns whether it continued.
@@ -99,17 +98,9 @@ class Trainer:
         `resume=True` requires a run to continue, `False` an empty directory (a run's files are never
         overwritten by a run that did not load them), `None` continues one if there is one.
         """
-        found = run_contents(self.run_dir)
-        if resume is False and found:
-            raise NextscaleError(f"{self.run_dir} already holds a run ({', '.join(found[:3])}): pass --resume to "
-                                 "continue it, or pick a new --run-dir")  # fmt: skip
-        ckpt = latest_checkpoint(self.run_dir) if found else None
+        ckpt = check_run_dir(self.run_dir, resume)
+        self.started = True
         if ckpt is None:
-            if resume is True:
-                raise NextscaleError(f"--resume: {self.run_dir} holds no run to continue (no {LATEST} file)")
-            if found:
-                raise NextscaleError(f"{self.run_dir} holds {', '.join(found[:3])} but no {LATEST} checkpoint "
-                                     "pointer: pick a new --run-dir")  # fmt: skip
             return False
         self._load(ckpt)
         return True
@@ -142,6 +133,8 @@ class Trainer:
         """Trains to `config.steps` (or stops, checkpointed, after `stop_after` more steps); returns the last
         evaluation."""
         cfg, stage = self.config, self.stage
+        if not self.started:
+            self.start(None)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         params = [p for p in stage.model.parameters() if p.requires_grad]
         end = cfg.steps if stop_after is None else min(cfg.steps, self.state.step + stop_after)

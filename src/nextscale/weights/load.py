@@ -124,19 +124,19 @@ def save_model(vae: VQVAE, var: VAR, directory: str | os.PathLike) -> Path:
 
 
 def load_model(name_or_dir: str | os.PathLike, *, device="cpu") -> tuple[VQVAE, VAR]:
-    """A (tokenizer, transformer) pair by name (`digits`, `var-d16` …) or from a directory with `vae/` and `var/`."""
+    """A (tokenizer, transformer) pair by name (`digits`, `var-d16` …; names come first, as everywhere) or from a
+    directory with `vae/` and `var/`."""
     name = str(name_or_dir)
     if name in BUILTIN:
         return load_pair(name, name, device=device)
+    if name in RELEASED:
+        vae_path, var_path = fetch_released(RELEASED_TOKENIZER_FILE, RELEASED[name])  # both named if missing
+        return load_pair(vae_path, var_path, device=device)
     path = Path(name)
     if path.is_dir():
         if (path / "vae" / CONFIG_NAME).is_file() and (path / "var" / CONFIG_NAME).is_file():
             return load_pair(path / "vae", path / "var", device=device)
         raise CheckpointError(f"{path} is not a model directory: it needs vae/ and var/ sub-directories")
-    if name in RELEASED:
-        vae_path, var_path = fetch_released(RELEASED_TOKENIZER_FILE, RELEASED[name])
-        var = load_var(var_path, device=device)
-        return load_vae(vae_path, device=device, patch_nums=var.config.patch_nums), var
     raise CheckpointError(
         f"unknown model {name!r}: use a directory with vae/ and var/, or one of {', '.join(MODEL_NAMES)}"
     )
