@@ -142,6 +142,8 @@ def test_training_commands_end_to_end(tmp_path, capsys):
     var = ["train", "--tokenizer", str(tmp_path / "tok" / "model"), "--preset", "tiny", "--run-dir",
            str(tmp_path / "var"), *common]  # fmt: skip
     assert main(var) == 0
+    by_name = ["train", "--tokenizer", "digits", "--preset", "tiny", "--run-dir", str(tmp_path / "named"), *common]
+    assert main(by_name) == 0  # a built-in model's name works wherever a tokenizer is taken
     vae, model = load_model(tmp_path / "var" / "model")
     assert model.num_classes == 10 and vae.config.patch_nums == model.patch_nums
     assert main(["train", "--tokenizer", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "x"), *common]) == 2
