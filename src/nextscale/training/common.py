@@ -17,7 +17,6 @@ import torch
 
 from ..errors import CheckpointError, NextscaleError
 from ..files import atomic_write, atomic_write_text, first_line, read_torch_weights
-from ..registry import LR_SCHEDULES
 from ..seeding import derive_seed, derived_generator
 
 NO_DECAY_NAMES = (
@@ -40,9 +39,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay, "wd_scale": 1.0},
         {"params": no_decay, "weight_decay": 0.0, "wd_scale": 0.0},
     ]
-
-
-SCHEDULES = LR_SCHEDULES
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str = "lin0", wp0: float = 0.005, wpe: float = 0.01):

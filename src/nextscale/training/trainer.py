@@ -14,10 +14,10 @@ from tqdm.auto import tqdm
 from ..errors import CheckpointError, NextscaleError
 from ..files import first_line, read_safetensors
 from ..pretrained import WEIGHTS_NAME, load_strict
+from ..registry import LR_SCHEDULES
 from ..runtime import check_finite, check_precision
 from ..seeding import check_seed
 from .common import (
-    SCHEDULES,
     TRAINER_STATE,
     RunState,
     apply_schedule,
@@ -67,8 +67,8 @@ class TrainConfig:
             raise NextscaleError("grad-clip must be positive, got 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise NextscaleError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        if self.schedule not in SCHEDULES:
-            raise NextscaleError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.schedule not in LR_SCHEDULES:
+            raise NextscaleError(f"schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.schedule!r}")
         check_precision(self.precision)
         check_seed(self.seed)
 
