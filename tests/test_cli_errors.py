@@ -42,9 +42,9 @@ def ws(tmp_path_factory):
     (d / "badlatest").mkdir()
     (d / "badlatest" / "latest").write_text("ckpt-00000099\n")
     (d / "emptydir").mkdir()
-    for name, broken in (("badstate", "trainer_state.pt"), ("badweights", "model/model.safetensors")):
+    for name, broken in (("badstate", "trainer.json"), ("badweights", "__0_0.distcp"), ("badindex", ".metadata")):
         assert main([*TOKENIZER, "--run-dir", str(d / name)]) == 0  # a real run, as the command leaves it
-        (d / name / "ckpt-00000002" / broken).write_bytes(b"" if "model" in broken else b"PK\x03\x04 truncated")
+        (d / name / "ckpt-00000002" / broken).write_bytes(b"" if name == "badweights" else b"PK\x03\x04 truncated")
     (d / "twins").mkdir()
     for name in ("a.png", "a.jpg"):
         Image.new("RGB", (8, 8), (10, 200, 30)).save(d / "twins" / name)
@@ -183,11 +183,15 @@ CASES = {
     ),
     "tokenizer: resume, broken state": (
         [*TOKENIZER, "--run-dir", "{d}/badstate", "--resume"],
-        "ckpt-00000002/trainer_state.pt is not a readable",
+        "ckpt-00000002/trainer.json is missing or unreadable",
     ),
     "tokenizer: resume, empty weights": (
         [*TOKENIZER, "--run-dir", "{d}/badweights", "--resume"],
-        "ckpt-00000002/model/model.safetensors is not a readable",
+        "ckpt-00000002 could not be loaded",
+    ),
+    "tokenizer: resume, broken checkpoint index": (
+        [*TOKENIZER, "--run-dir", "{d}/badindex", "--resume"],
+        "ckpt-00000002/.metadata is not a readable checkpoint index",
     ),
     "tokenizer: existing run, no resume": (
         [*TOKENIZER, "--run-dir", "{d}/badstate"],

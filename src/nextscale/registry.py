@@ -112,6 +112,7 @@ class Recipe:
     data: str  # what it trains on
     train: dict = field(default_factory=dict)  # TrainConfig fields
     options: dict = field(default_factory=dict)  # TokenizerOptions / VAROptions fields
+    epochs: int | None = None  # where set, steps and warm-up follow the dataset's size (steps = epochs × n // batch)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -125,10 +126,10 @@ def _reference(depth: int, batch: int, epochs: int, base_lr: float, alng: float,
     steps_per_epoch = -(-IMAGENET_TRAIN_IMAGES // batch)
     train = dict(steps=epochs * steps_per_epoch, batch_size=batch, lr=base_lr * batch / 256,
                  warmup_steps=epochs * steps_per_epoch // 50, schedule="lin0", lr_end_ratio=wpe, weight_decay=0.05,
-                 weight_decay_end=wd_end, grad_clip=2.0, precision="bf16")  # fmt: skip
+                 weight_decay_end=wd_end, grad_clip=2.0, precision="fp16")  # fmt: skip
     options = dict(cond_drop_rate=0.1, drop_path_rate=0.1 * depth / 24, init_adaln_gamma=alng)
     name = f"var-d{depth}"
-    return Recipe("var", name, f"ImageNet-1k train, {reso} px", train, options)
+    return Recipe("var", name, f"ImageNet-1k train, {reso} px", train, options, epochs=epochs)
 
 
 def _digits_recipe(stage: str, steps: int, batch: int, lr: float, warmup: int, wd: float, every: int, **options):

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from .errors import NextscaleError
 
 PRECISIONS = ("fp32", "bf16")
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")  # training adds fp16 with a loss scaler, as the reference
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _INT_MAX = 2**31 - 1  # mallopt takes a C int

@@ -8,33 +8,57 @@ from pathlib import Path
 
 from .. import registry
 from ..errors import NextscaleError
-from ..runtime import PRECISIONS
-from .common import add_device_arg, add_seed_arg, check_seed, resolve_device, writable_dir
+from ..runtime import TRAIN_PRECISIONS
+from .common import add_device_arg, add_seed_arg, check_seed, flag_error, resolve_device, writable_dir
+
+
+class Given(argparse.Action):
+    """Stores the value and remembers that the user gave it (a recipe fills in only what was not given)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
 
 
 def add_train_args(p: argparse.ArgumentParser, recipe: registry.Recipe):
     """The training arguments; defaults are the built-in model's recipe for the stage."""
     r = recipe.train
-    p.add_argument("--data", required=True, help="'digits' (built in) or a folder with one sub-folder per class")
+    data = "'digits' (built in), a folder with one sub-folder per class" + (", or a token directory" if
+                                                                           recipe.stage == "var" else "")  # fmt: skip
+    p.add_argument("--data", required=True, help=data)
     p.add_argument("--val-data", help="a held-out folder (default: the digits test split, or none)")
-    p.add_argument("--run-dir", required=True, help="checkpoints and log.jsonl go here")
+    p.add_argument("--run-dir", required=True, help="checkpoints, log.jsonl and runs.jsonl go here")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly where it stopped")
     p.add_argument("--out", help="where to write the trained model (default: RUN_DIR/model)")
-    p.add_argument("--steps", type=int, default=r["steps"], help="optimizer steps in all")
-    p.add_argument("--batch-size", type=int, default=r["batch_size"], help="images per step")
-    p.add_argument("--lr", type=float, default=r["lr"], help="peak learning rate")
-    p.add_argument("--warmup-steps", type=int, default=r["warmup_steps"], help="linear warm-up from 0.005 × the peak")
+    p.add_argument("--steps", type=int, default=r["steps"], action=Given, help="optimizer steps in all")
+    p.add_argument("--batch-size", type=int, default=r["batch_size"], action=Given,
+                   help="the global batch: images per step over all processes")  # fmt: skip
+    p.add_argument("--lr", type=float, default=r["lr"], action=Given, help="peak learning rate")
+    p.add_argument("--base-lr", type=float, action=Given,
+                   help="the reference's scaling instead of --lr: lr = base-lr × batch-size / 256")  # fmt: skip
+    p.add_argument("--warmup-steps", type=int, default=r["warmup_steps"], action=Given,
+                   help="linear warm-up from 0.005 × the peak")  # fmt: skip
     schedules = "after warm-up: lin0 (the reference: flat 5%%, then linear), lin (flat 15%%) or cos"
-    p.add_argument("--schedule", choices=registry.LR_SCHEDULES, default="lin0", help=schedules)
-    p.add_argument("--lr-end-ratio", type=float, default=0.01, help="final LR / peak (the reference's wpe)")
-    p.add_argument("--weight-decay", type=float, default=r["weight_decay"], help="AdamW weight decay (start)")
-    p.add_argument("--weight-decay-end", type=float, default=None, help="cosine to this (default: constant)")
-    p.add_argument("--grad-clip", type=float, default=2.0, help="gradient norm clipping")
-    p.add_argument("--eval-every", type=int, default=r["eval_every"], help="steps between evaluations")
-    p.add_argument("--save-every", type=int, default=r["save_every"], help="steps between checkpoints")
+    p.add_argument("--schedule", choices=registry.LR_SCHEDULES, default="lin0", action=Given, help=schedules)
+    p.add_argument("--lr-end-ratio", type=float, default=0.01, action=Given, help="final LR / peak (reference wpe)")
+    p.add_argument("--weight-decay", type=float, default=r["weight_decay"], action=Given, help="AdamW weight decay")
+    p.add_argument("--weight-decay-end", type=float, default=None, action=Given,
+                   help="cosine to this (default: constant)")  # fmt: skip
+    p.add_argument("--grad-clip", type=float, default=2.0, action=Given, help="gradient norm clipping")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.9999 (0: none)")
+    p.add_argument("--eval-every", type=int, default=r["eval_every"], action=Given, help="steps between evaluations")
+    p.add_argument("--save-every", type=int, default=r["save_every"], action=Given, help="steps between checkpoints")
+    p.add_argument("--keep", type=int, default=2, help="checkpoints kept")
+    p.add_argument("--log-every", type=int, default=50, help="steps between log.jsonl records")
     add_seed_arg(p, "seed of the initial weights, the data order and every random draw")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="bf16 autocast (CUDA only)")
-    add_device_arg(p)
+    g = p.add_argument_group("scale (run under torchrun for several processes: the same command)")
+    g.add_argument("--precision", choices=TRAIN_PRECISIONS, default="fp32", action=Given,
+                   help="bf16 autocast, or fp16 autocast with a loss scaler (CUDA only)")  # fmt: skip
+    g.add_argument("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state (FSDP2)")
+    g.add_argument("--grad-checkpointing", action="store_true", help="recompute each block in the backward")
+    g.add_argument("--compile", nargs="?", const="inductor", default=None, help="torch.compile (a backend name)")
+    g.add_argument("--workers", type=int, default=4, help="DataLoader worker processes for image folders")
+    add_device_arg(g)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -57,25 +81,76 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a VAR transformer on a frozen tokenizer")
     tokenizer = "a trained tokenizer: a model name (digits, var-d16 …), a directory or a reference .pth"
     p.add_argument("--tokenizer", required=True, help=tokenizer)
+    recipes = [n for n, r in registry.RECIPES.items() if r.stage == "var" and r.epochs]
+    recipe_help = (
+        "the reference's hyper-parameters for this model (its README's recipes): depth, batch, LR, "
+        "schedule, weight decay, epochs; flags given override them"
+    )
+    p.add_argument("--recipe", choices=recipes, help=recipe_help)
     p.add_argument("--preset", default="digits", choices=list(registry.ARCHITECTURES), help="transformer shape")
     p.add_argument("--depth", type=int, help="the released depth rule instead of --preset: width 64·depth")
-    p.add_argument("--cond-drop-rate", type=float, default=0.1, help="label dropout, for guidance")
-    p.add_argument("--drop-path-rate", type=float, default=None,
+    p.add_argument("--cond-drop-rate", type=float, default=0.1, action=Given, help="label dropout, for guidance")
+    p.add_argument("--drop-path-rate", type=float, default=None, action=Given,
                    help="stochastic depth (default: 0.1·depth/24 with --depth, else 0)")  # fmt: skip
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
+    p.add_argument("--label-smoothing", type=float, default=0.0, action=Given, help="cross-entropy label smoothing")
+    g = p.add_argument_group("progressive training (the reference's curriculum over scales; off by default)")
+    g.add_argument("--pg", type=float, default=0.0, help="fraction of the run by which every scale is trained (0: off)")
+    g.add_argument("--pg0", type=int, default=4, help="the last scale trained until the warm-up ends")
+    g.add_argument("--pgwp", type=int, default=None, help="steps over which a new scale's loss weight ramps up "
+                   "(default: steps/300, as the reference's epochs/300)")  # fmt: skip
     add_train_args(p, registry.RECIPES["digits-var"])
     p.set_defaults(func=run_var)
+
+
+TRAIN_FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "lr_end_ratio": "--lr-end-ratio", "lr": "--lr",
+               "warmup_steps": "--warmup-steps", "weight_decay_end": "--weight-decay-end",
+               "weight_decay": "--weight-decay", "grad_clip": "--grad-clip", "eval_every": "--eval-every",
+               "save_every": "--save-every", "log_every": "--log-every", "keep": "--keep", "ema": "--ema",
+               "workers": "--workers", "pgwp": "--pgwp", "pg0": "--pg0", "pg": "--pg",
+               "cond_drop_rate": "--cond-drop-rate", "drop_path_rate": "--drop-path-rate",
+               "label_smoothing": "--label-smoothing", "adversarial_start": "--adversarial-start",
+               "revive_every": "--revive-every", "beta": "--beta"}  # fmt: skip
 
 
 def train_config(args, **extra):
     from ..training import TrainConfig
 
-    return TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-        schedule=args.schedule, lr_end_ratio=args.lr_end_ratio, weight_decay=args.weight_decay,
-        weight_decay_end=args.weight_decay_end, grad_clip=args.grad_clip, eval_every=args.eval_every,
-        save_every=args.save_every, seed=check_seed(args.seed), precision=args.precision, extra=extra,
-    )  # fmt: skip
+    lr = args.lr
+    if args.base_lr is not None:
+        if "lr" in getattr(args, "given", ()):
+            raise NextscaleError("give --lr or --base-lr, not both")
+        lr = args.base_lr * args.batch_size / 256
+    pg = getattr(args, "pg", 0.0)
+    pgwp = getattr(args, "pgwp", None)
+    try:
+        return TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, lr=lr, warmup_steps=args.warmup_steps,
+            schedule=args.schedule, lr_end_ratio=args.lr_end_ratio, weight_decay=args.weight_decay,
+            weight_decay_end=args.weight_decay_end, grad_clip=args.grad_clip, eval_every=args.eval_every,
+            save_every=args.save_every, log_every=args.log_every, keep=args.keep, seed=check_seed(args.seed),
+            precision=args.precision, ema=args.ema, fsdp=args.fsdp, grad_checkpointing=args.grad_checkpointing,
+            compile=args.compile, workers=args.workers, pg=pg, pg0=getattr(args, "pg0", 4),
+            pgwp=pgwp if pgwp is not None else max(1, args.steps // 300), extra=extra,
+        )  # fmt: skip
+    except NextscaleError as e:
+        raise flag_error(e, TRAIN_FLAGS) from None
+
+
+def apply_recipe(args, n_images: int) -> None:
+    """`--recipe`: the reference's settings for every flag the user did not give; its epochs become steps
+    for this dataset's size."""
+    r = registry.recipe(args.recipe, "var")
+    given = getattr(args, "given", set())
+    for key, value in {**r.train, **r.options}.items():
+        if key not in given and hasattr(args, key):
+            setattr(args, key, value)
+    args.init_adaln_gamma = r.options.get("init_adaln_gamma")
+    if "steps" not in given:
+        args.steps = r.epochs * max(1, n_images // args.batch_size)
+        if "warmup_steps" not in given:
+            args.warmup_steps = args.steps // 50  # the reference: epochs / 50
+    if args.depth is None:
+        args.depth = registry.architecture(args.recipe)[1].depth
 
 
 def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
@@ -87,34 +162,53 @@ def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
         raise NextscaleError(f"{flag} takes comma-separated integers, got {text!r}") from None
 
 
-def prepare_run(args):
-    """Checks the run directory and the outputs before any work: a run is continued only with --resume, and
-    --resume needs a run. Returns the device."""
+def start_processes(args):
+    """Joins torchrun's group when launched by it; checks the run directory and the outputs before any work:
+    a run is continued only with --resume, and --resume needs a run. Returns (dist, device)."""
     from ..training.common import check_run_dir, check_training_device
+    from ..training.distributed import setup
 
     device = resolve_device(args.device)
     check_training_device(device, args.precision)
     check_run_dir(Path(args.run_dir), args.resume)
     writable_dir(args.run_dir, "--run-dir")
     writable_dir(args.out, "--out")
-    return device
+    dist, device = setup(device)
+    dist.local_batch(args.batch_size)
+    return dist, device
 
 
-def datasets(args, resolution: int):
+def datasets(args, resolution: int, tokens_allowed: bool = False):
     from ..data import open_dataset
+    from ..data.tokens import INDEX, TokenDataset
 
-    train = open_dataset(args.data, resolution, "train", seed=args.seed)
+    if tokens_allowed and (Path(args.data) / INDEX).is_file():
+        train = TokenDataset(args.data)
+    else:
+        train = open_dataset(args.data, resolution, "train", seed=args.seed)
     if args.val_data:
-        val = open_dataset(args.val_data, resolution, "test", seed=args.seed)
-        if getattr(val, "classes", None) != getattr(train, "classes", None):
+        if tokens_allowed and (Path(args.val_data) / INDEX).is_file():
+            val = TokenDataset(args.val_data)
+        else:
+            val = open_dataset(args.val_data, resolution, "test", seed=args.seed)
+        if list(getattr(val, "classes", []) or []) != list(getattr(train, "classes", []) or []):
             raise NextscaleError(f"--val-data {args.val_data} does not have the classes of --data {args.data} "
                                  "(the same class sub-folders, by name)")  # fmt: skip
         return train, val
     return train, open_dataset("digits", resolution, "test", seed=args.seed) if args.data == "digits" else None
 
 
+def finish(dist, model_out: Path, message: str) -> None:
+    from ..training.distributed import teardown
+
+    if dist.is_main:
+        print(f"{message} saved to {model_out}")
+    teardown()
+
+
 def run_tokenizer(args) -> None:
     from ..training import TokenizerOptions, train_tokenizer
+    from ..training.export import export_checkpoint
 
     config, _ = registry.architecture(args.preset)
     overrides = {
@@ -125,23 +219,37 @@ def run_tokenizer(args) -> None:
         "patch_nums": parse_ints(args.patch_nums, "--patch-nums"),
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    options = TokenizerOptions(beta=args.beta, perceptual_weight=args.perceptual_weight,
-                               adversarial_weight=args.adversarial_weight, adversarial_start=args.adversarial_start,
-                               revive_every=args.revive_every)  # fmt: skip
+    try:
+        options = TokenizerOptions(
+            beta=args.beta, perceptual_weight=args.perceptual_weight, adversarial_weight=args.adversarial_weight,
+            adversarial_start=args.adversarial_start, revive_every=args.revive_every,
+        )  # fmt: skip
+    except NextscaleError as e:
+        raise flag_error(e, TRAIN_FLAGS) from None
     settings = train_config(args, options=vars(options))
-    device = prepare_run(args)
+    dist, device = start_processes(args)
     train, test = datasets(args, config.resolution)
-    vae, metrics = train_tokenizer(config, train, test, settings, args.run_dir, options=options,
-                                   resume=args.resume, device=device, progress=not args.quiet)  # fmt: skip
-    out = vae.save_pretrained(args.out or Path(args.run_dir) / "model")
-    print(f"tokenizer saved to {out}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
+    train_tokenizer(config, train, test, settings, args.run_dir, options=options, resume=args.resume, device=device,
+                    dist=dist, progress=not args.quiet)  # fmt: skip
+    out = Path(args.out or Path(args.run_dir) / "model")
+    if dist.is_main:
+        _, vae, _ = export_checkpoint(args.run_dir)
+        vae.save_pretrained(out)
+    finish(dist, out, "tokenizer")
 
 
 def run_var(args) -> None:
     from ..training import VAROptions, train_var
+    from ..training.export import export_checkpoint
     from ..transformer import VARConfig
     from ..weights import load_vae, save_model
 
+    dist, device = start_processes(args)
+    vae = load_vae(args.tokenizer, device=device)
+    train, test = datasets(args, vae.config.resolution, tokens_allowed=True)
+    args.init_adaln_gamma = None
+    if args.recipe:
+        apply_recipe(args, len(train))
     if args.depth is not None:
         config = VARConfig.from_depth(args.depth)
     else:
@@ -149,16 +257,19 @@ def run_var(args) -> None:
     drop_path = args.drop_path_rate
     if drop_path is None:
         drop_path = 0.1 * args.depth / 24 if args.depth is not None else 0.0  # the released models' rule
-    options = VAROptions(cond_drop_rate=args.cond_drop_rate, drop_path_rate=drop_path,
-                         label_smoothing=args.label_smoothing)  # fmt: skip
+    extra = {} if args.init_adaln_gamma is None else {"init_adaln_gamma": args.init_adaln_gamma}
+    try:
+        options = VAROptions(cond_drop_rate=args.cond_drop_rate, drop_path_rate=drop_path,
+                             label_smoothing=args.label_smoothing, **extra)  # fmt: skip
+    except NextscaleError as e:
+        raise flag_error(e, TRAIN_FLAGS) from None
     settings = train_config(args, options=vars(options), tokenizer=str(args.tokenizer))
-    device = prepare_run(args)
-    vae = load_vae(args.tokenizer, device=device)
     config = replace(config, vocab_size=vae.config.vocab_size, latent_channels=vae.config.z_channels,
-                     patch_nums=vae.config.patch_nums)  # fmt: skip
-    train, test = datasets(args, vae.config.resolution)
-    config = replace(config, num_classes=train.num_classes)  # the tokenizer fixed the rest of the fit
-    var, metrics = train_var(config, vae, train, test, settings, args.run_dir, options=options, resume=args.resume,
-                             device=device, progress=not args.quiet)  # fmt: skip
-    out = save_model(vae, var, args.out or Path(args.run_dir) / "model")
-    print(f"model (vae/ + var/) saved to {out}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
+                     patch_nums=vae.config.patch_nums, num_classes=train.num_classes)  # fmt: skip
+    train_var(config, vae, train, test, settings, args.run_dir, options=options, resume=args.resume, device=device,
+              dist=dist, progress=not args.quiet)  # fmt: skip
+    out = Path(args.out or Path(args.run_dir) / "model")
+    if dist.is_main:
+        _, var, _ = export_checkpoint(args.run_dir)
+        save_model(vae.cpu(), var, out)
+    finish(dist, out, "model (vae/ + var/)")

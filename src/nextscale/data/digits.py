@@ -66,6 +66,7 @@ class DigitsDataset(Dataset):
 
     num_classes = 10
     deterministic = True
+    in_memory = True
 
     def __init__(self, split: str = "train", seed: int = 0, resolution: int = DIGITS_RESOLUTION):
         if split not in ("train", "test"):
@@ -78,5 +79,7 @@ class DigitsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+        """`key`: an index, or a trainer's (index, sample seed, flip) (digits are never flipped or cropped)."""
+        i = key[0] if isinstance(key, tuple) else key
         return self.images[i], int(self.labels[i])

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from ..tokenizer import VQVAE, VQVAEConfig
 from ..transformer import VAR, VARConfig
+from .distributed import Distributed
 from .tokenizer_stage import TokenizerOptions, TokenizerStage
 from .trainer import TrainConfig, Trainer
 from .var_stage import VAROptions, VARStage
@@ -26,14 +27,16 @@ def train_tokenizer(
     options: TokenizerOptions | None = None,
     resume: bool | None = None,
     device="cpu",
+    dist: Distributed | None = None,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[VQVAE, dict]:
     """Trains a multi-scale VQ-VAE in `run_dir`. `resume`: True continues the run there (which must exist),
-    False starts one (the directory must hold none), None continues one if there is one."""
+    False starts one (the directory must hold none), None continues one if there is one. `dist`: this
+    process's place in a torchrun job (`distributed.setup`); None: one process."""
     torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
-    stage = TokenizerStage(VQVAE(config, device="cpu"), train_data, test_data, train_config, options, device)
-    return _fit(stage, train_config, run_dir, resume, progress, stop_after)
+    stage = TokenizerStage(VQVAE(config, device="cpu"), train_data, test_data, train_config, options, device, dist)
+    return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
 
 
 def train_var(
@@ -47,21 +50,24 @@ def train_var(
     options: VAROptions | None = None,
     resume: bool | None = None,
     device="cpu",
+    dist: Distributed | None = None,
     progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[VAR, dict]:
-    """Trains a VAR on the frozen `vae`'s tokens in `run_dir` (`resume` as for `train_tokenizer`)."""
-    options = options or VAROptions()
+    """Trains a VAR on the frozen `vae`'s tokens in `run_dir` (`resume`, `dist` as for `train_tokenizer`).
+    `train_data`: token shards (`TokenDataset`) or images."""
+    options, dist = options or VAROptions(), dist or Distributed()
     torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
     var = VAR(config, device="meta")  # shapes first, then one initialisation with the recipe's scales
-    var.to_empty(device="cpu")
-    var.init_weights(**options.init_kwargs())
+    if not train_config.fsdp or dist.is_main:  # under FSDP the other ranks take rank 0's weights
+        var.to_empty(device="cpu")
+        var.init_weights(**options.init_kwargs())
     var.set_drop_path(options.drop_path_rate)
-    stage = VARStage(var, vae, train_data, test_data, train_config, options, device)
-    return _fit(stage, train_config, run_dir, resume, progress, stop_after)
+    stage = VARStage(var, vae, train_data, test_data, train_config, options, device, dist)
+    return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
 
 
-def _fit(stage, train_config: TrainConfig, run_dir, resume: bool | None, progress: bool, stop_after: int | None):
-    trainer = Trainer(stage, train_config, run_dir, progress=progress)
+def _fit(stage, train_config: TrainConfig, run_dir, resume, progress: bool, stop_after, dist, device):
+    trainer = Trainer(stage, train_config, run_dir, dist=dist, device=device, progress=progress)
     trainer.start(resume)
     return stage.model, trainer.fit(stop_after=stop_after)

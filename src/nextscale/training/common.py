@@ -1,23 +1,22 @@
-"""What both training stages share: the reference LR/WD schedule, parameter groups, data order, run state
-and checkpoints that resume exactly.
+"""What both training stages share: the reference LR/WD schedule and progressive curriculum, parameter groups,
+data order and run directories.
 
 Every random draw of step s comes from seeds derived from (seed, s), and the data order of epoch e from
-(seed, e): a run resumed at step s replays exactly what an uninterrupted run would have done.
+(seed, e), for the whole global batch: a run resumed at step s, on any number of processes, replays exactly
+what an uninterrupted run would have done.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, NextscaleError
-from ..files import atomic_write, atomic_write_text, first_line, read_torch_weights
-from ..seeding import derive_seed, derived_generator
+from ..errors import NextscaleError
+from ..seeding import derived_generator
+from .checkpoint import LATEST, LOG, latest_checkpoint, run_contents
 
 NO_DECAY_NAMES = (
     "cls_token", "start_token", "task_token", "cfg_uncond", "pos_embed", "pos_1LC", "pos_start", "start_pos",
@@ -69,80 +68,52 @@ def apply_schedule(optimizer, step: int, cfg) -> float:
     return lr
 
 
-def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
-    """The global batch of `step`: epoch e walks a permutation seeded by (seed, e); the last partial batch is
-    dropped. A later sharded run can give rank r the slice [r::world] of this same batch."""
+def global_batch(step: int, n: int, batch_size: int, seed: int) -> tuple[int, torch.Tensor]:
+    """(epoch, indices) of the global batch of `step`: epoch e walks a permutation seeded by (seed, e); the last
+    partial batch is dropped. Rank r of a sharded run takes its contiguous slice of these indices."""
     per_epoch = n // batch_size
     if per_epoch == 0:
         raise NextscaleError(f"the dataset has {n} items, fewer than one batch of {batch_size}")
     epoch, pos = divmod(step, per_epoch)
     order = torch.randperm(n, generator=derived_generator(seed, 1, epoch))
-    return order[pos * batch_size : (pos + 1) * batch_size]
+    return epoch, order[pos * batch_size : (pos + 1) * batch_size]
 
 
-def seed_step(seed: int, step: int) -> torch.Generator:
-    """Seeds the global RNGs of every device (drop path draws on the activations' device) for this step, and
-    returns a CPU generator for the step's other draws, which happen on the CPU and then move (label dropout,
-    code revival): the same numbers on any device."""
-    torch.manual_seed(derive_seed(seed, 2, step))
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    return global_batch(step, n, batch_size, seed)[1]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of a step's random draws (label dropout, drop path, code revival): drawn for the whole
+    global batch on the CPU, then sliced and moved, so any device and any number of processes draw the same."""
     return derived_generator(seed, 3, step)
 
 
-@dataclass
-class RunState:
-    step: int = 0
-    seed: int = 0
-    extra: dict = field(default_factory=dict)  # stage-specific counters (e.g. the quantizer's hit count)
+def progressive_scale(step: int, cfg, num_scales: int) -> int:
+    """The last scale trained at `step` under the reference's progressive curriculum (section 3.3): `pg0` until
+    the warm-up ends, then linearly up to the last scale at fraction `pg` of the run (all scales when pg = 0)."""
+    last = num_scales - 1
+    if cfg.pg <= 0:
+        return last
+    start = min(cfg.pg0, last)
+    if step < cfg.warmup_steps:
+        return start
+    span = max(1, round(cfg.pg * cfg.steps) - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return start + round(progress * (last - start))
 
 
-LATEST, LOG, TRAINER_STATE = "latest", "log.jsonl", "trainer_state.pt"
-
-
-def checkpoint_step(path: Path) -> int | None:
-    name = path.name
-    return int(name[5:]) if name.startswith("ckpt-") and name[5:].isdigit() else None
-
-
-def run_contents(run_dir: Path) -> list[str]:
-    """What marks `run_dir` as holding a run: its `latest` pointer, checkpoints, or log."""
-    if not run_dir.is_dir():
-        return []
-    marks = [p.name for p in run_dir.iterdir() if p.name in (LATEST, LOG) or checkpoint_step(p) is not None]
-    return sorted(marks)
-
-
-def save_checkpoint(run_dir: Path, model, optimizer, state: RunState, config: dict, keep: int = 2) -> Path:
-    """Writes `ckpt-STEP/` (weights in the project format, trainer state apart), then points `latest` at it,
-    then removes this run's checkpoints older than the `keep` newest up to this step.
-
-    A crash at any moment leaves `latest` naming a complete checkpoint. Only a run that loaded the directory's
-    latest checkpoint (or found the directory empty) ever saves here, so every checkpoint pruned is its own.
-    """
-    ckpt = run_dir / f"ckpt-{state.step:08d}"
-    model.save_pretrained(ckpt / "model")
-    blob = {"optimizer": optimizer.state_dict(), "state": asdict(state), "config": json.dumps(config)}
-    atomic_write(ckpt / TRAINER_STATE, lambda tmp: torch.save(blob, tmp))
-    atomic_write_text(run_dir / LATEST, ckpt.name + "\n")
-    earlier = sorted((s, p) for p in run_dir.iterdir() if (s := checkpoint_step(p)) is not None and s <= state.step)
-    for _, old in earlier[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return ckpt
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint `latest` names; None where there is no `latest`. A pointer to nothing is an error that
-    names it: resuming must never fall back to step 0 over a run's files."""
-    pointer = run_dir / LATEST
-    if not pointer.is_file():
-        return None
-    try:
-        name = pointer.read_text().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{pointer} is unreadable: {e}") from None
-    ckpt = run_dir / name
-    if not name or checkpoint_step(ckpt) is None or not ckpt.is_dir():
-        raise CheckpointError(f"{pointer} names {name!r}, which is not a checkpoint in {run_dir}")
-    return ckpt
+def newest_scale_weight(step: int, cfg, num_scales: int) -> float:
+    """The loss weight of the scale the curriculum added last: it ramps from 0 to 1 over `pgwp` steps (no ramp
+    for the first stage, nor without the curriculum)."""
+    si = progressive_scale(step, cfg, num_scales)
+    if cfg.pg <= 0 or si == min(cfg.pg0, num_scales - 1):
+        return 1.0
+    low, high = 0, step  # the first step that trained scale si (the curriculum never goes back): bisect
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if progressive_scale(mid, cfg, num_scales) < si else (low, mid)
+    return min(1.0, (step - low + 1) / max(1, cfg.pgwp))
 
 
 def check_run_dir(run_dir: Path, resume: bool | None) -> Path | None:
@@ -162,26 +133,21 @@ def check_run_dir(run_dir: Path, resume: bool | None) -> Path | None:
     return ckpt
 
 
-def load_trainer_state(ckpt: Path) -> tuple[dict, RunState, dict]:
-    path = ckpt / TRAINER_STATE
-    blob = read_torch_weights(path)
-    try:
-        return blob["optimizer"], RunState(**blob["state"]), json.loads(blob["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path} is not a nextscale trainer state ({first_line(e)})") from None
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast on CUDA; fp32 elsewhere (refused up front by `check_training_device`)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16" and device.type == "cuda")
+    """bf16 or fp16 autocast on CUDA; fp32 elsewhere (refused up front by `check_training_device`)."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def check_training_device(device: torch.device, precision: str) -> None:
-    if precision == "bf16" and device.type != "cuda":
-        raise NextscaleError(f"bf16 training needs a CUDA device, not {device}: CPUs train in fp32 (their bf16 "
-                             "matrix work is about 100× slower)")  # fmt: skip
+    if precision != "fp32" and device.type != "cuda":
+        raise NextscaleError(f"{precision} training needs a CUDA device, not {device}: CPUs train in fp32 (their "
+                             "half-precision matrix work is about 100× slower)")  # fmt: skip
 
 
 def write_log(run_dir: Path, record: dict) -> None:
-    with open(run_dir / "log.jsonl", "a") as fh:
+    with open(run_dir / LOG, "a") as fh:
         fh.write(json.dumps(record) + "\n")

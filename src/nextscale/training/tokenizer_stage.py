@@ -10,8 +10,11 @@ from torch.utils.data import Dataset
 
 from ..errors import NextscaleError
 from ..runtime import check_finite
+from ..seeding import derive_seed
 from ..tokenizer import VQVAE
-from .common import autocast_context, batch_indices, check_training_device, param_groups
+from .common import check_training_device
+from .distributed import Distributed
+from .feed import stack_items, step_batches
 from .losses import PatchDiscriminator, PerceptualLoss, hinge_discriminator_loss
 
 
@@ -41,54 +44,71 @@ class TokenizerOptions:
             raise NextscaleError(f"eval_batches must be at least 1, got {self.eval_batches}")
 
 
-def collate(dataset: Dataset, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    items = [dataset[int(i)] for i in idx]
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
-
-
 class TokenizerStage:
+    kind = "tokenizer"
+    supports_fsdp = False  # the tokenizer fits one device; DDP replicates it
+
     def __init__(self, vae: VQVAE, train_data: Dataset, test_data: Dataset | None, config, options=None,
-                 device="cpu"):  # fmt: skip
+                 device="cpu", dist: Distributed | None = None):  # fmt: skip
         check_training_device(torch.device(device), config.precision)
-        self.model, self.train_data, self.test_data = vae.to(device), train_data, test_data
+        self.model = self.net = vae
+        self.train_data, self.test_data = train_data, test_data
         self.config, self.options, self.device = config, options or TokenizerOptions(), torch.device(device)
-        self.optimizer = torch.optim.AdamW(param_groups(vae, config.weight_decay), lr=config.lr, betas=config.betas)
+        self.dist = dist or Distributed()
+        self.local = self.dist.local_batch(config.batch_size)
+        self.tokens_per_step = sum(pn * pn for pn in vae.config.patch_nums)
         o = self.options
         self.perceptual = PerceptualLoss().to(device) if o.perceptual_weight > 0 else None
         self.discriminator = self.disc_optimizer = None
         if o.adversarial_weight > 0:
+            torch.manual_seed(derive_seed(config.seed, 6))  # the same discriminator on every rank
             self.discriminator = PatchDiscriminator().to(device)
             self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.9))
+        self._disc_inputs = None
 
-    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
-        cfg, o = self.config, self.options
-        img, _ = collate(self.train_data, batch_indices(step, len(self.train_data), cfg.batch_size, cfg.seed))
-        img = img.to(self.device)
-        with autocast_context(self.device, cfg.precision):
-            out = self.model(img, o.beta)
-            rec = out.reconstruction.float()
-            l1, l2 = (rec - img).abs().mean(), (rec - img).square().mean()
-            loss = o.l1_weight * l1 + o.l2_weight * l2 + o.vq_weight * out.vq_loss
-            if self.perceptual is not None:
-                loss = loss + o.perceptual_weight * self.perceptual(rec, img)
-            adversarial = self.discriminator is not None and step >= o.adversarial_start
-            if adversarial:
-                loss = loss - o.adversarial_weight * self.discriminator(rec).mean()
-        loss.backward()
-        if adversarial:
-            self._discriminator_step(img, rec.detach())
-        if o.revive_every and (step + 1) % o.revive_every == 0:
-            self._revive_dead_codes(generator)
-        return {"loss": loss.item(), "l2": l2.item(), "vq": out.vq_loss.item()}
+    def batches(self, start: int, end: int):
+        for img, _ in step_batches(self.train_data, self.config, self.local, start, end, self.device):
+            yield img
 
-    def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+    def train_step(self, img: torch.Tensor, step: int, generator: torch.Generator):
+        o = self.options
+        out = self.net(img, o.beta)
+        rec = out.reconstruction.float()
+        l1, l2 = (rec - img).abs().mean(), (rec - img).square().mean()
+        loss = o.l1_weight * l1 + o.l2_weight * l2 + o.vq_weight * out.vq_loss
+        if self.perceptual is not None:
+            loss = loss + o.perceptual_weight * self.perceptual(rec, img)
+        self._disc_inputs = None
+        if self.discriminator is not None and step >= o.adversarial_start:
+            self.discriminator.requires_grad_(False)
+            loss = loss - o.adversarial_weight * self.discriminator(rec).mean()
+            self.discriminator.requires_grad_(True)
+            self._disc_inputs = (img, rec.detach())
+        return loss, {"l1": l1.detach(), "l2": l2.detach(), "vq": out.vq_loss.detach()}
+
+    def after_backward(self, step: int) -> None:
+        """The discriminator's own step on this batch; its gradients are averaged over ranks by hand (it is
+        not wrapped in DDP: it runs twice per step)."""
+        if self._disc_inputs is None:
+            return
+        real, fake = self._disc_inputs
         self.disc_optimizer.zero_grad(set_to_none=True)
         hinge_discriminator_loss(self.discriminator(real), self.discriminator(fake)).backward()
+        if self.dist.enabled:
+            for p in self.discriminator.parameters():
+                torch.distributed.all_reduce(p.grad)
+                p.grad.div_(self.dist.world)
         self.disc_optimizer.step()
+
+    def after_step(self, step: int, generator: torch.Generator) -> None:
+        o = self.options
+        if o.revive_every and (step + 1) % o.revive_every == 0:
+            self._revive_dead_codes(generator)
 
     @torch.no_grad()
     def _revive_dead_codes(self, generator: torch.Generator) -> None:
-        """Moves codes no scale has used lately onto encoder outputs of a fresh batch, and resets their stats.
+        """Moves codes no scale has used lately onto encoder outputs of a batch drawn from the step's generator
+        (the same on every rank, so the replicas stay equal), and resets their stats.
 
         A code is dead when its EMA hit count, summed over scales, is below `revive_threshold` hits per step.
         """
@@ -98,7 +118,7 @@ class TokenizerStage:
             return
         n = len(self.train_data)
         idx = torch.randint(n, (min(n, self.config.batch_size),), generator=generator)
-        img, _ = collate(self.train_data, idx)
+        img, _ = stack_items([self.train_data[int(i)] for i in idx])
         f = self.model.encode(img.to(self.device)).float()
         pool = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
         pick = torch.randint(pool.shape[0], (dead.numel(),), generator=generator).to(self.device)
@@ -109,12 +129,12 @@ class TokenizerStage:
     def evaluate(self) -> dict[str, float]:
         """Reconstruction PSNR on the test data, and codebook usage per scale (from the training EMA)."""
         vae, data = self.model, self.test_data if self.test_data is not None else self.train_data
-        psnr_sum, count = 0.0, 0
-        n = min(len(data), self.options.eval_batches * self.config.batch_size)
-        for start in range(0, n, self.config.batch_size):
-            img, _ = collate(data, torch.arange(start, min(n, start + self.config.batch_size)))
-            rec = vae.reconstruct(img.to(self.device))
-            mse = (rec - img.to(self.device)).div(2).square().flatten(1).mean(1)  # in [0, 1] units
+        psnr_sum, count, bs = 0.0, 0, self.local.stop - self.local.start
+        n = min(len(data), self.options.eval_batches * bs)
+        for start in range(0, n, bs):
+            img, _ = stack_items([data[i] for i in range(start, min(n, start + bs))])
+            img = img.to(self.device)
+            mse = (vae.reconstruct(img) - img).div(2).square().flatten(1).mean(1)  # in [0, 1] units
             psnr_sum += (10 * torch.log10(1 / mse.clamp_min(1e-10))).sum().item()
             count += img.shape[0]
         tokens_per_scale = [self.config.batch_size * pn * pn for pn in vae.patch_nums]
@@ -123,15 +143,33 @@ class TokenizerStage:
         metrics.update({f"usage_{pn}": u for pn, u in zip(vae.patch_nums, usage)})
         return metrics
 
-    def extra_state(self) -> dict:
-        state = {"record_hit": self.model.quantize.record_hit}
-        if self.discriminator is not None:
-            state["discriminator"] = self.discriminator.state_dict()
-            state["disc_optimizer"] = self.disc_optimizer.state_dict()
-        return state
+    def extra_tensors(self) -> dict:
+        if self.discriminator is None:
+            return {}
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
-    def load_extra_state(self, state: dict) -> None:
-        self.model.quantize.record_hit = state.get("record_hit", 0)
-        if self.discriminator is not None and "discriminator" in state:
-            self.discriminator.load_state_dict(state["discriminator"])
-            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        options = StateDictOptions(flatten_optimizer_state_dict=True)
+        self._disc_fresh = not self.disc_optimizer.state  # DCP fills an unused optimizer with a zero step
+        model_sd, optim_sd = get_state_dict(self.discriminator, self.disc_optimizer, options=options)
+        if self._disc_fresh:
+            self.disc_optimizer.state.clear()
+        self._disc_optim_settings = {k: v for k, v in optim_sd.items() if not torch.is_tensor(v)}
+        return {"discriminator": model_sd, "disc_optim": {k: v for k, v in optim_sd.items() if torch.is_tensor(v)}}
+
+    def load_extra_tensors(self, tensors: dict) -> None:
+        if self.discriminator is None:
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        options = StateDictOptions(flatten_optimizer_state_dict=True)
+        optim_sd = {**self._disc_optim_settings, **tensors["disc_optim"]}
+        set_state_dict(self.discriminator, self.disc_optimizer, model_state_dict=tensors["discriminator"],
+                       optim_state_dict=optim_sd, options=options)  # fmt: skip
+
+    def extra_record(self) -> dict:
+        return {"record_hit": self.model.quantize.record_hit, "disc_fresh": getattr(self, "_disc_fresh", False)}
+
+    def load_extra_record(self, record: dict) -> None:
+        self.model.quantize.record_hit = record.get("record_hit", 0)
+        if record.get("disc_fresh") and self.disc_optimizer is not None:
+            self.disc_optimizer.state.clear()  # it had not stepped yet when saved

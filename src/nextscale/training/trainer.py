@@ -1,9 +1,12 @@
-"""A small trainer shared by both stages: schedule, clipping, progress, evaluation, exact resume."""
+"""The trainer both stages share: the schedule, mixed precision, clipping, EMA, logging, and checkpoints that
+resume exactly, in one process or under torchrun (DDP or FSDP2)."""
 
 from __future__ import annotations
 
 import json
+import signal
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -11,28 +14,24 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import CheckpointError, NextscaleError
-from ..files import first_line, read_safetensors
-from ..pretrained import WEIGHTS_NAME, load_strict
+from ..errors import NextscaleError
 from ..registry import LR_SCHEDULES
-from ..runtime import check_finite, check_precision
+from ..runtime import TRAIN_PRECISIONS, check_compile_backend, check_finite
 from ..seeding import check_seed
-from .common import (
-    TRAINER_STATE,
-    RunState,
-    apply_schedule,
-    check_run_dir,
-    load_trainer_state,
-    save_checkpoint,
-    seed_step,
-    write_log,
-)
+from . import checkpoint
+from .common import apply_schedule, autocast_context, check_run_dir, param_groups, step_generator
+from .distributed import Distributed, wrap
+from .monitor import RunLogger, run_record
+
+# Settings a resumed run may change: they do not change what the run computes at each step.
+RESUMABLE_CHANGES = ("steps", "eval_every", "save_every", "log_every", "keep", "fsdp", "grad_checkpointing",
+                     "compile", "workers")  # fmt: skip
 
 
 @dataclass
 class TrainConfig:
     steps: int = 2000
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch, split equally over the processes
     lr: float = 3e-4  # peak learning rate
     warmup_steps: int = 100
     schedule: str = "lin0"  # the reference's: flat for 5% after warm-up, then linear decay
@@ -43,19 +42,30 @@ class TrainConfig:
     grad_clip: float = 2.0
     eval_every: int = 500
     save_every: int = 500
+    log_every: int = 50
+    keep: int = 2  # checkpoints kept
     seed: int = 0
-    precision: str = "fp32"  # bf16 autocast on CUDA; CPUs run fp32
+    precision: str = "fp32"  # bf16 autocast, or fp16 with a gradient scaler, on CUDA; CPUs run fp32
+    ema: float = 0.0  # EMA decay of the weights (0: no EMA)
+    fsdp: bool = False
+    grad_checkpointing: bool = False
+    compile: str | None = None  # a torch.compile backend ("inductor") or None
+    workers: int = 0  # DataLoader worker processes for image folders
+    pg: float = 0.0  # progressive training: the fraction of the run by which every scale is trained (0: off)
+    pg0: int = 4  # the last scale trained until the warm-up ends
+    pgwp: int = 1  # steps over which a newly added scale's loss weight ramps up
     extra: dict = field(default_factory=dict)  # stage options, saved with the run
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
         if self.weight_decay_end is None:
             self.weight_decay_end = self.weight_decay
-        for name in ("steps", "batch_size", "eval_every", "save_every"):
+        for name in ("steps", "batch_size", "eval_every", "save_every", "log_every", "keep", "pgwp"):
             if getattr(self, name) < 1:
                 raise NextscaleError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0:
-            raise NextscaleError(f"warmup-steps must be ≥ 0, got {self.warmup_steps}")
+        for name in ("warmup_steps", "workers", "pg0"):
+            if getattr(self, name) < 0:
+                raise NextscaleError(f"{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         check_finite(self.lr, "lr", 0.0)
         if self.lr == 0:
             raise NextscaleError("lr must be positive, got 0")
@@ -63,34 +73,86 @@ class TrainConfig:
         check_finite(self.weight_decay, "weight-decay", 0.0)
         check_finite(self.weight_decay_end, "weight-decay-end", 0.0)
         check_finite(self.grad_clip, "grad-clip", 0.0)
+        check_finite(self.ema, "ema", 0.0, 1.0, open_high=True)
+        check_finite(self.pg, "pg", 0.0, 1.0)
         if self.grad_clip == 0:
             raise NextscaleError("grad-clip must be positive, got 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise NextscaleError(f"betas must be two numbers in [0, 1), got {self.betas}")
         if self.schedule not in LR_SCHEDULES:
             raise NextscaleError(f"schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.schedule!r}")
-        check_precision(self.precision)
+        if self.precision not in TRAIN_PRECISIONS:
+            raise NextscaleError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}")
+        if self.compile is not None:
+            check_compile_backend(self.compile)
         check_seed(self.seed)
 
 
 class Stage(Protocol):
-    model: torch.nn.Module  # what is saved as the run's weights (save_pretrained)
-    optimizer: torch.optim.Optimizer
+    model: torch.nn.Module  # what is saved and exported (unwrapped)
+    net: torch.nn.Module  # what the training forward runs through (DDP/FSDP-wrapped); set by the trainer
+    kind: str  # "tokenizer" or "var"
+    supports_fsdp: bool
 
-    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]: ...  # forward + backward
+    def batches(self, start: int, end: int) -> Iterator: ...  # this rank's part of each global batch
+
+    def train_step(self, batch, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]: ...
+
+    def after_backward(self, step: int) -> None: ...
+
+    def after_step(self, step: int, generator: torch.Generator) -> None: ...
 
     def evaluate(self) -> dict[str, float]: ...
 
-    def extra_state(self) -> dict: ...
+    def extra_tensors(self) -> dict: ...
 
-    def load_extra_state(self, state: dict) -> None: ...
+    def load_extra_tensors(self, tensors: dict) -> None: ...
+
+    def extra_record(self) -> dict: ...
+
+    def load_extra_record(self, record: dict) -> None: ...
 
 
 class Trainer:
-    def __init__(self, stage: Stage, config: TrainConfig, run_dir: str | Path, *, progress: bool = True):
-        self.stage, self.config, self.run_dir, self.progress = stage, config, Path(run_dir), progress
-        self.state = RunState(seed=config.seed)
-        self.started = False  # `fit` first calls `start` (never writes into a directory it did not check)
+    def __init__(self, stage: Stage, config: TrainConfig, run_dir: str | Path, *, dist: Distributed | None = None,
+                 device="cpu", progress: bool = True):  # fmt: skip
+        self.stage, self.config, self.run_dir = stage, config, Path(run_dir)
+        self.dist, self.device = dist or Distributed(), torch.device(device)
+        self.progress = progress and self.dist.is_main
+        self.step, self.started, self.stop_requested = 0, False, False
+        if config.fsdp and not stage.supports_fsdp:
+            raise NextscaleError("--fsdp shards the transformer; the tokenizer fits one device: train it with DDP")
+        self.dist.local_batch(config.batch_size)  # refuses a batch that does not divide
+        model = stage.model
+        model.grad_checkpointing = config.grad_checkpointing
+        if config.compile:
+            model.compile(backend=config.compile)
+        if config.fsdp:
+            stage.net = self._shard(model)
+        else:
+            stage.net = wrap(model.to(self.device), self.dist, self.device, fsdp=False)
+        cuda = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
+                                           betas=config.betas, fused=cuda, foreach=None if cuda else True)  # fmt: skip
+        self.scaler = torch.amp.GradScaler("cuda", init_scale=2.0**11, growth_interval=1000,
+                                           enabled=config.precision == "fp16")  # fmt: skip
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.ema = [p.detach().float().clone() for p in self.params] if config.ema > 0 else None
+
+    def _shard(self, model: torch.nn.Module) -> torch.nn.Module:
+        """FSDP2: the model is sharded while still on the meta device, materialised shard by shard on this
+        rank's device, then given rank 0's initial weights (the same as one process would draw)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        full = {k: v.detach().cpu() for k, v in model.state_dict().items()} if self.dist.is_main else {}
+        model.to_empty(device="meta")
+        wrap(model, self.dist, self.device, fsdp=True)
+        model.to_empty(device=self.device)
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_model_state_dict(model, full, options=options)
+        return model
+
+    # ---- start and resume ------------------------------------------------------------------------------
 
     def start(self, resume: bool | None = None) -> bool:
         """Continues the run in `run_dir` or starts one there; returns whether it continued.
@@ -100,69 +162,158 @@ class Trainer:
         """
         ckpt = check_run_dir(self.run_dir, resume)
         self.started = True
-        if ckpt is None:
-            return False
-        self._load(ckpt)
-        return True
+        if ckpt is not None:
+            self._load(ckpt)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            record = run_record(self.settings(), self.dist.world, self.device, self.step)
+            with open(self.run_dir / "runs.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        self.dist.barrier()
+        return ckpt is not None
 
-    def _load(self, ckpt: Path) -> None:
-        """Loads a checkpoint; refuses one made with other settings."""
-        opt_state, state, saved_config = load_trainer_state(ckpt)
-        if saved_config != self._config_record():
-            raise NextscaleError(f"{ckpt} was made with other training settings; use a new --run-dir")
-        weights = ckpt / "model" / WEIGHTS_NAME
-        load_strict(self.stage.model, read_safetensors(weights), str(weights))
-        try:
-            self.stage.optimizer.load_state_dict(opt_state)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise CheckpointError(
-                f"{ckpt / TRAINER_STATE}: its optimizer state does not fit ({first_line(e)})"
-            ) from None
-        self.stage.load_extra_state(state.extra)
-        self.state = state
-
-    def _config_record(self) -> dict:
+    def settings(self) -> dict:
         record = {"train": asdict(self.config), "model": self.stage.model.config.to_dict()}
         return json.loads(json.dumps(record))  # tuples → lists, as they come back from disk
 
+    def _check_settings(self, saved: dict, ckpt: Path) -> None:
+        now = self.settings()
+        changed = [f"model.{k}" for k in sorted(set(saved["model"]) | set(now["model"]))
+                   if saved["model"].get(k) != now["model"].get(k)]  # fmt: skip
+        for k in sorted(set(saved["train"]) | set(now["train"])):
+            if k in RESUMABLE_CHANGES or saved["train"].get(k) == now["train"].get(k):
+                continue
+            if k == "extra":
+                extra_old, extra_new = saved["train"].get(k) or {}, now["train"].get(k) or {}
+                changed += [e for e in sorted(set(extra_old) | set(extra_new)) if extra_old.get(e) != extra_new.get(e)]
+            else:
+                changed.append(f"{k} ({saved['train'].get(k)} → {now['train'].get(k)})")
+        if changed:
+            raise NextscaleError(f"{ckpt} was made with other training settings: {', '.join(changed)} differ; "
+                                 "resume with the run's settings or use a new --run-dir")  # fmt: skip
+
+    def _load(self, ckpt: Path) -> None:
+        record = checkpoint.read_record(ckpt)
+        self._check_settings(record["settings"], ckpt)
+        tensors = self.state_tensors()
+        checkpoint.load(ckpt, tensors)
+        self._set_state(tensors)
+        self.scaler.load_state_dict(record["scaler"]) if record.get("scaler") else None
+        self.stage.load_extra_record(record.get("extra", {}))
+        self.step = record["step"]
+
+    # ---- state -------------------------------------------------------------------------------------------
+
+    def state_tensors(self) -> dict:
+        """Every tensor of the training state, keyed by name (DTensor shards under FSDP): what DCP saves."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        options = StateDictOptions(flatten_optimizer_state_dict=True)
+        model_sd, optim_sd = get_state_dict(self.stage.net, self.optimizer, options=options)
+        self._optim_settings = {k: v for k, v in optim_sd.items() if not torch.is_tensor(v)}
+        tensors = {"model": model_sd, "optim": {k: v for k, v in optim_sd.items() if torch.is_tensor(v)}}
+        if self.ema is not None:
+            names = [n for n, p in self.stage.model.named_parameters() if p.requires_grad]
+            tensors["ema"] = dict(zip(names, self.ema))
+        tensors.update(self.stage.extra_tensors())
+        return tensors
+
+    def _set_state(self, tensors: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        options = StateDictOptions(flatten_optimizer_state_dict=True)
+        optim_sd = {**self._optim_settings, **tensors["optim"]}
+        set_state_dict(self.stage.net, self.optimizer, model_state_dict=tensors["model"], optim_state_dict=optim_sd,
+                       options=options)  # fmt: skip
+        self.stage.load_extra_tensors(tensors)
+
     def save(self) -> Path:
-        self.state.extra = self.stage.extra_state()
-        return save_checkpoint(self.run_dir, self.stage.model, self.stage.optimizer, self.state, self._config_record())
+        scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
+        record = {"step": self.step, "stage": self.stage.kind, "world_size": self.dist.world,
+                  "settings": self.settings(), "scaler": scaler, "extra": self.stage.extra_record()}  # fmt: skip
+        return checkpoint.save(self.run_dir, self.step, self.state_tensors(), record, self.dist, self.config.keep)
+
+    # ---- the loop ----------------------------------------------------------------------------------------
 
     def fit(self, stop_after: int | None = None) -> dict[str, float]:
         """Trains to `config.steps` (or stops, checkpointed, after `stop_after` more steps); returns the last
-        evaluation."""
+        evaluation. SIGTERM (a cluster's pre-emption) saves a checkpoint at the end of the current step."""
         cfg, stage = self.config, self.stage
         if not self.started:
             self.start(None)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        params = [p for p in stage.model.parameters() if p.requires_grad]
-        end = cfg.steps if stop_after is None else min(cfg.steps, self.state.step + stop_after)
+        end = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
+        logger = RunLogger(self.run_dir, self.dist, self.device, enabled=self.dist.is_main)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", disable=not self.progress)
         last_eval: dict[str, float] = {}
-        bar = tqdm(total=end, initial=self.state.step, desc="training", unit="step", disable=not self.progress)
-        started = time.time()
-        while self.state.step < end:
-            step = self.state.step
-            lr = apply_schedule(stage.optimizer, step, cfg)
-            generator = seed_step(cfg.seed, step)
-            stage.model.train()
-            stage.optimizer.zero_grad(set_to_none=True)
-            metrics = stage.train_step(step, generator)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            stage.optimizer.step()
-            self.state.step = step + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}")
-            done = self.state.step
-            if done % cfg.eval_every == 0 or done == cfg.steps:
-                stage.model.eval()
-                last_eval = stage.evaluate()
-                record = {"step": done, "lr": lr, "grad_norm": float(grad_norm), **metrics, **last_eval}
-                record["elapsed_s"] = round(time.time() - started, 1)
-                write_log(self.run_dir, record)
-                bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            if done % cfg.save_every == 0 or done == end:
-                self.save()
-        bar.close()
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        try:
+            for batch in stage.batches(self.step, end):
+                step = self.step
+                tick = time.perf_counter()
+                lr = apply_schedule(self.optimizer, step, cfg)
+                metrics = self._train_step(batch, step)
+                self.step = step + 1
+                logger.add(metrics, lr, stage.tokens_per_step, cfg.batch_size, time.perf_counter() - tick)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == end:
+                    bar.set_postfix(logger.flush(self.step), refresh=False)
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    last_eval = self.evaluate()
+                    logger.write({"step": self.step, **last_eval}, bar)
+                stop = self.dist.any(self.stop_requested)
+                if self.step % cfg.save_every == 0 or self.step == end or stop:
+                    self.save()
+                if stop:
+                    bar.write(f"stopped by SIGTERM at step {self.step}; checkpoint saved: rerun with --resume")
+                    raise SystemExit(143)
+        finally:
+            bar.close()
+            logger.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         stage.model.eval()
         return last_eval
+
+    def _train_step(self, batch, step: int) -> dict:
+        cfg, stage = self.config, self.stage
+        generator = step_generator(cfg.seed, step)
+        stage.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast_context(self.device, cfg.precision):
+            loss, metrics = stage.train_step(batch, step, generator)
+        self.scaler.scale(loss).backward()
+        stage.after_backward(step)
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.scaler.is_enabled():  # the reference caps the fp16 loss scale at 2^15
+            self.scaler._scale.clamp_(max=2.0**15)
+        if self.ema is not None:
+            torch._foreach_lerp_(self.ema, [p.detach().float() for p in self.params], 1 - cfg.ema)
+        stage.after_step(step, generator)
+        return {"loss": loss.detach().float(), "grad_norm": grad_norm.detach().float(), **metrics}
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """The stage's evaluation, with the EMA weights when there are some."""
+        self.stage.net.eval()
+        if self.ema is None:
+            return self.stage.evaluate()
+        raw = [p.detach().clone() for p in self.params]
+        torch._foreach_copy_(self.params, self.ema)
+        try:
+            return self.stage.evaluate()
+        finally:
+            torch._foreach_copy_(self.params, raw)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

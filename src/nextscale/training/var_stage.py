@@ -12,8 +12,11 @@ from ..errors import NextscaleError
 from ..runtime import check_finite
 from ..tokenizer import VQVAE
 from ..transformer import VAR
-from .common import autocast_context, batch_indices, check_training_device, param_groups
-from .tokenizer_stage import collate
+from .common import check_training_device, newest_scale_weight, progressive_scale
+from .distributed import Distributed
+from .feed import stack_items, step_batches
+
+ENCODE_BATCH = 256  # images per tokenizer call when a dataset is encoded once (tokenize uses the same)
 
 
 @dataclass
@@ -43,73 +46,117 @@ class VAROptions:
                     init_std=self.init_std)  # fmt: skip
 
 
-class TokenCache:
-    """Token pyramids of a deterministic dataset, computed once: (N, L) targets and (N, L−1, Cvae) inputs."""
+class EncodedDataset(Dataset):
+    """An in-memory image dataset (the digits) encoded once: (ids, label) records, as token shards give."""
 
-    def __init__(self, vae: VQVAE, data: Dataset, device, batch_size: int = 256):
-        targets, inputs, labels = [], [], []
+    in_memory = deterministic = True
+
+    def __init__(self, data: Dataset, vae: VQVAE, device, batch_size: int = ENCODE_BATCH):
+        ids, labels = [], []
         for start in range(0, len(data), batch_size):
-            img, y = collate(data, torch.arange(start, min(len(data), start + batch_size)))
-            idx = vae.img_to_idx(img.to(device), check=False)  # the datasets give [-1, 1] images
-            targets.append(torch.cat(idx, dim=1))
-            inputs.append(vae.idx_to_var_input(idx))
-            labels.append(y.to(device))
-        self.targets, self.inputs, self.labels = torch.cat(targets), torch.cat(inputs), torch.cat(labels)
+            x, y = stack_items([data[i] for i in range(start, min(len(data), start + batch_size))])
+            ids.append(torch.cat(vae.img_to_idx(x.to(device), check=False), dim=1).cpu())
+            labels.append(y)
+        self.ids, self.labels = torch.cat(ids), torch.cat(labels)
+        self.num_classes = getattr(data, "num_classes", None)
 
-    def batch(self, idx: torch.Tensor):
-        idx = idx.to(self.targets.device)
-        return self.labels[idx], self.inputs[idx], self.targets[idx]
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key):
+        i = key[0] if isinstance(key, tuple) else key
+        return self.ids[i], int(self.labels[i])
+
+
+def encoded(data: Dataset | None, vae: VQVAE, device) -> Dataset | None:
+    """In-memory, deterministic image data is encoded once; token shards and image folders stay as they are."""
+    if data is not None and getattr(data, "in_memory", False) and getattr(data, "deterministic", False):
+        return EncodedDataset(data, vae, device)
+    return data
 
 
 class VARStage:
+    """Teacher forcing on token pyramids: from token shards (ids → the transformer's input on the device, per
+    batch) or from images encoded per batch by the frozen tokenizer."""
+
+    kind = "var"
+    supports_fsdp = True
+
     def __init__(self, var: VAR, vae: VQVAE, train_data: Dataset, test_data: Dataset | None, config,
-                 options: VAROptions | None = None, device="cpu"):  # fmt: skip
+                 options: VAROptions | None = None, device="cpu", dist: Distributed | None = None):  # fmt: skip
         classes = getattr(train_data, "num_classes", None)
         if classes is not None and classes > var.num_classes:
             raise NextscaleError(f"the data has {classes} classes but the model only {var.num_classes}")
-        self.device = torch.device(device)
+        for data in (train_data, test_data):
+            check_token_data(data, vae)
+        self.device, self.dist = torch.device(device), dist or Distributed()
         check_training_device(self.device, config.precision)
-        self.model, self.vae = var.to(device), vae.to(device).eval().requires_grad_(False)
-        self.train_data, self.test_data = train_data, test_data
+        self.model = self.net = var
+        self.vae = vae.to(device).eval().requires_grad_(False)
+        self.train_data, self.test_data = encoded(train_data, self.vae, device), encoded(test_data, self.vae, device)
         self.config, self.options = config, options or VAROptions()
-        fused = self.device.type == "cuda"
-        groups = param_groups(var, config.weight_decay)
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused)
-        self.train_cache = TokenCache(vae, train_data, device) if getattr(train_data, "deterministic", False) else None
-        self.test_cache = TokenCache(vae, test_data, device) if test_data is not None else None
+        self.local = self.dist.local_batch(config.batch_size)
+        self.tokens_per_step = var.config.num_tokens
+        self.drop_path = torch.linspace(0, self.options.drop_path_rate, var.config.depth)  # per block, as set_drop_path
 
-    def _tokens(self, data: Dataset, cache: TokenCache | None, idx: torch.Tensor):
-        if cache is not None:
-            return cache.batch(idx)
-        img, labels = collate(data, idx)
-        tokens = self.vae.img_to_idx(img.to(self.device), check=False)
-        return labels.to(self.device), self.vae.idx_to_var_input(tokens), torch.cat(tokens, dim=1)
+    def _pyramid(self, x: torch.Tensor, labels: torch.Tensor):
+        """(labels, transformer input, targets) from a batch of ids (token data) or images."""
+        if x.dtype == torch.long:
+            ids = [x[:, b:e] for b, e in self.model.begin_ends]
+        else:
+            ids = self.vae.img_to_idx(x, check=False)  # the datasets give [-1, 1] images
+        return labels, self.vae.idx_to_var_input(ids), torch.cat(ids, dim=1)
 
-    def train_step(self, step: int, generator: torch.Generator) -> dict[str, float]:
-        cfg = self.config
-        idx = batch_indices(step, len(self.train_data), cfg.batch_size, cfg.seed)
-        labels, x, target = self._tokens(self.train_data, self.train_cache, idx)
-        with autocast_context(self.device, cfg.precision):
-            logits = self.model(labels, x, cond_drop_rate=self.options.cond_drop_rate, generator=generator)
+    def batches(self, start: int, end: int):
+        for x, labels in step_batches(self.train_data, self.config, self.local, start, end, self.device):
+            yield self._pyramid(x, labels)
+
+    def train_step(self, batch, step: int, generator: torch.Generator):
+        cfg, o, model = self.config, self.options, self.model
+        labels, x, target = batch
+        # Label dropout and drop path for the whole global batch, then this rank's slice.
+        B = cfg.batch_size
+        drop = (torch.rand(B, generator=generator) < o.cond_drop_rate)[self.local].to(self.device)
+        labels = torch.where(drop, model.num_classes, labels)
+        keep = None
+        if o.drop_path_rate > 0:
+            u = torch.rand(model.config.depth, 2, B, generator=generator)[:, :, self.local]
+            keep = (u >= self.drop_path.view(-1, 1, 1)).to(self.device)
+        K = len(model.patch_nums)
+        last = progressive_scale(step, cfg, K)
+        ed = model.begin_ends[last][1]
+        logits = self.net(labels, x[:, : ed - 1], path_keep=keep)
         V = logits.shape[-1]
-        # A plain token mean: every token weighs the same, so the large scales dominate (as in the reference).
-        loss = F.cross_entropy(
-            logits.float().view(-1, V), target.view(-1), label_smoothing=self.options.label_smoothing
-        )
-        loss.backward()
-        acc = (logits.argmax(-1) == target).float().mean()
-        return {"loss": loss.item(), "acc": acc.item()}
+        ce = F.cross_entropy(logits.float().reshape(-1, V), target[:, :ed].reshape(-1), reduction="none",
+                             label_smoothing=o.label_smoothing).view(-1, ed)  # fmt: skip
+        # Every token weighs the same (so the large scales dominate, as in the reference); under the
+        # progressive curriculum the newest scale's weight ramps up.
+        weight = torch.ones(ed, device=ce.device)
+        weight[model.begin_ends[last][0] : ed] = newest_scale_weight(step, cfg, K)
+        loss = (ce * weight).sum(1).mean() / weight.sum()
+        hit = (logits.argmax(-1) == target[:, :ed]).float()
+        metrics = {"acc": hit.mean()}
+        for (b, e), pn in zip(model.begin_ends[: last + 1], model.patch_nums):
+            metrics[f"loss_{pn}"], metrics[f"acc_{pn}"] = ce[:, b:e].mean().detach(), hit[:, b:e].mean()
+        return loss, metrics
+
+    def after_backward(self, step: int) -> None:
+        pass
+
+    def after_step(self, step: int, generator: torch.Generator) -> None:
+        pass
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Per-scale cross-entropy and token accuracy on the test data (no label dropout)."""
+        """Per-scale cross-entropy and token accuracy on the test data (no label dropout). Every rank evaluates
+        the same batches (under FSDP each forward is collective)."""
         data = self.test_data if self.test_data is not None else self.train_data
-        cache = self.test_cache if self.test_data is not None else self.train_cache
-        L, bs = self.model.config.num_tokens, self.config.batch_size
+        L, bs = self.model.config.num_tokens, self.local.stop - self.local.start
         loss_sum, hit_sum, n = torch.zeros(L), torch.zeros(L), 0
         for start in range(0, min(len(data), self.options.eval_batches * bs), bs):
-            labels, x, target = self._tokens(data, cache, torch.arange(start, min(len(data), start + bs)))
-            logits = self.model(labels, x).float()
+            x, labels = stack_items([data[i] for i in range(start, min(len(data), start + bs))])
+            labels, x, target = self._pyramid(x.to(self.device), labels.to(self.device))
+            logits = self.net(labels, x).float()
             loss_sum += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(0).cpu()
             hit_sum += (logits.argmax(-1) == target).float().sum(0).cpu()
             n += labels.shape[0]
@@ -119,8 +166,24 @@ class VARStage:
             metrics[f"val_acc_{pn}"] = (hit_sum[begin:end].sum() / (n * (end - begin))).item()
         return metrics
 
-    def extra_state(self) -> dict:
+    def extra_tensors(self) -> dict:
         return {}
 
-    def load_extra_state(self, state: dict) -> None:
+    def load_extra_tensors(self, tensors: dict) -> None:
         pass
+
+    def extra_record(self) -> dict:
+        return {}
+
+    def load_extra_record(self, record: dict) -> None:
+        pass
+
+
+def check_token_data(data, vae: VQVAE) -> None:
+    """Token shards must come from a tokenizer with this codebook and these scales."""
+    if data is None or not hasattr(data, "vocab_size"):
+        return
+    if data.vocab_size != vae.config.vocab_size or tuple(data.patch_nums) != tuple(vae.config.patch_nums):
+        raise NextscaleError(f"{data.root} holds tokens of a tokenizer with {data.vocab_size} codes and scales "
+                             f"{tuple(data.patch_nums)}; --tokenizer has {vae.config.vocab_size} codes and scales "
+                             f"{tuple(vae.config.patch_nums)}")  # fmt: skip

@@ -19,12 +19,15 @@ class DropPath(nn.Module):
         super().__init__()
         self.drop_prob = drop_prob
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep_B: torch.Tensor | None = None) -> torch.Tensor:
+        """`keep_B`: which samples keep the branch, drawn by the caller (the trainer draws them for the whole
+        global batch, so any number of processes drops the same samples); None draws from the global RNG."""
         if self.drop_prob == 0.0 or not self.training:
             return x
         keep = 1 - self.drop_prob
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = x.new_empty(shape).bernoulli_(keep) if keep_B is None else keep_B.to(x.dtype).view(shape)
+        return x * mask.div(keep)
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob:.4f}"
@@ -143,13 +146,16 @@ class AdaLNSelfAttn(nn.Module):
             return (self.ada_gss + cond_BD).unbind(2)
         return self.ada_lin(cond_BD).view(-1, 1, 6, self.embed_dim).unbind(2)
 
-    def forward(self, x_BLC, cond_BD, attn_bias, kv_cache: KVCache | None = None, modulation=None) -> torch.Tensor:
+    def forward(self, x_BLC, cond_BD, attn_bias, kv_cache: KVCache | None = None, modulation=None,
+                path_keep_2B: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """`path_keep_2B`: the drop-path keep masks of the attention and FFN branches (training only)."""
         mods = modulation if modulation is not None else self.modulation(cond_BD)
         gamma1, gamma2, scale1, scale2, shift1, shift2 = mods  # gammas gate raw, not 1 + gamma
+        keep_attn, keep_ffn = (None, None) if path_keep_2B is None else path_keep_2B.unbind(0)
         h = self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add_(shift1)
-        x_BLC = x_BLC + self.drop_path(self.attn(h, attn_bias, kv_cache).mul_(gamma1))
+        x_BLC = x_BLC + self.drop_path(self.attn(h, attn_bias, kv_cache).mul_(gamma1), keep_attn)
         h = self.ln_wo_grad(x_BLC).mul(scale2.add(1)).add_(shift2)
-        return x_BLC + self.drop_path(self.ffn(h).mul(gamma2))
+        return x_BLC + self.drop_path(self.ffn(h).mul(gamma2), keep_ffn)
 
 
 class AdaLNBeforeHead(nn.Module):

@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from ..errors import NextscaleError
 from ..pretrained import PretrainedMixin, check_config, shapes_only_embedding
 from ..seeding import uniform
 from ..tokenizer.vqvae import PATCH_NUMS_256
@@ -104,6 +106,7 @@ class VAR(PretrainedMixin, nn.Module):
             self.register_buffer("attn_bias_for_masking", torch.empty(1, 1, L, L))
             self.head_nm = AdaLNBeforeHead(C, C, cfg.norm_eps)
             self.head = nn.Linear(C, cfg.vocab_size)
+        self.grad_checkpointing = False  # training: recompute each block's activations in the backward
         device = torch.get_default_device() if device is None else torch.device(device)
         if device.type != "meta":
             self.to_empty(device=device)
@@ -147,6 +150,10 @@ class VAR(PretrainedMixin, nn.Module):
         levels = scale_levels(cfg.patch_nums)
         self.lvl_1L.copy_(levels)
         self.attn_bias_for_masking.copy_(block_causal_bias(levels))
+
+    def fsdp_units(self) -> list[nn.Module]:
+        """What FSDP2 shards one by one (then the root): the blocks."""
+        return list(self.blocks)
 
     def set_drop_path(self, rate: float) -> None:
         """Stochastic depth for training: block i drops its branches with probability rate·i/(depth − 1)."""
@@ -199,14 +206,20 @@ class VAR(PretrainedMixin, nn.Module):
         *,
         cond_drop_rate: float = 0.0,
         generator: torch.Generator | None = None,
+        path_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher-forcing logits (B, L, V) for all scales at once.
+        """Teacher-forcing logits (B, L, V) for the scales `x_BLCv_wo_first_l` covers.
 
-        `x_BLCv_wo_first_l` is the tokenizer's `idx_to_var_input` (B, L − 1, Cvae). Labels are replaced by the
-        null class with probability `cond_drop_rate` (for guidance; the reference trains with 0.1), drawn from
-        `generator` on its own device (the trainer's lives on the CPU, so any device draws the same labels).
+        `x_BLCv_wo_first_l` is the tokenizer's `idx_to_var_input` (B, L − 1, Cvae), or its first
+        `begin_ends[k][1] − 1` tokens for the first k + 1 scales (progressive training). Labels are replaced by
+        the null class with probability `cond_drop_rate` (for guidance; the reference trains with 0.1), drawn
+        from `generator` on its own device (the trainer's lives on the CPU, so any device draws the same labels).
+        `path_keep` (depth, 2, B): drop-path keep masks drawn by the caller (None: the global RNG draws them).
         """
-        B, L = labels_B.shape[0], self.config.num_tokens
+        B, L = labels_B.shape[0], x_BLCv_wo_first_l.shape[1] + 1
+        if L > self.config.num_tokens:
+            limit = self.config.num_tokens - 1
+            raise NextscaleError(f"the input holds {L - 1} tokens; the model takes {limit} at most")
         with torch.autocast(device_type=labels_B.device.type, enabled=False):
             if cond_drop_rate > 0:
                 drop = uniform((B,), generator, labels_B.device) < cond_drop_rate
@@ -215,5 +228,13 @@ class VAR(PretrainedMixin, nn.Module):
             sos = cond_BD.unsqueeze(1) + self.pos_start.expand(B, 1, -1)
             x_BLC = torch.cat((sos, self.word_embed(x_BLCv_wo_first_l.float())), dim=1)
             x_BLC = x_BLC + self.level_position()[:, :L]
-        h = self.run_blocks(x_BLC, cond_BD, self.attn_bias_for_masking[:, :, :L, :L])
-        return self.get_logits(h, cond_BD)
+        attn_bias = self.attn_bias_for_masking[:, :, :L, :L]
+        # Each block computes its own modulation inside its forward: under FSDP a block's weights exist only then.
+        block_cond = self.shared_ada_lin(cond_BD)
+        for i, block in enumerate(self.blocks):
+            keep = None if path_keep is None else path_keep[i]
+            if self.grad_checkpointing and self.training:
+                x_BLC = checkpoint(block, x_BLC, block_cond, attn_bias, None, None, keep, use_reentrant=False)
+            else:
+                x_BLC = block(x_BLC, block_cond, attn_bias, None, None, keep)
+        return self.get_logits(x_BLC, cond_BD)

@@ -1,0 +1,153 @@
+"""Token shards: a dataset encoded once by a tokenizer, so training the transformer needs neither the encoder
+nor the images.
+
+A token directory holds `shard-KKKKK.u16` files (uint16 ids, one row of L ids per image and orientation,
+read as numpy memory maps), one `shard-KKKKK.json` per shard (labels, source files, size, SHA-256), and
+`index.json`, written last, that lists them. Shards are written whole or not at all (temporary file, then
+rename), so a stopped `nextscale tokenize` resumes at the first missing shard; every shard is checked against
+its size and checksum when opened, and a bad one is named.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from ..errors import NextscaleError
+from ..files import atomic_write, atomic_write_text, first_line
+
+INDEX, FORMAT = "index.json", 1
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise NextscaleError(f"{path}: unreadable {what} ({first_line(e)})") from None
+
+
+class TokenDataset(Dataset):
+    """The records of a token directory: `dataset[key]` → (ids (L,) int64, label). `key` is an index or the
+    trainer's (index, sample seed, flip bit); the flip bit picks the flipped orientation where there is one."""
+
+    deterministic = True
+
+    def __init__(self, root: str | Path, verify: bool = True):
+        root = Path(root)
+        index_path = root / INDEX
+        if not index_path.is_file():
+            raise NextscaleError(f"{root} is not a token directory (no {INDEX}; write one with nextscale tokenize)")
+        index = _read_json(index_path, "token index")
+        if index.get("format") != FORMAT:
+            raise NextscaleError(f"{index_path}: not a nextscale token index (format {index.get('format')!r})")
+        self.root, self.index = root, index
+        self.vocab_size, self.patch_nums = index["vocab_size"], tuple(index["patch_nums"])
+        self.num_tokens = sum(pn * pn for pn in self.patch_nums)
+        self.orientations, self.classes = index["orientations"], index["classes"]
+        self.num_classes = len(self.classes)
+        self.arrays, self.labels, self.starts = [], [], [0]
+        for name in index["shards"]:
+            meta = _read_json(root / name, "shard record")
+            data = root / meta["file"]
+            shape = (meta["records"], self.orientations, self.num_tokens)
+            expected = int(np.prod(shape)) * 2
+            size = data.stat().st_size if data.is_file() else -1
+            if size != expected:
+                raise NextscaleError(f"{data}: truncated or missing token shard ({size} bytes, expected {expected}); "
+                                     "rerun nextscale tokenize to rewrite it")  # fmt: skip
+            if verify and _sha256(data) != meta["sha256"]:
+                raise NextscaleError(f"{data}: corrupt token shard (its checksum does not match {root / name}); "
+                                     "rerun nextscale tokenize to rewrite it")  # fmt: skip
+            self.arrays.append(np.memmap(data, dtype=np.uint16, mode="r", shape=shape))
+            self.labels.append(meta["labels"])
+            self.starts.append(self.starts[-1] + meta["records"])
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+        i, _, flip = key if isinstance(key, tuple) else (key, None, 0)
+        shard = bisect.bisect_right(self.starts, i) - 1
+        row = i - self.starts[shard]
+        ids = self.arrays[shard][row, flip % self.orientations].astype(np.int64)
+        return torch.from_numpy(ids), int(self.labels[shard][row])
+
+
+def _image_source(dataset, i: int) -> str:
+    samples = getattr(dataset, "samples", None)
+    return str(samples[i][0].relative_to(dataset.root)) if samples is not None else f"{type(dataset).__name__}[{i}]"
+
+
+@torch.no_grad()
+def tokenize(dataset: Dataset, vae, out: str | Path, *, flip: bool = False, batch_size: int = 256,
+             shard_size: int = 4096, rank: int = 0, world: int = 1, barrier=lambda: None, device="cpu",
+             progress: bool = True, tokenizer_name: str = "") -> Path:  # fmt: skip
+    """Encodes `dataset` (centre crops) into token shards in `out`; rank r of `world` writes shards r, r + world, …
+    Shards already complete are kept, so a stopped run resumes. Returns the index path (written by rank 0)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n, L = len(dataset), sum(pn * pn for pn in vae.config.patch_nums)
+    if vae.config.vocab_size > 65536:
+        raise NextscaleError(f"token shards hold uint16 ids: a codebook of {vae.config.vocab_size} does not fit")
+    shards = range((n + shard_size - 1) // shard_size)
+    mine = [k for k in shards if k % world == rank and not _shard_complete(out, k)]
+    bar = tqdm(total=sum(min(shard_size, n - k * shard_size) for k in mine), desc="tokenizing", unit="img",
+               disable=not progress)  # fmt: skip
+    vae = vae.to(device).eval()
+    for k in mine:
+        begin, end = k * shard_size, min(n, (k + 1) * shard_size)
+        rows, labels = np.empty((end - begin, 2 if flip else 1, L), dtype=np.uint16), []
+        for start in range(begin, end, batch_size):
+            items = [dataset[i] for i in range(start, min(end, start + batch_size))]
+            img = torch.stack([x for x, _ in items]).to(device)
+            labels += [int(y) for _, y in items]
+            views = (img, img.flip(-1)) if flip else (img,)
+            for o, view in enumerate(views):
+                ids = torch.cat(vae.img_to_idx(view, check=False), dim=1)
+                rows[start - begin : start - begin + len(items), o] = ids.cpu().numpy().astype(np.uint16)
+            bar.update(len(items))
+        _write_shard(out, k, rows, labels, [_image_source(dataset, i) for i in range(begin, end)])
+    bar.close()
+    barrier()
+    if rank == 0:
+        classes = list(getattr(dataset, "classes", None) or [str(c) for c in range(dataset.num_classes)])
+        index = {"format": FORMAT, "records": n, "vocab_size": vae.config.vocab_size,
+                 "patch_nums": list(vae.config.patch_nums), "orientations": 2 if flip else 1, "classes": classes,
+                 "tokenizer": tokenizer_name, "shards": [f"shard-{k:05d}.json" for k in shards]}  # fmt: skip
+        atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
+    barrier()
+    return out / INDEX
+
+
+def _shard_complete(out: Path, k: int) -> bool:
+    meta_path = out / f"shard-{k:05d}.json"
+    if not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+        return (out / meta["file"]).stat().st_size == meta["bytes"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _write_shard(out: Path, k: int, rows: np.ndarray, labels: list[int], sources: list[str]) -> None:
+    data = out / f"shard-{k:05d}.u16"
+    atomic_write(data, lambda tmp: rows.tofile(tmp))
+    meta = {"file": data.name, "records": len(labels), "bytes": rows.nbytes, "sha256": _sha256(data),
+            "labels": labels, "sources": sources, "orientations": ["original", "flipped"][: rows.shape[1]]}  # fmt: skip
+    atomic_write_text(out / f"shard-{k:05d}.json", json.dumps(meta) + "\n")

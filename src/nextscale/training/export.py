@@ -1,0 +1,67 @@
+"""A training checkpoint → the project's safetensors format, in one process, whatever world size wrote it."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+
+from ..errors import CheckpointError, NextscaleError
+from ..files import first_line
+from ..pretrained import config_from_dict
+from ..tokenizer import VQVAE, VQVAEConfig
+from ..transformer import VAR, VARConfig
+from . import checkpoint
+from .common import check_run_dir
+
+STAGES = {"tokenizer": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig)}
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory itself, or a run directory's latest."""
+    path = Path(path)
+    if not path.is_dir():
+        raise NextscaleError(f"{path}: not a run directory or checkpoint")
+    if (path / checkpoint.TRAINER_JSON).is_file():
+        return path
+    return check_run_dir(path, resume=True)
+
+
+def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, torch.nn.Module, dict]:
+    """(stage, model, record) from a checkpoint: `weights` "ema", "raw", or "auto" (EMA when the run kept one)."""
+    ckpt = find_checkpoint(path)
+    record = checkpoint.read_record(ckpt)
+    stage = record.get("stage")
+    if stage not in STAGES:
+        raise CheckpointError(f"{ckpt / checkpoint.TRAINER_JSON} names no training stage")
+    has_ema = record["settings"]["train"].get("ema", 0) > 0
+    if weights not in ("auto", "ema", "raw"):
+        raise NextscaleError(f"weights must be auto, ema or raw, got {weights!r}")
+    if weights == "ema" and not has_ema:
+        raise NextscaleError(f"{ckpt} has no EMA weights (the run did not use --ema): export the raw weights")
+    use_ema = weights == "ema" or (weights == "auto" and has_ema)
+    model_class, config_class = STAGES[stage]
+    model = model_class(config_from_dict(config_class, record["settings"]["model"], model_class.legacy_config_keys),
+                        device="meta")  # fmt: skip
+    model.to_empty(device="cpu")
+    own = model.state_dict()
+    tensors = {"model": own}
+    if use_ema:
+        tensors["ema"] = {n: torch.empty_like(p, dtype=torch.float32) for n, p in model.named_parameters()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DCP's note that it reads in one process: that is the point here
+        try:
+            dcp.load(tensors, storage_reader=checkpoint.SafeReader(ckpt), no_dist=True)
+        except CheckpointError:
+            raise
+        except (Exception, CheckpointException) as e:  # DCP's exception is a BaseException
+            raise CheckpointError(f"{ckpt} could not be read ({first_line(e)[:300]})") from None
+    model.load_state_dict(own)
+    if use_ema:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(tensors["ema"][name])
+    return stage, model.eval(), record

@@ -1,0 +1,56 @@
+"""Batches for each step: this rank's slice of the global batch, with each sample's random draws (crop, flip)
+seeded by (seed, step, position in the global batch), so neither the world size nor the worker count changes
+what a step sees."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..seeding import derive_seed
+from .common import global_batch
+
+
+def step_keys(step: int, n: int, batch_size: int, seed: int, local: slice) -> list[tuple[int, int, int]]:
+    """(index, sample seed, flip bit) of each sample of this rank's slice of the global batch of `step`.
+    The flip bit depends on (seed, epoch, index) only: one orientation per image per epoch."""
+    epoch, indices = global_batch(step, n, batch_size, seed)
+    positions = range(local.start, local.stop)
+    return [(int(i), derive_seed(seed, 4, step, pos), derive_seed(seed, 5, epoch, int(i)) & 1)
+            for pos, i in zip(positions, indices[local].tolist())]  # fmt: skip
+
+
+class StepSampler(Sampler):
+    """A batch sampler for `DataLoader`: the keys of steps `start` … `end − 1`."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, local: slice, start: int, end: int):
+        self.n, self.batch_size, self.seed, self.local, self.start, self.end = n, batch_size, seed, local, start, end
+
+    def __iter__(self):
+        for step in range(self.start, self.end):
+            yield step_keys(step, self.n, self.batch_size, self.seed, self.local)
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+def stack_items(items) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+def step_batches(dataset: Dataset, cfg, local: slice, start: int, end: int, device: torch.device) -> Iterator:
+    """(inputs, labels) on `device` for each step from `start` to `end`. In-memory datasets are indexed in
+    the main process; others are read by `cfg.workers` DataLoader workers, in the same order."""
+    n = len(dataset)
+    if getattr(dataset, "in_memory", False) or cfg.workers == 0:
+        for step in range(start, end):
+            x, y = stack_items([dataset[key] for key in step_keys(step, n, cfg.batch_size, cfg.seed, local)])
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return
+    sampler = StepSampler(n, cfg.batch_size, cfg.seed, local, start, end)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                        collate_fn=stack_items)  # fmt: skip
+    for x, y in loader:
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
