@@ -12,10 +12,10 @@ from .. import __version__
 from ..errors import NextscaleError
 from ..files import first_line
 from ..runtime import reuse_freed_memory
-from . import bench, demo, edit, evaluate, sample, train
+from . import bench, demo, edit, evaluate, sample, tokens, train
 from .common import Parser
 
-COMMANDS = (sample, edit, train, evaluate, demo, bench)  # train registers train-tokenizer and train
+COMMANDS = (sample, edit, train, tokens, evaluate, demo, bench)  # train: train-tokenizer, train; tokens: tokenize, export
 
 
 def build_parser() -> Parser:

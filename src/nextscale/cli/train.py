@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def add_train_args(p: argparse.ArgumentParser, recipe: registry.Recipe):
     g.add_argument("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state (FSDP2)")
     g.add_argument("--grad-checkpointing", action="store_true", help="recompute each block in the backward")
     g.add_argument("--compile", nargs="?", const="inductor", default=None, help="torch.compile (a backend name)")
-    g.add_argument("--workers", type=int, default=4, help="DataLoader worker processes for image folders")
+    g.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="DataLoader worker processes for image folders (per process)")  # fmt: skip
     add_device_arg(g)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

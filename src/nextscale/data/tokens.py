@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..errors import NextscaleError
@@ -96,7 +96,7 @@ def _image_source(dataset, i: int) -> str:
 @torch.no_grad()
 def tokenize(dataset: Dataset, vae, out: str | Path, *, flip: bool = False, batch_size: int = 256,
              shard_size: int = 4096, rank: int = 0, world: int = 1, barrier=lambda: None, device="cpu",
-             progress: bool = True, tokenizer_name: str = "") -> Path:  # fmt: skip
+             progress: bool = True, tokenizer_name: str = "", workers: int = 0) -> Path:  # fmt: skip
     """Encodes `dataset` (centre crops) into token shards in `out`; rank r of `world` writes shards r, r + world, …
     Shards already complete are kept, so a stopped run resumes. Returns the index path (written by rank 0)."""
     out = Path(out)
@@ -112,15 +112,16 @@ def tokenize(dataset: Dataset, vae, out: str | Path, *, flip: bool = False, batc
     for k in mine:
         begin, end = k * shard_size, min(n, (k + 1) * shard_size)
         rows, labels = np.empty((end - begin, 2 if flip else 1, L), dtype=np.uint16), []
-        for start in range(begin, end, batch_size):
-            items = [dataset[i] for i in range(start, min(end, start + batch_size))]
-            img = torch.stack([x for x, _ in items]).to(device)
-            labels += [int(y) for _, y in items]
-            views = (img, img.flip(-1)) if flip else (img,)
-            for o, view in enumerate(views):
+        loader = DataLoader(Subset(dataset, range(begin, end)), batch_size=batch_size, num_workers=workers,
+                            collate_fn=_stack)  # fmt: skip
+        for img, y in loader:
+            at = len(labels)
+            img = img.to(device)
+            labels += y.tolist()
+            for o, view in enumerate((img, img.flip(-1)) if flip else (img,)):
                 ids = torch.cat(vae.img_to_idx(view, check=False), dim=1)
-                rows[start - begin : start - begin + len(items), o] = ids.cpu().numpy().astype(np.uint16)
-            bar.update(len(items))
+                rows[at : at + len(img), o] = ids.cpu().numpy().astype(np.uint16)
+            bar.update(len(img))
         _write_shard(out, k, rows, labels, [_image_source(dataset, i) for i in range(begin, end)])
     bar.close()
     barrier()
@@ -132,6 +133,10 @@ def tokenize(dataset: Dataset, vae, out: str | Path, *, flip: bool = False, batc
         atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
     barrier()
     return out / INDEX
+
+
+def _stack(items) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
 def _shard_complete(out: Path, k: int) -> bool:

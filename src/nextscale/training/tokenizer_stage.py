@@ -12,6 +12,7 @@ from ..errors import NextscaleError
 from ..runtime import check_finite
 from ..seeding import derive_seed
 from ..tokenizer import VQVAE
+from ..tokenizer.layers import AttnBlock
 from .common import check_training_device
 from .distributed import Distributed
 from .feed import stack_items, step_batches
@@ -65,6 +66,7 @@ class TokenizerStage:
             self.discriminator = PatchDiscriminator().to(device)
             self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.9))
         self._disc_inputs = None
+        self.attention_blocks = [m for m in vae.modules() if isinstance(m, AttnBlock)]
 
     def batches(self, start: int, end: int):
         for img, _ in step_batches(self.train_data, self.config, self.local, start, end, self.device):
@@ -87,8 +89,15 @@ class TokenizerStage:
         return loss, {"l1": l1.detach(), "l2": l2.detach(), "vq": out.vq_loss.detach()}
 
     def after_backward(self, step: int) -> None:
-        """The discriminator's own step on this batch; its gradients are averaged over ranks by hand (it is
-        not wrapped in DDP: it runs twice per step)."""
+        """Zeroes the attention key biases' gradients, then the discriminator's own step on this batch.
+
+        A key bias shifts every score of a query alike, which the softmax ignores: its true gradient is zero,
+        and what backward leaves is float noise that Adam would turn into steps of the full learning rate
+        (and that differs with the world size). The discriminator's gradients are averaged over ranks by hand
+        (it is not wrapped in DDP: it runs twice per step)."""
+        for block in self.attention_blocks:
+            if block.qkv.bias is not None and block.qkv.bias.grad is not None:
+                block.qkv.bias.grad[block.channels : 2 * block.channels] = 0
         if self._disc_inputs is None:
             return
         real, fake = self._disc_inputs

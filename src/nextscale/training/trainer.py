@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -264,7 +265,9 @@ class Trainer:
                 if self.step % cfg.save_every == 0 or self.step == end or stop:
                     self.save()
                 if stop:
-                    bar.write(f"stopped by SIGTERM at step {self.step}; checkpoint saved: rerun with --resume")
+                    if self.dist.is_main:
+                        print(f"stopped by SIGTERM at step {self.step}; checkpoint saved: rerun with --resume",
+                              file=sys.stderr, flush=True)  # fmt: skip
                     raise SystemExit(143)
         finally:
             bar.close()
@@ -292,7 +295,7 @@ class Trainer:
         if self.scaler.is_enabled():  # the reference caps the fp16 loss scale at 2^15
             self.scaler._scale.clamp_(max=2.0**15)
         if self.ema is not None:
-            torch._foreach_lerp_(self.ema, [p.detach().float() for p in self.params], 1 - cfg.ema)
+            _lerp_(self.ema, [p.detach().float() for p in self.params], 1 - cfg.ema)
         stage.after_step(step, generator)
         return {"loss": loss.detach().float(), "grad_norm": grad_norm.detach().float(), **metrics}
 
@@ -306,11 +309,33 @@ class Trainer:
         if self.ema is None:
             return self.stage.evaluate()
         raw = [p.detach().clone() for p in self.params]
-        torch._foreach_copy_(self.params, self.ema)
+        _copy_(self.params, self.ema)
         try:
             return self.stage.evaluate()
         finally:
-            torch._foreach_copy_(self.params, raw)
+            _copy_(self.params, raw)
+
+
+def _sharded(tensors: list[torch.Tensor]) -> bool:
+    return any(type(t).__name__ == "DTensor" for t in tensors)  # FSDP2's: foreach kernels are not sharded
+
+
+@torch.no_grad()
+def _lerp_(ema: list[torch.Tensor], params: list[torch.Tensor], weight: float) -> None:
+    if _sharded(ema):
+        for e, p in zip(ema, params):
+            e.lerp_(p, weight)
+    else:
+        torch._foreach_lerp_(ema, params, weight)
+
+
+@torch.no_grad()
+def _copy_(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    if _sharded(dst):
+        for d, s in zip(dst, src):
+            d.copy_(s)
+    else:
+        torch._foreach_copy_(dst, src)
 
 
 def _main_thread() -> bool:
