@@ -142,3 +142,20 @@ def test_a_batch_that_does_not_divide_over_the_processes_is_refused(tokenizer, t
     args[args.index("--batch-size") + 1] = "15"
     done = run(args, nproc=2, expect=1)  # torchrun reports the failed workers; each printed the one line
     assert "--batch-size 15 does not divide over 2 processes" in done.stderr
+
+
+def test_tokenize_shards_over_processes_and_resumes(tokenizer, tmp_path):
+    args = ["tokenize", "--data", "digits", "--tokenizer", str(tokenizer), "--shard-size", "300", "--quiet"]
+    run([*args, "--out", str(tmp_path / "one")])
+    run([*args, "--out", str(tmp_path / "two")], nproc=2)
+    files = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "two").iterdir()) and "shard-00004.u16" in files
+    for name in files:  # the same records, whichever process wrote them (index.json names the tokenizer only)
+        if name != "index.json":
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    (tmp_path / "two" / "shard-00002.json").unlink()  # as if stopped before this shard was complete
+    (tmp_path / "two" / "shard-00002.u16").write_bytes(b"partial")
+    before = (tmp_path / "two" / "shard-00003.u16").stat().st_mtime_ns
+    run([*args, "--out", str(tmp_path / "two")])
+    assert (tmp_path / "two" / "shard-00003.u16").stat().st_mtime_ns == before  # complete shards are kept
+    assert (tmp_path / "two" / "shard-00002.u16").read_bytes() == (tmp_path / "one" / "shard-00002.u16").read_bytes()

@@ -9,7 +9,9 @@ from PIL import Image
 from nextscale.data import DigitsDataset, ImageFolderDataset
 from nextscale.errors import NextscaleError
 from nextscale.registry import architecture as preset_configs
-from nextscale.training import TokenizerOptions, TrainConfig, train_tokenizer, train_var
+from nextscale.tokenizer import VQVAE
+from nextscale.training import TokenizerOptions, TrainConfig, VAROptions, train_tokenizer, train_var
+from nextscale.training.export import export_checkpoint
 from nextscale.training.common import batch_indices, lr_factor, param_groups, weight_decay_at
 
 
@@ -65,19 +67,131 @@ def test_stopped_and_resumed_runs_end_with_the_same_weights(digits8, tmp_path):
                                  progress=False)  # fmt: skip
     assert same_weights(whole, resumed)
 
-    var_config.cond_drop_rate, var_config.drop_path_rate = 0.5, 0.2  # random label dropout and drop path
-    whole_v, _ = train_var(var_config, whole, train, test, settings(6), tmp_path / "v-whole", progress=False)
-    train_var(var_config, whole, train, test, settings(6), tmp_path / "v-split", progress=False, stop_after=4)
-    resumed_v, _ = train_var(var_config, whole, train, test, settings(6), tmp_path / "v-split", progress=False)
+    # Random label dropout and drop path, the progressive curriculum over scales, and an EMA: all must replay.
+    opts = VAROptions(cond_drop_rate=0.5, drop_path_rate=0.2)
+    cfg = settings(8, pg=0.6, pg0=1, pgwp=2, ema=0.9)
+    whole_v, _ = train_var(var_config, whole, train, test, cfg, tmp_path / "v-whole", options=opts, progress=False)
+    train_var(var_config, whole, train, test, cfg, tmp_path / "v-split", options=opts, progress=False, stop_after=4)
+    resumed_v, _ = train_var(var_config, whole, train, test, cfg, tmp_path / "v-split", options=opts, progress=False)
     assert same_weights(whole_v, resumed_v)
+    _, ema_model, _ = export_checkpoint(tmp_path / "v-split")
+    _, raw_model, _ = export_checkpoint(tmp_path / "v-split", "raw")
+    assert same_weights(raw_model, whole_v) and not same_weights(ema_model, whole_v)
 
 
-def test_resume_refuses_other_settings(digits8, tmp_path):
+def test_resume_refuses_other_settings_and_allows_more_steps(digits8, tmp_path):
     vae_config, _ = preset_configs("tiny")
     train, test = digits8
     train_tokenizer(vae_config, train, test, settings(2), tmp_path / "r", progress=False)
-    with pytest.raises(NextscaleError, match="other training settings"):
+    with pytest.raises(NextscaleError, match=r"other training settings: lr \(0.003 → 0.0001\) differ"):
         train_tokenizer(vae_config, train, test, settings(2, lr=1e-4), tmp_path / "r", progress=False)
+    with pytest.raises(NextscaleError, match="batch_size"):
+        train_tokenizer(vae_config, train, test, settings(2, batch_size=8), tmp_path / "r", progress=False)
+    more = settings(4, save_every=1, log_every=1, keep=1)  # length and cadences may change on resume
+    train_tokenizer(vae_config, train, test, more, tmp_path / "r", resume=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "r").glob("ckpt-*")) == ["ckpt-00000004"]
+
+
+def test_a_crash_while_saving_leaves_the_last_checkpoint_usable(digits8, tmp_path, monkeypatch):
+    from nextscale.training import checkpoint
+
+    vae_config, var_config = tiny_for_digits()
+    train, test = digits8
+    vae, cfg = VQVAE(vae_config), settings(6, save_every=2)
+    whole, _ = train_var(var_config, vae, train, test, cfg, tmp_path / "whole", progress=False)
+    real_save = checkpoint.dcp.save
+
+    def crash_after_writing(tensors, checkpoint_id):
+        real_save(tensors, checkpoint_id=checkpoint_id)
+        if str(checkpoint_id).endswith("ckpt-00000004"):
+            raise OSError("No space left on device")  # every shard written, the checkpoint not yet published
+
+    monkeypatch.setattr(checkpoint.dcp, "save", crash_after_writing)
+    with pytest.raises(OSError, match="No space left"):
+        train_var(var_config, vae, train, test, cfg, tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / "run" / "latest").read_text() == "ckpt-00000002\n"
+    assert not (tmp_path / "run" / "ckpt-00000004").exists()
+    resumed, _ = train_var(var_config, vae, train, test, cfg, tmp_path / "run", resume=True, progress=False)
+    assert same_weights(whole, resumed)
+    assert not list((tmp_path / "run").glob(".partial-*"))  # the next save cleared the crashed one
+
+
+def test_token_shards_train_what_their_images_train(digits8, tmp_path):
+    from nextscale.data.tokens import TokenDataset, tokenize
+
+    vae_config, var_config = tiny_for_digits()
+    train, test = digits8
+    vae = VQVAE(vae_config)
+    tokenize(train, vae, tmp_path / "tokens", shard_size=500, progress=False)
+    tokens = TokenDataset(tmp_path / "tokens")
+    assert len(tokens) == len(train) and len(tokens.arrays) == 3 and tokens.num_classes == 10
+    opts, cfg = VAROptions(cond_drop_rate=0.5, drop_path_rate=0.2), settings(4)
+    from_images, _ = train_var(var_config, vae, train, test, cfg, tmp_path / "a", options=opts, progress=False)
+    from_tokens, _ = train_var(var_config, vae, tokens, test, cfg, tmp_path / "b", options=opts, progress=False)
+    assert same_weights(from_images, from_tokens)
+
+
+def test_flipped_token_shards_and_bad_shards(digits8, tmp_path, capsys):
+    from nextscale.cli import main
+    from nextscale.data.tokens import TokenDataset, tokenize
+
+    vae_config, _ = tiny_for_digits()
+    train, _ = digits8
+    vae = VQVAE(vae_config)
+    tokenize(train, vae, tmp_path / "t", flip=True, shard_size=1000, progress=False)
+    tokens = TokenDataset(tmp_path / "t")
+    img, label = train[3]
+    flipped = torch.cat(vae.img_to_idx(img.flip(-1)[None]), dim=1)[0]
+    assert torch.equal(tokens[(3, 0, 1)][0], flipped) and tokens[(3, 0, 1)][1] == label
+    assert not torch.equal(tokens[(3, 0, 0)][0], flipped)
+    shard = tmp_path / "t" / "shard-00001.u16"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 1
+    shard.write_bytes(bytes(data))
+    with pytest.raises(NextscaleError, match=r"shard-00001.u16: corrupt token shard"):
+        TokenDataset(tmp_path / "t")
+    shard.write_bytes(bytes(data[:-2]))
+    argv = ["train", "--tokenizer", "digits", "--data", str(tmp_path / "t"), "--run-dir", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "shard-00001.u16: truncated or missing token shard" in err
+
+
+def test_the_data_of_a_step_does_not_depend_on_the_world_size():
+    from nextscale.training.feed import step_keys
+
+    whole = step_keys(7, 100, 8, seed=3, local=slice(0, 8))
+    halves = step_keys(7, 100, 8, seed=3, local=slice(0, 4)) + step_keys(7, 100, 8, seed=3, local=slice(4, 8))
+    assert whole == halves  # indices, per-sample seeds (crops) and flips alike
+    next_epoch = step_keys(7 + 12, 100, 8, seed=3, local=slice(0, 8))  # 12 steps per epoch
+    assert [k[0] for k in next_epoch] != [k[0] for k in whole]
+
+
+def test_the_progressive_curriculum():
+    from nextscale.training.common import newest_scale_weight, progressive_scale
+
+    cfg = settings(100, warmup_steps=10, pg=0.5, pg0=1, pgwp=4)
+    scales = [progressive_scale(s, cfg, 5) for s in range(100)]
+    assert scales[:10] == [1] * 10 and scales[50:] == [4] * 50  # pg0 during warm-up, all scales from 50%
+    assert scales == sorted(scales) and set(scales) == {1, 2, 3, 4}
+    first_of_2 = scales.index(2)
+    ramp = [newest_scale_weight(first_of_2 + i, cfg, 5) for i in range(5)]
+    assert ramp == [0.25, 0.5, 0.75, 1.0, 1.0] and newest_scale_weight(0, cfg, 5) == 1.0
+    assert all(progressive_scale(s, settings(100), 5) == 4 for s in range(100))  # pg = 0: off
+
+
+def test_a_recipe_fills_in_what_was_not_given():
+    from nextscale.cli import build_parser
+    from nextscale.cli.train import apply_recipe
+
+    args = build_parser().parse_args(["train", "--tokenizer", "x", "--data", "d", "--run-dir", "r", "--recipe",
+                                      "var-d30", "--lr", "1e-4"])  # fmt: skip
+    apply_recipe(args, 1_281_167)
+    steps = 350 * (1_281_167 // 1024)
+    assert (args.batch_size, args.steps, args.warmup_steps, args.depth) == (1024, steps, steps // 50, 30)
+    assert args.lr == 1e-4 and args.weight_decay_end == 0.08 and args.precision == "fp16"
+    assert args.init_adaln_gamma == 1e-5 and args.drop_path_rate == pytest.approx(0.125)
 
 
 def test_reference_schedule_and_groups():

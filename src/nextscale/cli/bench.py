@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from .. import registry
-from ..runtime import PRECISIONS
+from ..errors import NextscaleError
+from ..runtime import TRAIN_PRECISIONS
 from .common import add_device_arg, at_least, resolve_device, writable_dir, writable_file
 
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="time sampling (and a training step) against the hardware's floor")
     p.add_argument("--preset", default="var-d16", choices=list(registry.ARCHITECTURES), help="architecture")
-    p.add_argument("--batch-size", type=int, default=4, help="images per sample")
+    batch = "images per sample (with --train or --train-matrix: the global batch of a training step)"
+    p.add_argument("--batch-size", type=int, default=4, help=batch)
     add_device_arg(p)
-    p.add_argument("--precision", choices=PRECISIONS, help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS,
+                   help="default: bf16 on GPU, fp32 on CPU (fp16: --train and --train-matrix only)")  # fmt: skip
     p.add_argument("--compile", help="a torch.compile backend for the transformer step (e.g. inductor)")
     p.add_argument("--runs", type=int, default=3, help="timed runs (the median is reported)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs (or training steps) first")
     p.add_argument("--train-batch-size", type=int, default=0, help="also time one training step (0: skip)")
     glibc_default = "measure with glibc's default of unmapping freed large blocks (see nextscale.runtime)"
     p.add_argument("--no-reuse-memory", action="store_true", help=glibc_default)
@@ -23,11 +26,27 @@ def register(sub) -> None:
     load = "time loading instead: the preset's weights in both formats, each in a fresh process"
     p.add_argument("--load", action="store_true", help=load)
     p.add_argument("--scratch", default="outputs/bench-weights", help="with --load: weight files go in SCRATCH/PRESET")
+    t = p.add_argument_group("training (the trainer's own step on random tokens, in one process or under torchrun)")
+    t.add_argument("--train", action="store_true",
+                   help="time the training step instead, in this process or in every process of a torchrun job: "
+                        "tokens/s, the ratio to the FLOP floor, peak memory and parameter + gradient + optimizer "
+                        "memory per rank")  # fmt: skip
+    t.add_argument("--fsdp", action="store_true", help="with --train under torchrun: FSDP2 instead of DDP")
+    t.add_argument("--train-matrix", action="store_true",
+                   help="run --train for 1 process and for each larger --nprocs under DDP and FSDP2, each in fresh "
+                        "processes (torchrun --standalone, OMP_NUM_THREADS = cores / processes), and print one "
+                        "table")  # fmt: skip
+    t.add_argument("--nprocs", default="1,2", help="with --train-matrix: the process counts")
+    t.add_argument("--bench-scales",
+                   help="with --train or --train-matrix: these scales instead of the preset's (e.g. 1,2,3,4: fewer "
+                        "tokens; the parameters change only by the position embedding)")  # fmt: skip
+    t.add_argument("--train-steps", type=int, default=3, help="timed training steps (the median is reported)")
+    recompute = "with --train or --train-matrix: recompute each block's activations in the backward"
+    t.add_argument("--grad-checkpointing", action="store_true", help=recompute)
     p.set_defaults(func=run)
 
 
 def run(args) -> None:
-    from ..bench import bench_sampling
     from ..files import atomic_write_text
     from ..runtime import check_compile_backend
 
@@ -35,9 +54,30 @@ def run(args) -> None:
     at_least(args.runs, 1, "--runs")
     at_least(args.warmup, 0, "--warmup")
     at_least(args.train_batch_size, 0, "--train-batch-size")
+    at_least(args.train_steps, 1, "--train-steps")
     check_compile_backend(args.compile)
+    training = args.train or args.train_matrix
+    chosen = [flag for flag, on in (("--train", args.train), ("--train-matrix", args.train_matrix),
+                                    ("--load", args.load)) if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise NextscaleError(f"choose one of --train, --train-matrix and --load, not {' and '.join(chosen)}")
+    if args.fsdp and not args.train:
+        raise NextscaleError("--fsdp applies to --train (--train-matrix runs DDP and FSDP itself)")
+    if not training:
+        for flag, given in (("--bench-scales", args.bench_scales is not None), ("--grad-checkpointing",
+                            args.grad_checkpointing), ("--nprocs", args.nprocs != "1,2")):  # fmt: skip
+            if given:
+                raise NextscaleError(f"{flag} applies to --train and --train-matrix")
+    elif args.compile:
+        raise NextscaleError("--compile applies to sampling: --train times the eager training step")
+    elif args.train_batch_size:
+        raise NextscaleError("--train-batch-size applies to sampling: --train takes the global batch from --batch-size")
+    if args.precision == "fp16" and not training:
+        raise NextscaleError("--precision fp16 applies to --train and --train-matrix: sampling runs fp32 or bf16")
     device = resolve_device(args.device)
     writable_file(args.json, "--json", (".json",))
+    if training:
+        return run_training(args, device)
     if args.load:
         from ..bench import loading
 
@@ -47,9 +87,44 @@ def run(args) -> None:
         if args.json:
             atomic_write_text(args.json, loading.to_json(results) + "\n")
         return
+    from ..bench import bench_sampling
+
     result = bench_sampling(args.preset, batch_size=args.batch_size, device=device, precision=args.precision,
                             compile=args.compile, runs=args.runs, warmup=args.warmup,
                             train_batch_size=args.train_batch_size, reuse_memory=not args.no_reuse_memory)  # fmt: skip
     print(result.table())
     if args.json:
         atomic_write_text(args.json, result.to_json() + "\n")
+
+
+def run_training(args, device) -> None:
+    import json
+    import sys
+
+    from ..bench import training
+    from ..files import atomic_write_text
+
+    scales = training.parse_scales(args.bench_scales)
+    settings = dict(preset=args.preset, batch_size=args.batch_size, precision=args.precision, steps=args.train_steps,
+                    warmup=args.warmup, patch_nums=scales, grad_checkpointing=args.grad_checkpointing)  # fmt: skip
+    if args.train_matrix:
+        try:
+            nprocs = tuple(int(n) for n in args.nprocs.split(","))
+        except ValueError:
+            raise NextscaleError(f"--nprocs takes comma-separated process counts, got {args.nprocs!r}") from None
+        result = training.bench_training_matrix(device=str(device), nprocs=nprocs, out_json=args.json,
+                                                log=lambda m: print(m, file=sys.stderr, flush=True),
+                                                **settings)  # fmt: skip
+        print(result["table"])
+        return
+    records = training.bench_train_step(device=device, fsdp=args.fsdp, **settings)
+    if _is_main():  # every rank returns every record; one prints them
+        print(training.run_table(records))
+        if args.json:
+            atomic_write_text(args.json, json.dumps({"ranks": records}, indent=2) + "\n")
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

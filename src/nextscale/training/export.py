@@ -15,7 +15,6 @@ from ..pretrained import config_from_dict
 from ..tokenizer import VQVAE, VQVAEConfig
 from ..transformer import VAR, VARConfig
 from . import checkpoint
-from .common import check_run_dir
 
 STAGES = {"tokenizer": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig)}
 
@@ -27,7 +26,10 @@ def find_checkpoint(path: str | Path) -> Path:
         raise NextscaleError(f"{path}: not a run directory or checkpoint")
     if (path / checkpoint.TRAINER_JSON).is_file():
         return path
-    return check_run_dir(path, resume=True)
+    ckpt = checkpoint.latest_checkpoint(path)
+    if ckpt is None:
+        raise NextscaleError(f"{path} holds no checkpoint (no {checkpoint.LATEST} file)")
+    return ckpt
 
 
 def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, torch.nn.Module, dict]:
