@@ -1,5 +1,6 @@
 """Training both stages on tiny models: the loss falls, resumed runs match uninterrupted ones exactly."""
 
+import json
 import warnings
 
 import pytest
@@ -11,8 +12,8 @@ from nextscale.errors import NextscaleError
 from nextscale.registry import architecture as preset_configs
 from nextscale.tokenizer import VQVAE
 from nextscale.training import TokenizerOptions, TrainConfig, VAROptions, train_tokenizer, train_var
-from nextscale.training.export import export_checkpoint
 from nextscale.training.common import batch_indices, lr_factor, param_groups, weight_decay_at
+from nextscale.training.export import export_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +308,39 @@ def test_the_loading_benchmark_reports_both_formats(tmp_path):
     assert all(r.load_s > 0 and r.peak_after_touching >= r.rss_before_load > 0 for r in results)
     assert (tmp_path / "tiny" / "var.pth").is_file()  # one folder per preset: another preset never reuses it
     assert "safetensors" in loading.table(results)
+
+
+def test_lpips_from_local_files_and_the_offline_error(tmp_path, monkeypatch):
+    from torchvision.models import vgg16
+
+    from nextscale.training.losses import PerceptualLoss
+
+    torch.manual_seed(0)
+    torch.save(vgg16().state_dict(), tmp_path / "vgg16.pth")
+    lins = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(PerceptualLoss.CHANNELS)}
+    torch.save(lins, tmp_path / "vgg.pth")
+    lpips = PerceptualLoss(str(tmp_path / "vgg16.pth"), str(tmp_path / "vgg.pth"))
+    a, b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    assert lpips(a, a).item() == 0 and lpips(a, b).item() > 0 and lpips.learned
+    torch.save({"lin0.model.1.weight": torch.rand(1, 3, 1, 1)}, tmp_path / "wrong.pth")
+    with pytest.raises(NextscaleError, match="is not the lpips package's vgg.pth"):
+        PerceptualLoss(str(tmp_path / "vgg16.pth"), str(tmp_path / "wrong.pth"))
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(NextscaleError, match=r"put vgg16-397923af.pth .* in .*hub/checkpoints"):
+        PerceptualLoss()
+
+
+def test_the_adaptive_adversarial_weight_trains(digits8, tmp_path):
+    vae_config, _ = preset_configs("tiny")
+    train, test = digits8
+    options = TokenizerOptions(adversarial_weight=0.5, adversarial_start=1, revive_every=0)
+    train_tokenizer(vae_config, train, test, settings(3, log_every=1), tmp_path / "gan", options=options,
+                    progress=False)  # fmt: skip
+    records = [json.loads(line) for line in (tmp_path / "gan" / "log.jsonl").read_text().splitlines()]
+    weights = [r["adversarial_weight"] for r in records if "adversarial_weight" in r]
+    assert len(weights) == 2 and all(0 < w < 0.5 * 1e4 for w in weights)

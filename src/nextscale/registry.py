@@ -139,9 +139,21 @@ def _digits_recipe(stage: str, steps: int, batch: int, lr: float, warmup: int, w
     return Recipe(stage, "digits", "digits", train, options)
 
 
+def _tokenizer_recipe(batch: int = 128, epochs: int = 40, lr: float = 1e-4, adversarial_start: int = 20_000):
+    """The 256 px tokenizer of the released models' shape (4096 codes, 32 channels, scales 1…16). The reference
+    released no tokenizer training: these settings follow the open VQGAN-style recipes (LPIPS weight 1, a
+    PatchGAN hinge loss at 0.5 with VQGAN's adaptive weight from step 20k, AdamW 1e-4, β = (0.9, 0.95))."""
+    steps = epochs * (IMAGENET_TRAIN_IMAGES // batch)
+    train = dict(steps=steps, batch_size=batch, lr=lr, warmup_steps=0, schedule="cos", lr_end_ratio=0.1,
+                 weight_decay=0.0, grad_clip=1.0, precision="bf16")  # fmt: skip
+    options = dict(beta=0.25, perceptual_weight=1.0, adversarial_weight=0.5, adversarial_start=adversarial_start)
+    return Recipe("tokenizer", "var-d16", "ImageNet-1k train, 256 px", train, options, epochs=epochs)
+
+
 RECIPES = {
     "digits-tokenizer": _digits_recipe("tokenizer", 1500, 32, 5e-4, 50, 0.0, 250),
     "digits-var": _digits_recipe("var", 3000, 64, 1e-3, 100, 0.05, 500, cond_drop_rate=0.1, drop_path_rate=0.0),
+    "vqvae-256": _tokenizer_recipe(),
     "var-d16": _reference(16, 768, 200, 1e-4, 1e-3, 0.1),
     "var-d20": _reference(20, 768, 250, 1e-4, 1e-3, 0.1),
     "var-d24": _reference(24, 768, 350, 8e-5, 1e-4, 0.01),

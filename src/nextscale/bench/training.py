@@ -148,7 +148,9 @@ def bench_train_step(preset: str = "var-d16", batch_size: int = 2, device="cpu",
             synchronize(device)
             return time.perf_counter() - started
 
-        for step in range(warmup):
+        # FLOPs are counted in the first untimed step (or in one more after the timed ones).
+        local_flops = count_flops(lambda: timed_step(0)) if warmup else None
+        for step in range(1, warmup):
             timed_step(step)
         synchronize(device)
         if device.type == "cpu":
@@ -162,9 +164,8 @@ def bench_train_step(preset: str = "var-d16", batch_size: int = 2, device="cpu",
             times.append(timed_step(step))
         peak = peak_memory_bytes(device)
         state = state_bytes(stage.model, trainer.optimizer)
-        dist.barrier()
-        local_flops = count_flops(lambda: trainer._train_step(batch, warmup + steps))
-        synchronize(device)
+        if local_flops is None:
+            local_flops = count_flops(lambda: timed_step(steps))
 
         mode = "fsdp" if fsdp else "ddp" if dist.enabled else "single"
         record = {

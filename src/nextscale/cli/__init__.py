@@ -15,7 +15,15 @@ from ..runtime import reuse_freed_memory
 from . import bench, demo, edit, evaluate, sample, tokens, train
 from .common import Parser
 
-COMMANDS = (sample, edit, train, tokens, evaluate, demo, bench)  # train: train-tokenizer, train; tokens: tokenize, export
+COMMANDS = (
+    sample,
+    edit,
+    train,
+    tokens,
+    evaluate,
+    demo,
+    bench,
+)  # train: train-tokenizer, train; tokens: tokenize, export
 
 
 def build_parser() -> Parser:

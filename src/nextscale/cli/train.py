@@ -72,10 +72,20 @@ def register(sub) -> None:
     p.add_argument("--ch", type=int, help="base width (default: the preset's)")
     p.add_argument("--ch-mult", help="width multipliers, e.g. 1,2,4: len − 1 halvings (default: the preset's)")
     p.add_argument("--patch-nums", help="scales, e.g. 1,2,3,4,6,8: the last is the latent size (default: the preset's)")
-    p.add_argument("--beta", type=float, default=0.25, help="commitment weight of the VQ loss")
-    p.add_argument("--perceptual-weight", type=float, default=0.0, help="VGG feature loss (needs VGG16 weights)")
-    p.add_argument("--adversarial-weight", type=float, default=0.0, help="PatchGAN hinge loss")
-    p.add_argument("--adversarial-start", type=int, default=0, help="step at which the adversarial loss starts")
+    recipes = [n for n, r in registry.RECIPES.items() if r.stage == "tokenizer" and r.epochs]
+    p.add_argument("--recipe", choices=recipes, help="a documented 256 px recipe (architecture, losses, batch, LR, "
+                   "epochs); flags given override it")  # fmt: skip
+    p.add_argument("--beta", type=float, default=0.25, action=Given, help="commitment weight of the VQ loss")
+    p.add_argument("--perceptual-weight", type=float, default=0.0, action=Given,
+                   help="LPIPS loss (needs VGG16 weights; LPIPS's own for LPIPS proper)")  # fmt: skip
+    p.add_argument("--perceptual-weights", help="torchvision's vgg16-397923af.pth (default: torch hub's cache)")
+    p.add_argument("--lpips-weights", help="the lpips package's weights/v0.1/vgg.pth (default: equal channel "
+                   "weights, a plain VGG feature distance)")  # fmt: skip
+    p.add_argument("--adversarial-weight", type=float, default=0.0, action=Given, help="PatchGAN hinge loss")
+    p.add_argument("--adversarial-start", type=int, default=0, action=Given,
+                   help="step at which the adversarial loss starts")  # fmt: skip
+    p.add_argument("--no-adaptive-weight", action="store_true",
+                   help="a fixed adversarial weight instead of VQGAN's adaptive one")  # fmt: skip
     p.add_argument("--revive-every", type=int, default=50, help="steps between dead-code revivals (0: never)")
     add_train_args(p, registry.RECIPES["digits-tokenizer"])
     p.set_defaults(func=run_tokenizer)
@@ -138,10 +148,10 @@ def train_config(args, **extra):
         raise flag_error(e, TRAIN_FLAGS) from None
 
 
-def apply_recipe(args, n_images: int) -> None:
-    """`--recipe`: the reference's settings for every flag the user did not give; its epochs become steps
-    for this dataset's size."""
-    r = registry.recipe(args.recipe, "var")
+def apply_recipe(args, n_images: int, stage: str = "var") -> None:
+    """`--recipe`: the recipe's settings for every flag the user did not give; its epochs become steps for
+    this dataset's size."""
+    r = registry.recipe(args.recipe, stage)
     given = getattr(args, "given", set())
     for key, value in {**r.train, **r.options}.items():
         if key not in given and hasattr(args, key):
@@ -150,8 +160,8 @@ def apply_recipe(args, n_images: int) -> None:
     if "steps" not in given:
         args.steps = r.epochs * max(1, n_images // args.batch_size)
         if "warmup_steps" not in given:
-            args.warmup_steps = args.steps // 50  # the reference: epochs / 50
-    if args.depth is None:
+            args.warmup_steps = args.steps // 50 if stage == "var" else 0  # the reference: epochs / 50
+    if stage == "var" and args.depth is None:
         args.depth = registry.architecture(args.recipe)[1].depth
 
 
@@ -170,6 +180,7 @@ def start_processes(args):
     from ..training.common import check_run_dir, check_training_device
     from ..training.distributed import setup
 
+    check_seed(args.seed)
     device = resolve_device(args.device)
     check_training_device(device, args.precision)
     check_run_dir(Path(args.run_dir), args.resume)
@@ -212,6 +223,10 @@ def run_tokenizer(args) -> None:
     from ..training import TokenizerOptions, train_tokenizer
     from ..training.export import export_checkpoint
 
+    dist, device = start_processes(args)
+    if args.recipe:
+        r = registry.recipe(args.recipe, "tokenizer")
+        args.preset = r.architecture if args.preset == "digits" else args.preset
     config, _ = registry.architecture(args.preset)
     overrides = {
         "vocab_size": args.vocab_size,
@@ -221,16 +236,19 @@ def run_tokenizer(args) -> None:
         "patch_nums": parse_ints(args.patch_nums, "--patch-nums"),
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    train, test = datasets(args, config.resolution)
+    if args.recipe:
+        apply_recipe(args, len(train), "tokenizer")
     try:
         options = TokenizerOptions(
-            beta=args.beta, perceptual_weight=args.perceptual_weight, adversarial_weight=args.adversarial_weight,
-            adversarial_start=args.adversarial_start, revive_every=args.revive_every,
+            beta=args.beta, perceptual_weight=args.perceptual_weight, perceptual_weights=args.perceptual_weights,
+            lpips_weights=args.lpips_weights, adversarial_weight=args.adversarial_weight,
+            adversarial_start=args.adversarial_start, adaptive_weight=not args.no_adaptive_weight,
+            revive_every=args.revive_every,
         )  # fmt: skip
     except NextscaleError as e:
         raise flag_error(e, TRAIN_FLAGS) from None
     settings = train_config(args, options=vars(options))
-    dist, device = start_processes(args)
-    train, test = datasets(args, config.resolution)
     train_tokenizer(config, train, test, settings, args.run_dir, options=options, resume=args.resume, device=device,
                     dist=dist, progress=not args.quiet)  # fmt: skip
     out = Path(args.out or Path(args.run_dir) / "model")

@@ -16,7 +16,7 @@ from ..tokenizer.layers import AttnBlock
 from .common import check_training_device
 from .distributed import Distributed
 from .feed import stack_items, step_batches
-from .losses import PatchDiscriminator, PerceptualLoss, hinge_discriminator_loss
+from .losses import PatchDiscriminator, PerceptualLoss, adaptive_weight, hinge_discriminator_loss
 
 
 @dataclass
@@ -27,9 +27,12 @@ class TokenizerOptions:
     l1_weight: float = 1.0
     l2_weight: float = 1.0
     vq_weight: float = 1.0
-    perceptual_weight: float = 0.0  # off by default: needs downloaded VGG weights
+    perceptual_weight: float = 0.0  # LPIPS; off by default: needs VGG16 weights (and LPIPS's, for LPIPS proper)
+    perceptual_weights: str | None = None  # torchvision's vgg16-397923af.pth (default: torch hub's cache)
+    lpips_weights: str | None = None  # the lpips package's weights/v0.1/vgg.pth
     adversarial_weight: float = 0.0  # off by default
     adversarial_start: int = 0  # step at which the discriminator's verdict enters the loss
+    adaptive_weight: bool = True  # VQGAN's: scale the adversarial term to the reconstruction's gradient
     revive_every: int = 50  # steps between dead-code revivals; 0 disables
     revive_threshold: float = 0.05  # a code is dead when its EMA hits, summed over scales, fall below this
     eval_batches: int = 8
@@ -59,7 +62,9 @@ class TokenizerStage:
         self.local = self.dist.local_batch(config.batch_size)
         self.tokens_per_step = sum(pn * pn for pn in vae.config.patch_nums)
         o = self.options
-        self.perceptual = PerceptualLoss().to(device) if o.perceptual_weight > 0 else None
+        self.perceptual = None
+        if o.perceptual_weight > 0:
+            self.perceptual = PerceptualLoss(o.perceptual_weights, o.lpips_weights).to(device)
         self.discriminator = self.disc_optimizer = None
         if o.adversarial_weight > 0:
             torch.manual_seed(derive_seed(config.seed, 6))  # the same discriminator on every rank
@@ -77,16 +82,25 @@ class TokenizerStage:
         out = self.net(img, o.beta)
         rec = out.reconstruction.float()
         l1, l2 = (rec - img).abs().mean(), (rec - img).square().mean()
-        loss = o.l1_weight * l1 + o.l2_weight * l2 + o.vq_weight * out.vq_loss
+        reconstruction = o.l1_weight * l1 + o.l2_weight * l2
+        metrics = {"l1": l1.detach(), "l2": l2.detach(), "vq": out.vq_loss.detach()}
         if self.perceptual is not None:
-            loss = loss + o.perceptual_weight * self.perceptual(rec, img)
+            perceptual = self.perceptual(rec, img)
+            reconstruction = reconstruction + o.perceptual_weight * perceptual
+            metrics["perceptual"] = perceptual.detach()
+        loss = reconstruction + o.vq_weight * out.vq_loss
         self._disc_inputs = None
         if self.discriminator is not None and step >= o.adversarial_start:
             self.discriminator.requires_grad_(False)
-            loss = loss - o.adversarial_weight * self.discriminator(rec).mean()
+            generator = -self.discriminator(rec).mean()
             self.discriminator.requires_grad_(True)
+            weight = o.adversarial_weight
+            if o.adaptive_weight:
+                weight = weight * adaptive_weight(reconstruction, generator, self.model.decoder.conv_out.weight)
+            loss = loss + weight * generator
+            metrics["adversarial_weight"] = torch.as_tensor(weight, device=self.device).detach().float()
             self._disc_inputs = (img, rec.detach())
-        return loss, {"l1": l1.detach(), "l2": l2.detach(), "vq": out.vq_loss.detach()}
+        return loss, metrics
 
     def after_backward(self, step: int) -> None:
         """Zeroes the attention key biases' gradients, then the discriminator's own step on this batch.
