@@ -344,3 +344,29 @@ def test_the_adaptive_adversarial_weight_trains(digits8, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "gan" / "log.jsonl").read_text().splitlines()]
     weights = [r["adversarial_weight"] for r in records if "adversarial_weight" in r]
     assert len(weights) == 2 and all(0 < w < 0.5 * 1e4 for w in weights)
+
+
+def test_checkpointed_and_compiled_steps_train_the_same_weights(digits8, tmp_path):
+    vae_config, var_config = tiny_for_digits()
+    train, test = digits8
+    vae, opts = VQVAE(vae_config), VAROptions(cond_drop_rate=0.5, drop_path_rate=0.2)
+    plain, _ = train_var(var_config, vae, train, test, settings(3), tmp_path / "a", options=opts, progress=False)
+    recomputed, _ = train_var(var_config, vae, train, test, settings(3, grad_checkpointing=True), tmp_path / "b",
+                              options=opts, progress=False)  # fmt: skip
+    assert same_weights(plain, recomputed)  # the drop-path masks are inputs: the recomputation sees the same
+    compiled, _ = train_var(var_config, vae, train, test, settings(3, compile="eager"), tmp_path / "c",
+                            options=opts, progress=False)  # fmt: skip
+    assert same_weights(plain, compiled)
+
+
+def test_dataloader_workers_do_not_change_what_a_step_sees(tmp_path):
+    root = tmp_path / "data"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (13, 11), (i * 20, 90 if label == "a" else 180, 40 + i)).save(root / label / f"{i}.png")
+    data = ImageFolderDataset(root, resolution=8, train=True, hflip=True)  # random crops and flips
+    vae_config, _ = preset_configs("tiny")
+    runs = [train_tokenizer(vae_config, data, None, settings(3, batch_size=8, workers=w), tmp_path / f"w{w}",
+                            progress=False)[0] for w in (0, 2)]  # fmt: skip
+    assert same_weights(*runs)

@@ -3,8 +3,8 @@
 Every process runs the trainer's own step (`Trainer._train_step`: forward, backward, clipping, AdamW) on random
 token pyramids, and reports per rank: the median step time, global tokens per second, the FLOPs of one global
 step (torch's FlopCounterMode, summed over ranks) against the floor (those FLOPs ÷ the matrix-multiply rate of
-every rank, each measured in the same run, concurrently), the peak memory of the timed steps (allocated tensors
-on CUDA; the resident set on CPUs, after freed heap memory is handed back), and the parameter + gradient +
+every rank, each measured in the same run, concurrently), the peak memory of the steps (allocated tensors on
+CUDA; the resident set on CPUs, from after freed heap memory is handed back), and the parameter + gradient +
 optimizer-state bytes this rank holds (the local shards under FSDP2).
 
 `bench_training_matrix` launches the 1- and N-process configurations as `torchrun --standalone` subprocesses
@@ -148,14 +148,16 @@ def bench_train_step(preset: str = "var-d16", batch_size: int = 2, device="cpu",
             synchronize(device)
             return time.perf_counter() - started
 
-        # FLOPs are counted in the first untimed step (or in one more after the timed ones).
-        local_flops = count_flops(lambda: timed_step(0)) if warmup else None
-        for step in range(1, warmup):
-            timed_step(step)
+        # The peak covers every step from here (what building the model freed is handed back first, so that the
+        # warm-up steps, not the timed ones, pay for faulting memory in again). FLOPs are counted in the first
+        # warm-up step (or in one more step after the timed ones).
         synchronize(device)
         if device.type == "cpu":
             _hand_back_freed_memory()
         reset_peak_memory(device)
+        local_flops = count_flops(lambda: timed_step(0)) if warmup else None
+        for step in range(1, warmup):
+            timed_step(step)
         matmul_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
         times, rates = [], []
         for step in range(warmup, warmup + steps):

@@ -248,13 +248,15 @@ class Trainer:
         last_eval: dict[str, float] = {}
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
         try:
+            tick = time.perf_counter()
             for batch in stage.batches(self.step, end):
                 step = self.step
-                tick = time.perf_counter()
                 lr = apply_schedule(self.optimizer, step, cfg)
                 metrics = self._train_step(batch, step)
                 self.step = step + 1
-                logger.add(metrics, lr, stage.tokens_per_step, cfg.batch_size, time.perf_counter() - tick)
+                # Host time of the step, data loading included (evaluations and checkpoints are not).
+                now = time.perf_counter()
+                logger.add(metrics, lr, stage.tokens_per_step, cfg.batch_size, now - tick)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == end:
                     bar.set_postfix(logger.flush(self.step), refresh=False)
@@ -269,6 +271,7 @@ class Trainer:
                         print(f"stopped by SIGTERM at step {self.step}; checkpoint saved: rerun with --resume",
                               file=sys.stderr, flush=True)  # fmt: skip
                     raise SystemExit(143)
+                tick = time.perf_counter()
         finally:
             bar.close()
             logger.close()
