@@ -67,3 +67,18 @@ def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     assert namespace["out"].images.shape == (3, 3, 32, 32)
     assert (tmp_path / "my-model" / "var" / "model.safetensors").is_file()
     assert namespace["var"].head.weight.is_meta  # the last line builds var-d16 shapes only
+
+
+def test_the_shipped_digits_split_is_scikit_learns():
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from nextscale.data import digits_splits
+
+    digits = load_digits()
+    x_tr, x_te, y_tr, y_te = train_test_split(digits.images, digits.target, test_size=0.2, random_state=0,
+                                              stratify=digits.target)  # fmt: skip
+    train, test = digits_splits(0)
+    assert np.array_equal(train.images8, x_tr) and np.array_equal(train.labels, y_tr)
+    assert np.array_equal(test.images8, x_te) and np.array_equal(test.labels, y_te)
