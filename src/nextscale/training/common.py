@@ -144,8 +144,8 @@ def autocast_context(device: torch.device, precision: str):
 
 def check_training_device(device: torch.device, precision: str) -> None:
     if precision != "fp32" and device.type != "cuda":
-        raise NextscaleError(f"{precision} training needs a CUDA device, not {device}: CPUs train in fp32 (their "
-                             "half-precision matrix work is about 100× slower)")  # fmt: skip
+        raise NextscaleError(f"{precision} training needs a CUDA device, not {device}: pass --precision fp32 (a "
+                             "CPU's half-precision matrix work is about 100× slower)")  # fmt: skip
 
 
 def write_log(run_dir: Path, record: dict) -> None:

@@ -188,7 +188,7 @@ class Trainer:
                 extra_old, extra_new = saved["train"].get(k) or {}, now["train"].get(k) or {}
                 changed += [e for e in sorted(set(extra_old) | set(extra_new)) if extra_old.get(e) != extra_new.get(e)]
             else:
-                changed.append(f"{k} ({saved['train'].get(k)} → {now['train'].get(k)})")
+                changed.append(f"--{k.replace('_', '-')} ({saved['train'].get(k)} → {now['train'].get(k)})")
         if changed:
             raise NextscaleError(f"{ckpt} was made with other training settings: {', '.join(changed)} differ; "
                                  "resume with the run's settings or use a new --run-dir")  # fmt: skip
