@@ -46,6 +46,7 @@ class TokenDataset(Dataset):
     trainer's (index, sample seed, flip bit); the flip bit picks the flipped orientation where there is one."""
 
     deterministic = True
+    in_memory = True  # rows are read from memory maps in the main process: no worker processes needed
 
     def __init__(self, root: str | Path, verify: bool = True):
         root = Path(root)

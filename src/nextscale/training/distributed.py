@@ -61,6 +61,9 @@ class Distributed:
         return box[0]
 
 
+FSDP_NEEDS_TORCHRUN = "--fsdp needs torchrun (e.g. torchrun --nproc_per_node 2 -m nextscale train …)"
+
+
 def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
@@ -94,7 +97,7 @@ def wrap(model: torch.nn.Module, dist_info: Distributed, device: torch.device, f
         from torch.distributed.fsdp import fully_shard
 
         if not dist.is_initialized():
-            raise NextscaleError("--fsdp needs torchrun (e.g. torchrun --nproc_per_node 2 -m nextscale train …)")
+            raise NextscaleError(FSDP_NEEDS_TORCHRUN)
         # The transformer returns fresh logits that nothing modifies in place; FSDP2 warns about any view.
         warnings.filterwarnings("ignore", message=".*returned a view tensor")
         units = model.fsdp_units() if hasattr(model, "fsdp_units") else []

@@ -21,7 +21,7 @@ from ..runtime import TRAIN_PRECISIONS, check_compile_backend, check_finite
 from ..seeding import check_seed
 from . import checkpoint
 from .common import apply_schedule, autocast_context, check_run_dir, param_groups, step_generator
-from .distributed import Distributed, wrap
+from .distributed import FSDP_NEEDS_TORCHRUN, Distributed, wrap
 from .monitor import RunLogger, run_record
 
 # Settings a resumed run may change: they do not change what the run computes at each step.
@@ -123,6 +123,8 @@ class Trainer:
         self.step, self.started, self.stop_requested = 0, False, False
         if config.fsdp and not stage.supports_fsdp:
             raise NextscaleError("--fsdp shards the transformer; the tokenizer fits one device: train it with DDP")
+        if config.fsdp and not torch.distributed.is_initialized():
+            raise NextscaleError(FSDP_NEEDS_TORCHRUN)
         self.dist.local_batch(config.batch_size)  # refuses a batch that does not divide
         model = stage.model
         model.grad_checkpointing = config.grad_checkpointing

@@ -70,7 +70,8 @@ class EncodedDataset(Dataset):
 
 def encoded(data: Dataset | None, vae: VQVAE, device) -> Dataset | None:
     """In-memory, deterministic image data is encoded once; token shards and image folders stay as they are."""
-    if data is not None and getattr(data, "in_memory", False) and getattr(data, "deterministic", False):
+    images = data is not None and not hasattr(data, "vocab_size")  # token shards carry their codebook's size
+    if images and getattr(data, "in_memory", False) and getattr(data, "deterministic", False):
         return EncodedDataset(data, vae, device)
     return data
 
