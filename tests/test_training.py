@@ -370,3 +370,32 @@ def test_dataloader_workers_do_not_change_what_a_step_sees(tmp_path):
     runs = [train_tokenizer(vae_config, data, None, settings(3, batch_size=8, workers=w), tmp_path / f"w{w}",
                             progress=False)[0] for w in (0, 2)]  # fmt: skip
     assert same_weights(*runs)
+
+
+def test_a_checkpoint_index_cannot_run_code(tmp_path):
+    import os
+    import pickle
+
+    from nextscale.errors import CheckpointError
+    from nextscale.training.checkpoint import SafeReader
+
+    class Payload:
+        def __reduce__(self):
+            return os.getcwd, ()
+
+    module, name = b"torch.distributed.checkpoint.filesystem", b"os.getcwd"  # a dotted name inside an allowed module
+    dotted = b"\x80\x04\x8c" + bytes([len(module)]) + module + b"\x8c" + bytes([len(name)]) + name + b"\x93)R."
+    for forged in (pickle.dumps(Payload()), dotted):
+        (tmp_path / ".metadata").write_bytes(forged)
+        with pytest.raises(CheckpointError, match="is not part of a checkpoint index"):
+            SafeReader(tmp_path).read_metadata()
+
+
+def test_tokenize_refuses_to_resume_another_tokenization(digits8, tmp_path):
+    from nextscale.data.tokens import tokenize
+
+    vae_config, _ = tiny_for_digits()
+    train, _ = digits8
+    tokenize(train, VQVAE(vae_config), tmp_path / "t", shard_size=1000, progress=False)
+    with pytest.raises(NextscaleError, match=r"made with other settings \(orientations, shard_size differ\)"):
+        tokenize(train, VQVAE(vae_config), tmp_path / "t", shard_size=500, flip=True, progress=False)

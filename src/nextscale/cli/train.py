@@ -156,6 +156,8 @@ def apply_recipe(args, n_images: int, stage: str = "var") -> None:
     for key, value in {**r.train, **r.options}.items():
         if key not in given and hasattr(args, key):
             setattr(args, key, value)
+    if "batch_size" in given and "lr" not in given and "base_lr" not in given:
+        args.lr = r.train["lr"] / r.train["batch_size"] * args.batch_size  # base LR × batch / 256, as the recipe
     args.init_adaln_gamma = r.options.get("init_adaln_gamma")
     if "steps" not in given:
         args.steps = r.epochs * max(1, n_images // args.batch_size)
@@ -186,9 +188,7 @@ def start_processes(args):
     check_run_dir(Path(args.run_dir), args.resume)
     writable_dir(args.run_dir, "--run-dir")
     writable_dir(args.out, "--out")
-    dist, device = setup(device)
-    dist.local_batch(args.batch_size)
-    return dist, device
+    return setup(device)
 
 
 def datasets(args, resolution: int, tokens_allowed: bool = False):
@@ -209,6 +209,12 @@ def datasets(args, resolution: int, tokens_allowed: bool = False):
                                  "(the same class sub-folders, by name)")  # fmt: skip
         return train, val
     return train, open_dataset("digits", resolution, "test", seed=args.seed) if args.data == "digits" else None
+
+
+def saved_settings(run_dir) -> dict:
+    from ..training.checkpoint import latest_checkpoint, read_record
+
+    return read_record(latest_checkpoint(Path(run_dir)))["settings"]
 
 
 def finish(dist, model_out: Path, message: str) -> None:
@@ -283,6 +289,8 @@ def run_var(args) -> None:
                              label_smoothing=args.label_smoothing, **extra)  # fmt: skip
     except NextscaleError as e:
         raise flag_error(e, TRAIN_FLAGS) from None
+    if args.pgwp is None and args.resume:  # its default follows --steps, which a resumed run may change
+        args.pgwp = saved_settings(args.run_dir)["train"]["pgwp"]
     settings = train_config(args, options=vars(options), tokenizer=str(args.tokenizer))
     config = replace(config, vocab_size=vae.config.vocab_size, latent_channels=vae.config.z_channels,
                      patch_nums=vae.config.patch_nums, num_classes=train.num_classes)  # fmt: skip

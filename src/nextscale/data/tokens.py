@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import NextscaleError
 from ..files import atomic_write, atomic_write_text, first_line
 
-INDEX, FORMAT = "index.json", 1
+INDEX, PLAN, FORMAT = "index.json", "tokenize.json", 1
 
 
 def _sha256(path: Path) -> str:
@@ -74,9 +74,14 @@ class TokenDataset(Dataset):
             if verify and _sha256(data) != meta["sha256"]:
                 raise NextscaleError(f"{data}: corrupt token shard (its checksum does not match {root / name}); "
                                      "rerun nextscale tokenize to rewrite it")  # fmt: skip
+            if len(meta.get("orientations", [])) != self.orientations:
+                raise NextscaleError(f"{root / name} does not hold the {self.orientations} orientation(s) {INDEX} says")
             self.arrays.append(np.memmap(data, dtype=np.uint16, mode="r", shape=shape))
             self.labels.append(meta["labels"])
             self.starts.append(self.starts[-1] + meta["records"])
+        if self.starts[-1] != index.get("records"):
+            raise NextscaleError(f"{index_path} lists {index.get('records')} records but its shards hold "
+                                 f"{self.starts[-1]}: rerun nextscale tokenize")  # fmt: skip
 
     def __len__(self) -> int:
         return self.starts[-1]
@@ -106,6 +111,14 @@ def tokenize(dataset: Dataset, vae, out: str | Path, *, flip: bool = False, batc
     if vae.config.vocab_size > 65536:
         raise NextscaleError(f"token shards hold uint16 ids: a codebook of {vae.config.vocab_size} does not fit")
     shards = range((n + shard_size - 1) // shard_size)
+    classes = list(getattr(dataset, "classes", None) or [str(c) for c in range(dataset.num_classes)])
+    plan = {"format": FORMAT, "records": n, "vocab_size": vae.config.vocab_size,
+            "patch_nums": list(vae.config.patch_nums), "orientations": 2 if flip else 1, "classes": classes,
+            "tokenizer": tokenizer_name, "shard_size": shard_size}  # fmt: skip
+    _check_plan(out, plan)
+    barrier()
+    if rank == 0:
+        atomic_write_text(out / PLAN, json.dumps(plan) + "\n")  # what a rerun must match to resume here
     mine = [k for k in shards if k % world == rank and not _shard_complete(out, k)]
     bar = tqdm(total=sum(min(shard_size, n - k * shard_size) for k in mine), desc="tokenizing", unit="img",
                disable=not progress)  # fmt: skip
@@ -127,13 +140,24 @@ def tokenize(dataset: Dataset, vae, out: str | Path, *, flip: bool = False, batc
     bar.close()
     barrier()
     if rank == 0:
-        classes = list(getattr(dataset, "classes", None) or [str(c) for c in range(dataset.num_classes)])
-        index = {"format": FORMAT, "records": n, "vocab_size": vae.config.vocab_size,
-                 "patch_nums": list(vae.config.patch_nums), "orientations": 2 if flip else 1, "classes": classes,
-                 "tokenizer": tokenizer_name, "shards": [f"shard-{k:05d}.json" for k in shards]}  # fmt: skip
+        index = {**plan, "shards": [f"shard-{k:05d}.json" for k in shards]}
         atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
     barrier()
     return out / INDEX
+
+
+def _check_plan(out: Path, plan: dict) -> None:
+    """A rerun resumes only the tokenization it would have done: the same data, tokenizer and layout."""
+    path = out / PLAN
+    if not path.is_file():
+        if any(out.glob("shard-*")):
+            raise NextscaleError(f"{out} holds token shards of an unknown run: use a new --out")
+        return
+    saved = _read_json(path, "tokenization plan")
+    differ = [k for k in plan if saved.get(k) != plan[k]]
+    if differ:
+        raise NextscaleError(f"{out} holds tokens made with other settings ({', '.join(differ)} differ): use a "
+                             "new --out, or the settings that made them")  # fmt: skip
 
 
 def _stack(items) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,11 @@
 """Training checkpoints with `torch.distributed.checkpoint`: one shard per rank, resharded on load (a run saved
 by N processes resumes on M), complete or absent.
 
-`ckpt-STEP/` holds the DCP files (tensors only: model, optimizer, EMA, scaler) and `trainer.json` (step, seed,
-settings, counters). It is written as `.partial-ckpt-STEP/` and renamed when whole; `latest` then names it. A
-crash at any moment leaves `latest` naming a complete checkpoint. DCP's own index (`.metadata`) is a pickle:
-it is read with an unpickler that accepts DCP's metadata classes only.
+`ckpt-STEP/` holds the DCP files (tensors only: model, optimizer, EMA, discriminator) and `trainer.json`
+(step, settings, loss scaler, counters). It is written as `.partial-ckpt-STEP/` and renamed when whole;
+`latest` then names it. A crash at any moment leaves `latest` naming a complete checkpoint. DCP's own index
+(`.metadata`) is a pickle: it is read with an unpickler that accepts DCP's metadata classes only, and must list
+tensors only.
 """
 
 from __future__ import annotations
@@ -40,12 +41,17 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
 
 
 class _MetadataUnpickler(pickle.Unpickler):
-    """DCP's index names its own dataclasses, torch sizes and dtypes, and nothing else."""
+    """DCP's index names its own dataclasses, torch sizes, layouts and dtypes, paths, and nothing else. Tensors
+    only: an index entry for pickled bytes (which DCP would unpickle freely) cannot even be built."""
 
-    ALLOWED_MODULES = ("torch.distributed.checkpoint.", "collections")
+    METADATA = ("Metadata", "MetadataIndex", "TensorStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
+                "StorageMeta", "_MEM_FORMAT_ENCODING")  # fmt: skip
     ALLOWED = {
+        *(("torch.distributed.checkpoint.metadata", name) for name in METADATA),
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
         ("torch", "Size"),
         ("torch.serialization", "_get_layout"),
+        ("collections", "OrderedDict"),
         ("pathlib", "PosixPath"),
         ("pathlib", "PurePosixPath"),
         ("pathlib", "WindowsPath"),
@@ -53,8 +59,7 @@ class _MetadataUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module: str, name: str):
-        allowed = (module, name) in self.ALLOWED or (module == "torch" and name in _DTYPE_NAMES)
-        if allowed or module.startswith(self.ALLOWED_MODULES):
+        if "." not in name and ((module, name) in self.ALLOWED or (module == "torch" and name in _DTYPE_NAMES)):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint index")
 
@@ -71,10 +76,25 @@ class SafeReader(FileSystemReader):
             metadata = _MetadataUnpickler(io.BytesIO(path.read_bytes())).load()
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
             raise CheckpointError(f"{path} is not a readable checkpoint index ({first_line(e)})") from None
+        self._check(metadata, path)
         if getattr(metadata, "storage_meta", None) is None:
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+    @staticmethod
+    def _check(metadata, path: Path) -> None:
+        """Tensor entries only, stored in files inside the checkpoint."""
+        from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
+
+        if not isinstance(metadata, Metadata):
+            raise CheckpointError(f"{path} is not a checkpoint index")
+        if not all(isinstance(m, TensorStorageMetadata) for m in metadata.state_dict_metadata.values()):
+            raise CheckpointError(f"{path} lists entries that are not tensors: not a nextscale checkpoint")
+        for info in (metadata.storage_data or {}).values():
+            relative = Path(str(getattr(info, "relative_path", "")))
+            if relative.is_absolute() or ".." in relative.parts:
+                raise CheckpointError(f"{path} points outside its checkpoint ({relative})")
 
 
 def save(run_dir: Path, step: int, tensors: dict, record: dict, dist_info: Distributed, keep: int) -> Path:
@@ -83,7 +103,8 @@ def save(run_dir: Path, step: int, tensors: dict, record: dict, dist_info: Distr
     final = checkpoint_dir(run_dir, step)
     partial = run_dir / f"{PARTIAL}{final.name}"
     if dist_info.is_main:
-        shutil.rmtree(partial, ignore_errors=True)  # a save that crashed earlier
+        for crashed in run_dir.glob(f"{PARTIAL}ckpt-*"):  # saves that crashed earlier
+            shutil.rmtree(crashed, ignore_errors=True)
         partial.mkdir(parents=True)
     dist_info.barrier()
     with warnings.catch_warnings():

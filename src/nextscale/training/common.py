@@ -8,6 +8,7 @@ what an uninterrupted run would have done.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -75,8 +76,13 @@ def global_batch(step: int, n: int, batch_size: int, seed: int) -> tuple[int, to
     if per_epoch == 0:
         raise NextscaleError(f"the dataset has {n} items, fewer than one batch of {batch_size}")
     epoch, pos = divmod(step, per_epoch)
-    order = torch.randperm(n, generator=derived_generator(seed, 1, epoch))
-    return epoch, order[pos * batch_size : (pos + 1) * batch_size]
+    return epoch, epoch_order(seed, epoch, n)[pos * batch_size : (pos + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """Epoch `epoch`'s permutation, drawn once per epoch (1.28 M items take tens of milliseconds)."""
+    return torch.randperm(n, generator=derived_generator(seed, 1, epoch))
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:

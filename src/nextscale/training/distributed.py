@@ -100,10 +100,14 @@ def wrap(model: torch.nn.Module, dist_info: Distributed, device: torch.device, f
             raise NextscaleError(FSDP_NEEDS_TORCHRUN)
         # The transformer returns fresh logits that nothing modifies in place; FSDP2 warns about any view.
         warnings.filterwarnings("ignore", message=".*returned a view tensor")
+        from torch.distributed.device_mesh import init_device_mesh
+
+        # The mesh names the training device: without one FSDP picks the accelerator, even for a CPU run.
+        mesh = init_device_mesh(device.type, (dist.get_world_size(),))
         units = model.fsdp_units() if hasattr(model, "fsdp_units") else []
         for unit in units:
-            fully_shard(unit)
-        fully_shard(model)
+            fully_shard(unit, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         return model
     if not dist_info.enabled:
         return model

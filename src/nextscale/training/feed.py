@@ -4,6 +4,7 @@ what a step sees."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -40,6 +41,12 @@ def stack_items(items) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
 
 
+def _ignore_sigterm(worker_id: int) -> None:
+    """torchrun signals the whole process group: the main process saves and stops, its readers must not die
+    first (the DataLoader would report them as crashed)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def step_batches(dataset: Dataset, cfg, local: slice, start: int, end: int, device: torch.device) -> Iterator:
     """(inputs, labels) on `device` for each step from `start` to `end`. In-memory datasets are indexed in
     the main process; others are read by `cfg.workers` DataLoader workers, in the same order."""
@@ -51,6 +58,26 @@ def step_batches(dataset: Dataset, cfg, local: slice, start: int, end: int, devi
         return
     sampler = StepSampler(n, cfg.batch_size, cfg.seed, local, start, end)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                        collate_fn=stack_items)  # fmt: skip
+                        collate_fn=stack_items, worker_init_fn=_ignore_sigterm)  # fmt: skip
     for x, y in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def evaluation_batches(dataset: Dataset, count: int, batch_size: int, seed: int, dist) -> Iterator:
+    """(inputs, labels) of this rank's share of the first `count` items (rounded down to a multiple of the world
+    size, so every rank runs the same number of forwards: FSDP's are collective). Crops are seeded by the item:
+    the same evaluation whatever the world size."""
+    per_rank = max(1, min(len(dataset), count) // dist.world)
+    mine = range(dist.rank * per_rank, (dist.rank + 1) * per_rank)
+    for start in range(0, per_rank, batch_size):
+        keys = [(i, derive_seed(seed, 8, i), 0) for i in mine[start : start + batch_size]]
+        yield stack_items([dataset[key] for key in keys])
+
+
+def sum_over_ranks(values: torch.Tensor, dist, device: torch.device) -> torch.Tensor:
+    """Sums a CPU tensor over ranks (on the device: NCCL reduces device tensors only)."""
+    if not dist.enabled:
+        return values
+    reduced = values.to(device)
+    torch.distributed.all_reduce(reduced)
+    return reduced.cpu()

@@ -49,6 +49,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, dist_info: Distributed, device: torch.device, enabled: bool):
         self.run_dir, self.dist, self.device, self.enabled = Path(run_dir), dist_info, device, enabled
         self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
         self.steps, self.seconds, self.images, self.tokens, self.lr = 0, 0.0, 0, 0, 0.0
         self.board = None
         if enabled:
@@ -62,6 +63,7 @@ class RunLogger:
     def add(self, metrics: dict, lr: float, tokens_per_image: int, batch: int, seconds: float) -> None:
         for k, v in metrics.items():
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1  # a metric can start mid-window (a new scale)
         self.steps, self.seconds, self.lr = self.steps + 1, self.seconds + seconds, lr
         self.images, self.tokens = self.images + batch, self.tokens + batch * tokens_per_image
 
@@ -71,7 +73,7 @@ class RunLogger:
         if not self.steps:
             return {}
         names = sorted(self.sums)
-        stacked = torch.stack([self.sums[k].float() for k in names]) / self.steps
+        stacked = torch.stack([self.sums[k].float() / self.counts[k] for k in names])
         if self.dist.enabled:
             dist.all_reduce(stacked, op=dist.ReduceOp.AVG if stacked.is_cuda else dist.ReduceOp.SUM)
             stacked = stacked if stacked.is_cuda else stacked / self.dist.world
@@ -80,7 +82,7 @@ class RunLogger:
         record = {"step": step, "lr": self.lr, **values, **{k: round(v, 1) for k, v in rates.items()},
                   "peak_memory_gib": round(peak_memory_gib(self.device), 3)}  # fmt: skip
         self.write(record)
-        self.sums, self.steps, self.seconds, self.images, self.tokens = {}, 0, 0.0, 0, 0
+        self.sums, self.counts, self.steps, self.seconds, self.images, self.tokens = {}, {}, 0, 0.0, 0, 0
         return {"loss": f"{values['loss']:.4f}", "img/s": f"{rates['images_per_s']:.1f}",
                 "tok/s": f"{rates['tokens_per_s']:.0f}"}  # fmt: skip
 

@@ -15,7 +15,7 @@ from ..tokenizer import VQVAE
 from ..tokenizer.layers import AttnBlock
 from .common import check_training_device
 from .distributed import Distributed
-from .feed import stack_items, step_batches
+from .feed import evaluation_batches, stack_items, step_batches, sum_over_ranks
 from .losses import PatchDiscriminator, PerceptualLoss, adaptive_weight, hinge_discriminator_loss
 
 
@@ -126,10 +126,10 @@ class TokenizerStage:
     def after_step(self, step: int, generator: torch.Generator) -> None:
         o = self.options
         if o.revive_every and (step + 1) % o.revive_every == 0:
-            self._revive_dead_codes(generator)
+            self._revive_dead_codes(step, generator)
 
     @torch.no_grad()
-    def _revive_dead_codes(self, generator: torch.Generator) -> None:
+    def _revive_dead_codes(self, step: int, generator: torch.Generator) -> None:
         """Moves codes no scale has used lately onto encoder outputs of a batch drawn from the step's generator
         (the same on every rank, so the replicas stay equal), and resets their stats.
 
@@ -141,7 +141,8 @@ class TokenizerStage:
             return
         n = len(self.train_data)
         idx = torch.randint(n, (min(n, self.config.batch_size),), generator=generator)
-        img, _ = stack_items([self.train_data[int(i)] for i in idx])
+        keys = [(int(i), derive_seed(self.config.seed, 7, step, j), 0) for j, i in enumerate(idx)]  # seeded crops
+        img, _ = stack_items([self.train_data[key] for key in keys])
         f = self.model.encode(img.to(self.device)).float()
         pool = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])
         pick = torch.randint(pool.shape[0], (dead.numel(),), generator=generator).to(self.device)
@@ -150,17 +151,19 @@ class TokenizerStage:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Reconstruction PSNR on the test data, and codebook usage per scale (from the training EMA)."""
-        vae, data = self.model, self.test_data if self.test_data is not None else self.train_data
-        psnr_sum, count, bs = 0.0, 0, self.local.stop - self.local.start
-        n = min(len(data), self.options.eval_batches * bs)
-        for start in range(0, n, bs):
-            img, _ = stack_items([data[i] for i in range(start, min(n, start + bs))])
+        """Reconstruction PSNR on the test data (`eval_batches` global batches split over the ranks), and
+        codebook usage per scale (from the training EMA)."""
+        vae, cfg = self.model, self.config
+        data = self.test_data if self.test_data is not None else self.train_data
+        sums = torch.zeros(2)
+        batches = evaluation_batches(data, self.options.eval_batches * cfg.batch_size,
+                                     self.local.stop - self.local.start, cfg.seed, self.dist)  # fmt: skip
+        for img, _ in batches:
             img = img.to(self.device)
             mse = (vae.reconstruct(img) - img).div(2).square().flatten(1).mean(1)  # in [0, 1] units
-            psnr_sum += (10 * torch.log10(1 / mse.clamp_min(1e-10))).sum().item()
-            count += img.shape[0]
-        tokens_per_scale = [self.config.batch_size * pn * pn for pn in vae.patch_nums]
+            sums += torch.stack([(10 * torch.log10(1 / mse.clamp_min(1e-10))).sum().cpu(), torch.tensor(len(img))])
+        psnr_sum, count = sum_over_ranks(sums, self.dist, self.device).tolist()
+        tokens_per_scale = [cfg.batch_size * pn * pn for pn in vae.patch_nums]
         usage = vae.quantize.usage(tokens_per_scale)
         metrics = {"psnr": psnr_sum / count, "usage_mean": sum(usage) / len(usage)}
         metrics.update({f"usage_{pn}": u for pn, u in zip(vae.patch_nums, usage)})

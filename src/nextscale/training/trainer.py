@@ -24,7 +24,8 @@ from .common import apply_schedule, autocast_context, check_run_dir, param_group
 from .distributed import FSDP_NEEDS_TORCHRUN, Distributed, wrap
 from .monitor import RunLogger, run_record
 
-# Settings a resumed run may change: they do not change what the run computes at each step.
+# Settings a resumed run may change. The length re-times the schedules (LR, weight decay, curriculum) from the
+# resume step on; the others change nothing the run computes.
 RESUMABLE_CHANGES = ("steps", "eval_every", "save_every", "log_every", "keep", "fsdp", "grad_checkpointing",
                      "compile", "workers")  # fmt: skip
 
@@ -231,10 +232,11 @@ class Trainer:
         self.stage.load_extra_tensors(tensors)
 
     def save(self) -> Path:
+        tensors = self.state_tensors()  # first: the stage's record says what these tensors hold
         scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
         record = {"step": self.step, "stage": self.stage.kind, "world_size": self.dist.world,
                   "settings": self.settings(), "scaler": scaler, "extra": self.stage.extra_record()}  # fmt: skip
-        return checkpoint.save(self.run_dir, self.step, self.state_tensors(), record, self.dist, self.config.keep)
+        return checkpoint.save(self.run_dir, self.step, tensors, record, self.dist, self.config.keep)
 
     # ---- the loop ----------------------------------------------------------------------------------------
 
@@ -314,11 +316,21 @@ class Trainer:
         if self.ema is None:
             return self.stage.evaluate()
         raw = [p.detach().clone() for p in self.params]
+        self._reshard()
         _copy_(self.params, self.ema)
         try:
             return self.stage.evaluate()
         finally:
+            self._reshard()  # FSDP2 keeps the root's weights gathered after a no-grad forward: the EMA's, here
             _copy_(self.params, raw)
+
+    def _reshard(self) -> None:
+        if self.config.fsdp:
+            from torch.distributed.fsdp import FSDPModule
+
+            for module in self.stage.model.modules():
+                if isinstance(module, FSDPModule):
+                    module.reshard()
 
 
 def _sharded(tensors: list[torch.Tensor]) -> bool:

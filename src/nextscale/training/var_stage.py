@@ -14,7 +14,7 @@ from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .common import check_training_device, newest_scale_weight, progressive_scale
 from .distributed import Distributed
-from .feed import stack_items, step_batches
+from .feed import evaluation_batches, stack_items, step_batches, sum_over_ranks
 
 ENCODE_BATCH = 256  # images per tokenizer call when a dataset is encoded once (tokenize uses the same)
 
@@ -117,12 +117,14 @@ class VARStage:
         labels, x, target = batch
         # Label dropout and drop path for the whole global batch, then this rank's slice.
         B = cfg.batch_size
-        drop = (torch.rand(B, generator=generator) < o.cond_drop_rate)[self.local].to(self.device)
+        drop = (torch.rand(B, generator=generator) < o.cond_drop_rate)[self.local]
+        drop = drop.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else drop
         labels = torch.where(drop, model.num_classes, labels)
         keep = None
         if o.drop_path_rate > 0:
             u = torch.rand(model.config.depth, 2, B, generator=generator)[:, :, self.local]
-            keep = (u >= self.drop_path.view(-1, 1, 1)).to(self.device)
+            keep = u >= self.drop_path.view(-1, 1, 1)
+            keep = keep.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else keep
         K = len(model.patch_nums)
         last = progressive_scale(step, cfg, K)
         ed = model.begin_ends[last][1]
@@ -149,18 +151,20 @@ class VARStage:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Per-scale cross-entropy and token accuracy on the test data (no label dropout). Every rank evaluates
-        the same batches (under FSDP each forward is collective)."""
+        """Per-scale cross-entropy and token accuracy on the test data (no label dropout), over
+        `eval_batches` global batches split over the ranks."""
         data = self.test_data if self.test_data is not None else self.train_data
-        L, bs = self.model.config.num_tokens, self.local.stop - self.local.start
-        loss_sum, hit_sum, n = torch.zeros(L), torch.zeros(L), 0
-        for start in range(0, min(len(data), self.options.eval_batches * bs), bs):
-            x, labels = stack_items([data[i] for i in range(start, min(len(data), start + bs))])
+        L, cfg = self.model.config.num_tokens, self.config
+        sums = torch.zeros(2, L)
+        batches = evaluation_batches(data, self.options.eval_batches * cfg.batch_size,
+                                     self.local.stop - self.local.start, cfg.seed, self.dist)  # fmt: skip
+        for x, labels in batches:
             labels, x, target = self._pyramid(x.to(self.device), labels.to(self.device))
             logits = self.net(labels, x).float()
-            loss_sum += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(0).cpu()
-            hit_sum += (logits.argmax(-1) == target).float().sum(0).cpu()
-            n += labels.shape[0]
+            sums[0] += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(0).cpu()
+            sums[1] += (logits.argmax(-1) == target).float().sum(0).cpu()
+        loss_sum, hit_sum = sum_over_ranks(sums, self.dist, self.device)
+        n = max(1, min(len(data), self.options.eval_batches * cfg.batch_size) // self.dist.world) * self.dist.world
         metrics = {"val_loss": (loss_sum.sum() / (n * L)).item(), "val_acc": (hit_sum.sum() / (n * L)).item()}
         for (begin, end), pn in zip(self.model.begin_ends, self.model.patch_nums):
             metrics[f"val_loss_{pn}"] = (loss_sum[begin:end].sum() / (n * (end - begin))).item()
