@@ -399,3 +399,23 @@ def test_tokenize_refuses_to_resume_another_tokenization(digits8, tmp_path):
     tokenize(train, VQVAE(vae_config), tmp_path / "t", shard_size=1000, progress=False)
     with pytest.raises(NextscaleError, match=r"made with other settings \(orientations, shard_size differ\)"):
         tokenize(train, VQVAE(vae_config), tmp_path / "t", shard_size=500, flip=True, progress=False)
+
+
+def test_a_checkpoint_of_an_optimizer_that_never_stepped_resumes_exactly(digits8, tmp_path):
+    from nextscale.training import Trainer
+    from nextscale.training.var_stage import VARStage
+    from nextscale.transformer import VAR
+
+    vae_config, var_config = tiny_for_digits()
+    train, test = digits8
+    vae = VQVAE(vae_config)
+    whole, _ = train_var(var_config, vae, train, test, settings(3), tmp_path / "whole", progress=False)
+    torch.manual_seed(0)  # as train_var draws the initial weights
+    var = VAR(var_config, device="meta")
+    var.to_empty(device="cpu")
+    var.init_weights(**VAROptions().init_kwargs())
+    trainer = Trainer(VARStage(var, vae, train, test, settings(3)), settings(3), tmp_path / "run", progress=False)
+    trainer.start(False)
+    trainer.save()  # step 0: AdamW has no state yet (as when fp16's scaler skips the first steps)
+    resumed, _ = train_var(var_config, vae, train, test, settings(3), tmp_path / "run", resume=True, progress=False)
+    assert same_weights(whole, resumed)

@@ -202,7 +202,10 @@ class Trainer:
         tensors = self.state_tensors()
         checkpoint.load(ckpt, tensors)
         self._set_state(tensors)
-        self.scaler.load_state_dict(record["scaler"]) if record.get("scaler") else None
+        if record.get("optimizer_fresh"):
+            self.optimizer.state.clear()
+        if record.get("scaler"):
+            self.scaler.load_state_dict(record["scaler"])
         self.stage.load_extra_record(record.get("extra", {}))
         self.step = record["step"]
 
@@ -213,7 +216,12 @@ class Trainer:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
         options = StateDictOptions(flatten_optimizer_state_dict=True)
+        # DCP gives an optimizer that has not stepped (fp16 steps skipped by the scaler, a save at step 0) a
+        # zero step, so that it has tensors to save; that state is dropped again and marked in the record.
+        self._optim_fresh = not self.optimizer.state
         model_sd, optim_sd = get_state_dict(self.stage.net, self.optimizer, options=options)
+        if self._optim_fresh:
+            self.optimizer.state.clear()
         self._optim_settings = {k: v for k, v in optim_sd.items() if not torch.is_tensor(v)}
         tensors = {"model": model_sd, "optim": {k: v for k, v in optim_sd.items() if torch.is_tensor(v)}}
         if self.ema is not None:
@@ -235,7 +243,8 @@ class Trainer:
         tensors = self.state_tensors()  # first: the stage's record says what these tensors hold
         scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
         record = {"step": self.step, "stage": self.stage.kind, "world_size": self.dist.world,
-                  "settings": self.settings(), "scaler": scaler, "extra": self.stage.extra_record()}  # fmt: skip
+                  "settings": self.settings(), "scaler": scaler, "optimizer_fresh": self._optim_fresh,
+                  "extra": self.stage.extra_record()}  # fmt: skip
         return checkpoint.save(self.run_dir, self.step, tensors, record, self.dist, self.config.keep)
 
     # ---- the loop ----------------------------------------------------------------------------------------
