@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch.utils.data import Dataset
 
 from .digits import DigitsDataset, digits8_to_images, digits_splits, images_to_digits8
@@ -16,6 +17,7 @@ __all__ = [
     "images_to_digits8",
     "open_dataset",
     "reference_transform",
+    "stack_items",
 ]
 
 
@@ -24,3 +26,8 @@ def open_dataset(spec: str, resolution: int, split: str = "train", seed: int = 0
     if spec == "digits":
         return DigitsDataset(split, seed=seed, resolution=resolution)
     return ImageFolderDataset(spec, resolution, train=split == "train")
+
+
+def stack_items(items) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch from a dataset's (input, label) items."""
+    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items], dtype=torch.long)

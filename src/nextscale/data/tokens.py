@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..errors import NextscaleError
 from ..files import atomic_write, atomic_write_text, first_line
+from . import stack_items
 
 INDEX, PLAN, FORMAT = "index.json", "tokenize.json", 1
 
@@ -127,7 +128,7 @@ def tokenize(dataset: Dataset, vae, out: str | Path, *, flip: bool = False, batc
         begin, end = k * shard_size, min(n, (k + 1) * shard_size)
         rows, labels = np.empty((end - begin, 2 if flip else 1, L), dtype=np.uint16), []
         loader = DataLoader(Subset(dataset, range(begin, end)), batch_size=batch_size, num_workers=workers,
-                            collate_fn=_stack)  # fmt: skip
+                            collate_fn=stack_items)  # fmt: skip
         for img, y in loader:
             at = len(labels)
             img = img.to(device)
@@ -158,10 +159,6 @@ def _check_plan(out: Path, plan: dict) -> None:
     if differ:
         raise NextscaleError(f"{out} holds tokens made with other settings ({', '.join(differ)} differ): use a "
                              "new --out, or the settings that made them")  # fmt: skip
-
-
-def _stack(items) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
 def _shard_complete(out: Path, k: int) -> bool:

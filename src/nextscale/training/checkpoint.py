@@ -97,6 +97,41 @@ class SafeReader(FileSystemReader):
                 raise CheckpointError(f"{path} points outside its checkpoint ({relative})")
 
 
+class ModuleAndOptimizer:
+    """A module and its optimizer as DCP tensors (the optimizer's state flattened, by parameter name: any world
+    size and any sharding read it back) and back again.
+
+    Only tensors are saved: the optimizer's other settings (betas, learning rate …) come from the run's
+    settings. DCP gives an optimizer that has not stepped yet a zero step so that there is something to save;
+    `fresh` says so, for the record, and `forget_steps` undoes it on loading.
+    """
+
+    def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        self.module, self.optimizer, self.fresh, self._settings = module, optimizer, False, {}
+
+    def tensors(self) -> tuple[dict, dict]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        self.fresh = not self.optimizer.state
+        options = StateDictOptions(flatten_optimizer_state_dict=True)
+        model_sd, optim_sd = get_state_dict(self.module, self.optimizer, options=options)
+        if self.fresh:
+            self.forget_steps()
+        self._settings = {k: v for k, v in optim_sd.items() if not torch.is_tensor(v)}
+        return model_sd, {k: v for k, v in optim_sd.items() if torch.is_tensor(v)}
+
+    def load(self, model_tensors: dict, optim_tensors: dict) -> None:
+        """After `tensors()` (which gave the structures DCP filled in place)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        options = StateDictOptions(flatten_optimizer_state_dict=True)
+        set_state_dict(self.module, self.optimizer, model_state_dict=model_tensors,
+                       optim_state_dict={**self._settings, **optim_tensors}, options=options)  # fmt: skip
+
+    def forget_steps(self) -> None:
+        self.optimizer.state.clear()
+
+
 def save(run_dir: Path, step: int, tensors: dict, record: dict, dist_info: Distributed, keep: int) -> Path:
     """Collective: every rank writes its shard of `tensors`; rank 0 writes `record` and publishes the checkpoint,
     then prunes this run's checkpoints older than the `keep` newest up to `step`."""

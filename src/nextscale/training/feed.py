@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..data import stack_items
 from ..seeding import derive_seed
 from .common import global_batch
 
@@ -35,10 +36,6 @@ class StepSampler(Sampler):
 
     def __len__(self) -> int:
         return self.end - self.start
-
-
-def stack_items(items) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
 
 
 def _ignore_sigterm(worker_id: int) -> None:

@@ -9,18 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import NextscaleError
-from ..files import first_line
+from ..files import read_torch_weights
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 weights
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 LPIPS_FILE = "vgg.pth"  # the lpips package's learned channel weights (lpips/weights/v0.1/vgg.pth)
-
-
-def _read_weights(path, what: str) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise NextscaleError(f"{path}: unreadable {what} ({first_line(e)})") from None
 
 
 class PerceptualLoss(nn.Module):
@@ -62,7 +55,7 @@ class PerceptualLoss(nn.Module):
                         f"in {cached.parent}, or pass --perceptual-weights FILE"
                     ) from None
             path = cached
-        state = _read_weights(path, "VGG16 weights")
+        state = read_torch_weights(path)
         prefix = "features."
         features = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         kept = {k: v for k, v in features.items() if int(k.split(".")[0]) <= self.LAYERS[-1]}
@@ -71,7 +64,7 @@ class PerceptualLoss(nn.Module):
         return kept
 
     def _lpips_state(self, path: str) -> list[torch.Tensor]:
-        state = _read_weights(path, "LPIPS weights")
+        state = read_torch_weights(path)
         try:
             lins = [state[f"lin{i}.model.1.weight"] for i in range(len(self.CHANNELS))]
         except KeyError:

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from ..data import stack_items
 from ..errors import NextscaleError
 from ..runtime import check_finite
 from ..seeding import derive_seed
 from ..tokenizer import VQVAE
 from ..tokenizer.layers import AttnBlock
+from .checkpoint import ModuleAndOptimizer
 from .common import check_training_device
 from .distributed import Distributed
-from .feed import evaluation_batches, stack_items, step_batches, sum_over_ranks
+from .feed import evaluation_batches, step_batches, sum_over_ranks
 from .losses import PatchDiscriminator, PerceptualLoss, adaptive_weight, hinge_discriminator_loss
 
 
@@ -70,6 +72,7 @@ class TokenizerStage:
             torch.manual_seed(derive_seed(config.seed, 6))  # the same discriminator on every rank
             self.discriminator = PatchDiscriminator().to(device)
             self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.9))
+            self.disc_state = ModuleAndOptimizer(self.discriminator, self.disc_optimizer)
         self._disc_inputs = None
         self.attention_blocks = [m for m in vae.modules() if isinstance(m, AttnBlock)]
 
@@ -172,30 +175,18 @@ class TokenizerStage:
     def extra_tensors(self) -> dict:
         if self.discriminator is None:
             return {}
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-        options = StateDictOptions(flatten_optimizer_state_dict=True)
-        self._disc_fresh = not self.disc_optimizer.state  # DCP fills an unused optimizer with a zero step
-        model_sd, optim_sd = get_state_dict(self.discriminator, self.disc_optimizer, options=options)
-        if self._disc_fresh:
-            self.disc_optimizer.state.clear()
-        self._disc_optim_settings = {k: v for k, v in optim_sd.items() if not torch.is_tensor(v)}
-        return {"discriminator": model_sd, "disc_optim": {k: v for k, v in optim_sd.items() if torch.is_tensor(v)}}
+        model_sd, optim_sd = self.disc_state.tensors()
+        return {"discriminator": model_sd, "disc_optim": optim_sd}
 
     def load_extra_tensors(self, tensors: dict) -> None:
-        if self.discriminator is None:
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-        options = StateDictOptions(flatten_optimizer_state_dict=True)
-        optim_sd = {**self._disc_optim_settings, **tensors["disc_optim"]}
-        set_state_dict(self.discriminator, self.disc_optimizer, model_state_dict=tensors["discriminator"],
-                       optim_state_dict=optim_sd, options=options)  # fmt: skip
+        if self.discriminator is not None:
+            self.disc_state.load(tensors["discriminator"], tensors["disc_optim"])
 
     def extra_record(self) -> dict:
-        return {"record_hit": self.model.quantize.record_hit, "disc_fresh": getattr(self, "_disc_fresh", False)}
+        fresh = self.discriminator is not None and self.disc_state.fresh
+        return {"record_hit": self.model.quantize.record_hit, "disc_fresh": fresh}
 
     def load_extra_record(self, record: dict) -> None:
         self.model.quantize.record_hit = record.get("record_hit", 0)
-        if record.get("disc_fresh") and self.disc_optimizer is not None:
-            self.disc_optimizer.state.clear()  # it had not stepped yet when saved
+        if record.get("disc_fresh") and self.discriminator is not None:
+            self.disc_state.forget_steps()  # it had not stepped yet when saved

@@ -140,6 +140,7 @@ class Trainer:
                                            betas=config.betas, fused=cuda, foreach=None if cuda else True)  # fmt: skip
         self.scaler = torch.amp.GradScaler("cuda", init_scale=2.0**11, growth_interval=1000,
                                            enabled=config.precision == "fp16")  # fmt: skip
+        self.trained = checkpoint.ModuleAndOptimizer(stage.net, self.optimizer)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.ema = [p.detach().float().clone() for p in self.params] if config.ema > 0 else None
 
@@ -203,7 +204,7 @@ class Trainer:
         checkpoint.load(ckpt, tensors)
         self._set_state(tensors)
         if record.get("optimizer_fresh"):
-            self.optimizer.state.clear()
+            self.trained.forget_steps()
         if record.get("scaler"):
             self.scaler.load_state_dict(record["scaler"])
         self.stage.load_extra_record(record.get("extra", {}))
@@ -213,17 +214,8 @@ class Trainer:
 
     def state_tensors(self) -> dict:
         """Every tensor of the training state, keyed by name (DTensor shards under FSDP): what DCP saves."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-        options = StateDictOptions(flatten_optimizer_state_dict=True)
-        # DCP gives an optimizer that has not stepped (fp16 steps skipped by the scaler, a save at step 0) a
-        # zero step, so that it has tensors to save; that state is dropped again and marked in the record.
-        self._optim_fresh = not self.optimizer.state
-        model_sd, optim_sd = get_state_dict(self.stage.net, self.optimizer, options=options)
-        if self._optim_fresh:
-            self.optimizer.state.clear()
-        self._optim_settings = {k: v for k, v in optim_sd.items() if not torch.is_tensor(v)}
-        tensors = {"model": model_sd, "optim": {k: v for k, v in optim_sd.items() if torch.is_tensor(v)}}
+        model_sd, optim_sd = self.trained.tensors()
+        tensors = {"model": model_sd, "optim": optim_sd}
         if self.ema is not None:
             names = [n for n, p in self.stage.model.named_parameters() if p.requires_grad]
             tensors["ema"] = dict(zip(names, self.ema))
@@ -231,19 +223,14 @@ class Trainer:
         return tensors
 
     def _set_state(self, tensors: dict) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-        options = StateDictOptions(flatten_optimizer_state_dict=True)
-        optim_sd = {**self._optim_settings, **tensors["optim"]}
-        set_state_dict(self.stage.net, self.optimizer, model_state_dict=tensors["model"], optim_state_dict=optim_sd,
-                       options=options)  # fmt: skip
+        self.trained.load(tensors["model"], tensors["optim"])
         self.stage.load_extra_tensors(tensors)
 
     def save(self) -> Path:
         tensors = self.state_tensors()  # first: the stage's record says what these tensors hold
         scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
         record = {"step": self.step, "stage": self.stage.kind, "world_size": self.dist.world,
-                  "settings": self.settings(), "scaler": scaler, "optimizer_fresh": self._optim_fresh,
+                  "settings": self.settings(), "scaler": scaler, "optimizer_fresh": self.trained.fresh,
                   "extra": self.stage.extra_record()}  # fmt: skip
         return checkpoint.save(self.run_dir, self.step, tensors, record, self.dist, self.config.keep)
 

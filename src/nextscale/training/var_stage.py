@@ -8,13 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..data import stack_items
 from ..errors import NextscaleError
 from ..runtime import check_finite
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .common import check_training_device, newest_scale_weight, progressive_scale
 from .distributed import Distributed
-from .feed import evaluation_batches, stack_items, step_batches, sum_over_ranks
+from .feed import evaluation_batches, step_batches, sum_over_ranks
 
 ENCODE_BATCH = 256  # images per tokenizer call when a dataset is encoded once (tokenize uses the same)
 
