@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import resource
 import sys
 import threading
 from contextlib import contextmanager
@@ -148,3 +149,20 @@ def freed_memory_reused():
                 if _scoped_depth == 0 and not _reusing:
                     _set_thresholds(_GLIBC_SETTLED_MMAP, _GLIBC_SETTLED_TRIM)
                     _mallopt().malloc_trim(0)
+
+
+def peak_memory_bytes(device) -> int:
+    """Peak since `bench.reset_peak_memory` (else the process's life): allocated tensors on GPU, the resident
+    set on CPU."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device)
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the whole life; Linux reports KiB

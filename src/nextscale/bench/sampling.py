@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ..registry import SAMPLER, build
-from ..runtime import reuse_freed_memory, reusing_freed_memory
+from ..runtime import peak_memory_bytes, reuse_freed_memory, reusing_freed_memory
 from ..sampling import sample
 
 
@@ -74,20 +73,6 @@ def reset_peak_memory(device: torch.device) -> None:
             fh.write("5")
     except OSError:
         pass
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak since `reset_peak_memory`: allocated tensors on GPU, the resident set on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the whole life; Linux reports KiB
 
 
 @dataclass

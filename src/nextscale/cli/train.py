@@ -195,15 +195,14 @@ def datasets(args, resolution: int, tokens_allowed: bool = False):
     from ..data import open_dataset
     from ..data.tokens import INDEX, TokenDataset
 
-    if tokens_allowed and (Path(args.data) / INDEX).is_file():
-        train = TokenDataset(args.data)
-    else:
-        train = open_dataset(args.data, resolution, "train", seed=args.seed)
+    def open_data(spec: str, split: str):
+        if tokens_allowed and (Path(spec) / INDEX).is_file():
+            return TokenDataset(spec)
+        return open_dataset(spec, resolution, split, seed=args.seed)
+
+    train = open_data(args.data, "train")
     if args.val_data:
-        if tokens_allowed and (Path(args.val_data) / INDEX).is_file():
-            val = TokenDataset(args.val_data)
-        else:
-            val = open_dataset(args.val_data, resolution, "test", seed=args.seed)
+        val = open_data(args.val_data, "test")
         if list(getattr(val, "classes", []) or []) != list(getattr(train, "classes", []) or []):
             raise NextscaleError(f"--val-data {args.val_data} does not have the classes of --data {args.data} "
                                  "(the same class sub-folders, by name)")  # fmt: skip

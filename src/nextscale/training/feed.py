@@ -4,6 +4,7 @@ what a step sees."""
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import Iterator
 
@@ -11,17 +12,23 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data import stack_items
-from ..seeding import derive_seed
+from ..seeding import derive_seed, derived_generator
 from .common import global_batch
 
 
 def step_keys(step: int, n: int, batch_size: int, seed: int, local: slice) -> list[tuple[int, int, int]]:
-    """(index, sample seed, flip bit) of each sample of this rank's slice of the global batch of `step`.
-    The flip bit depends on (seed, epoch, index) only: one orientation per image per epoch."""
+    """(index, sample seed, flip bit) of each sample of this rank's slice of the global batch of `step`. The
+    sample seeds are drawn for the whole global batch from (seed, step); the flip bit depends on (seed, epoch,
+    index) only: one orientation per image per epoch."""
     epoch, indices = global_batch(step, n, batch_size, seed)
-    positions = range(local.start, local.stop)
-    return [(int(i), derive_seed(seed, 4, step, pos), derive_seed(seed, 5, epoch, int(i)) & 1)
-            for pos, i in zip(positions, indices[local].tolist())]  # fmt: skip
+    sample_seeds = torch.randint(2**62, (batch_size,), generator=derived_generator(seed, 4, step))[local]
+    flips = epoch_flips(seed, epoch, n)[indices[local]]
+    return list(zip(indices[local].tolist(), sample_seeds.tolist(), flips.tolist()))
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_flips(seed: int, epoch: int, n: int) -> torch.Tensor:
+    return torch.randint(2, (n,), generator=derived_generator(seed, 5, epoch), dtype=torch.uint8)
 
 
 class StepSampler(Sampler):
@@ -64,11 +71,16 @@ def evaluation_batches(dataset: Dataset, count: int, batch_size: int, seed: int,
     """(inputs, labels) of this rank's share of the first `count` items (rounded down to a multiple of the world
     size, so every rank runs the same number of forwards: FSDP's are collective). Crops are seeded by the item:
     the same evaluation whatever the world size."""
-    per_rank = max(1, min(len(dataset), count) // dist.world)
+    per_rank = evaluation_size(dataset, count, dist) // dist.world
     mine = range(dist.rank * per_rank, (dist.rank + 1) * per_rank)
     for start in range(0, per_rank, batch_size):
         keys = [(i, derive_seed(seed, 8, i), 0) for i in mine[start : start + batch_size]]
         yield stack_items([dataset[key] for key in keys])
+
+
+def evaluation_size(dataset: Dataset, count: int, dist) -> int:
+    """How many items `evaluation_batches` covers over all ranks."""
+    return max(1, min(len(dataset), count) // dist.world) * dist.world
 
 
 def sum_over_ranks(values: torch.Tensor, dist, device: torch.device) -> torch.Tensor:

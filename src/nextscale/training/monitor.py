@@ -8,7 +8,6 @@ is written, so no step waits for the host.
 from __future__ import annotations
 
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ..runtime import peak_memory_bytes
 from .common import write_log
 from .distributed import Distributed
 
@@ -37,12 +37,6 @@ def run_record(settings: dict, world: int, device: torch.device, step: int) -> d
     """What `runs.jsonl` keeps of every start: the resolved settings, the world size, the versions."""
     return {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_step": step, "world_size": world,
             "device": device.type, "command": sys.argv, "versions": versions(), **settings}  # fmt: skip
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux: the process's peak RSS
 
 
 class RunLogger:
@@ -80,7 +74,7 @@ class RunLogger:
         values = dict(zip(names, stacked.tolist()))
         rates = {"images_per_s": self.images / self.seconds, "tokens_per_s": self.tokens / self.seconds}
         record = {"step": step, "lr": self.lr, **values, **{k: round(v, 1) for k, v in rates.items()},
-                  "peak_memory_gib": round(peak_memory_gib(self.device), 3)}  # fmt: skip
+                  "peak_memory_gib": round(peak_memory_bytes(self.device) / 2**30, 3)}  # fmt: skip
         self.write(record)
         self.sums, self.counts, self.steps, self.seconds, self.images, self.tokens = {}, {}, 0, 0.0, 0, 0
         return {"loss": f"{values['loss']:.4f}", "img/s": f"{rates['images_per_s']:.1f}",

@@ -126,7 +126,6 @@ class Trainer:
             raise NextscaleError("--fsdp shards the transformer; the tokenizer fits one device: train it with DDP")
         if config.fsdp and not torch.distributed.is_initialized():
             raise NextscaleError(FSDP_NEEDS_TORCHRUN)
-        self.dist.local_batch(config.batch_size)  # refuses a batch that does not divide
         model = stage.model
         model.grad_checkpointing = config.grad_checkpointing
         if config.compile:

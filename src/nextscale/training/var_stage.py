@@ -15,7 +15,7 @@ from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .common import check_training_device, newest_scale_weight, progressive_scale
 from .distributed import Distributed
-from .feed import evaluation_batches, step_batches, sum_over_ranks
+from .feed import evaluation_batches, evaluation_size, step_batches, sum_over_ranks
 
 ENCODE_BATCH = 256  # images per tokenizer call when a dataset is encoded once (tokenize uses the same)
 
@@ -165,7 +165,7 @@ class VARStage:
             sums[0] += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(0).cpu()
             sums[1] += (logits.argmax(-1) == target).float().sum(0).cpu()
         loss_sum, hit_sum = sum_over_ranks(sums, self.dist, self.device)
-        n = max(1, min(len(data), self.options.eval_batches * cfg.batch_size) // self.dist.world) * self.dist.world
+        n = evaluation_size(data, self.options.eval_batches * cfg.batch_size, self.dist)
         metrics = {"val_loss": (loss_sum.sum() / (n * L)).item(), "val_acc": (hit_sum.sum() / (n * L)).item()}
         for (begin, end), pn in zip(self.model.begin_ends, self.model.patch_nums):
             metrics[f"val_loss_{pn}"] = (loss_sum[begin:end].sum() / (n * (end - begin))).item()
