@@ -7,7 +7,7 @@ from PIL import Image
 from nextscale import load_model, sample
 from nextscale.cli import main
 from nextscale.data import DigitsDataset, digits8_to_images, digits_splits, images_to_digits8
-from nextscale.evaluation import evaluate_digits, frechet_distance
+from nextscale.evaluation import Statistics, evaluate_digits, frechet_distance
 from nextscale.registry import BUILTIN
 
 
@@ -41,8 +41,9 @@ def test_digits_round_trip_through_32px_is_exact():
 def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 8))
-    assert abs(frechet_distance(a, a)) < 1e-6
-    assert frechet_distance(a, a + 1.0) > 7.9
+    stats = Statistics.of(a, "f")
+    assert abs(frechet_distance(stats, stats)) < 1e-6
+    assert frechet_distance(stats, Statistics.of(a + 1.0, "f")) > 7.9
 
 
 def test_digits_evaluation_reports_every_number():

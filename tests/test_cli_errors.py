@@ -5,6 +5,7 @@ import os
 import re
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -30,6 +31,7 @@ def ws(tmp_path_factory):
     torch.save(other.state_dict(), d / "other_vae.pth")
     (d / "empty.pth").write_bytes(b"")
     (d / "garbage.pth").write_bytes(os.urandom(300))
+    (d / "garbage.npz").write_bytes(os.urandom(300))
     torch.save({"x": NotWeights()}, d / "evil.pth")
     (d / "afile").write_text("a regular file: nothing can be created under it")
     Image.new("RGB", (8, 8), (200, 30, 30)).save(d / "img.png")
@@ -48,6 +50,14 @@ def ws(tmp_path_factory):
     (d / "twins").mkdir()
     for name in ("a.png", "a.jpg"):
         Image.new("RGB", (8, 8), (10, 200, 30)).save(d / "twins" / name)
+    np.savez(d / "samples.npz", arr_0=np.zeros((4, 8, 8, 3), np.uint8), arr_1=np.zeros(4, np.int64))
+    np.savez(d / "stats.npz", mu=np.zeros(3), sigma=np.eye(3))
+    np.savez(d / "floats.npz", arr_0=np.zeros((4, 8, 8, 3), np.float32))
+    (d / "mixed").mkdir()
+    for i, side in enumerate((8, 8, 9)):
+        Image.new("RGB", (side, side)).save(d / "mixed" / f"{i}.png")
+    (d / "drawn").mkdir()
+    (d / "drawn" / "samples.json").write_text('{"plan": {"seed": 5}, "runs": [], "complete": false}')
     for folder, classes in (("data", ("x", "y")), ("otherdata", ("x", "z"))):
         for c in classes:
             (d / folder / c).mkdir(parents=True)
@@ -64,7 +74,9 @@ TOKENIZER = ["train-tokenizer", "--data", "digits", "--preset", "tiny", "--steps
              "--device", "cpu", "--quiet"]  # fmt: skip
 TRAIN = ["train", "--tokenizer", "digits", "--data", "digits", "--preset", "tiny", "--steps", "2",
          "--batch-size", "8", "--device", "cpu", "--quiet", "--run-dir", "{d}/varrun"]  # fmt: skip
-EVAL = ["eval", "--n-per-class", "2", "--device", "cpu"]
+EVAL = ["eval", "--preset", "digits", "--n-per-class", "2", "--device", "cpu"]
+METRICS = ["eval", "{d}/samples.npz", "--features", "digits", "--device", "cpu"]
+PER_CLASS = [*SAMPLE, "--per-class", "2"]
 BENCH = ["bench", "--preset", "tiny", "--device", "cpu", "--runs", "1"]
 
 # fmt: off
@@ -233,6 +245,35 @@ CASES = {
     "eval: edit-cfg nan": ([*EVAL, "--edit-cfg", "nan"], "--edit-cfg must be a finite number"),
     "eval: not a digits model": ([*EVAL, "--model", "{m}"], "the digits evaluation needs a 10-class model"),
     "eval: seed -1": ([*EVAL, "--seed", "-1"], "--seed must be an integer"),
+    "eval: preset with samples": ([*EVAL, "{d}/samples.npz"], "--preset digits draws its own samples"),
+    "eval: nothing to evaluate": (["eval"], "give SAMPLES to evaluate"),
+    "eval: no such samples": (["eval", "{d}/nothing.npz", "--features", "digits"], "nothing.npz: no such file or folder"),
+    "eval: not an npz": (["eval", "{d}/img.png", "--features", "digits"], "expected an .npz file"),
+    "eval: not a zip": (["eval", "{d}/garbage.npz", "--features", "digits"], "not a readable .npz"),
+    "eval: float images": (["eval", "{d}/floats.npz", "--features", "digits"], "the ADM format is uint8"),
+    "eval: mixed sizes": (["eval", "{d}/mixed", "--features", "digits"], "crop the folder to one size"),
+    "eval: empty folder": (["eval", "{d}/emptydir", "--features", "digits"], "no images"),
+    "eval: unknown metric": ([*METRICS, "--metrics", "fid,sfid"], "unknown 'sfid'"),
+    "eval: fid without ref": ([*METRICS, "--metrics", "fid"], "compare with a reference: give --ref"),
+    "eval: prc on statistics": ([*METRICS, "--ref", "{d}/stats.npz", "--metrics", "prc"], "holds statistics only: prc"),
+    "eval: other features' stats": ([*METRICS, "--ref", "{d}/stats.npz", "--metrics", "fid"], "statistics of inception features cannot be compared"),
+    "eval: unknown features": ([*METRICS, "--features", "resnet"], "not a registered network"),
+    "eval: features file missing": ([*METRICS, "--features", "{d}/net.pt2"], "net.pt2: no such file"),
+    "eval: features not a program": ([*METRICS, "--features", "{d}/garbage.pth"], "expected a torch.export file"),
+    "eval: inception weights missing": ([*METRICS, "--features", "inception", "--inception-weights", "{d}/w.pth"], "w.pth: no such file"),
+    "eval: stats suffix": ([*METRICS, "--save-stats", "{d}/s.txt"], "must end in .npz"),
+    "eval: batch 0": ([*METRICS, "--batch-size", "0"], "--batch-size must be at least 1"),
+    # sample --per-class
+    "per-class: 0": ([*SAMPLE, "--per-class", "0"], "--per-class must be at least 1"),
+    "per-class: with --n": ([*PER_CLASS, "--n", "3"], "give --n or --per-class, not both"),
+    "per-class: no-png": ([*PER_CLASS, "--no-png"], "drop --no-png"),
+    "per-class: reject alone": ([*PER_CLASS, "--reject", "{d}/c.pt2"], "needs both --reject CLASSIFIER and --keep-top"),
+    "per-class: keep-top 1.5": ([*PER_CLASS, "--reject", "{d}/c.pt2", "--keep-top", "1.5"], r"--keep-top must be a fraction in \(0, 1\]"),
+    "per-class: classifier missing": ([*PER_CLASS, "--reject", "{d}/c.pt2", "--keep-top", "0.5"], "--reject .*c.pt2: no such file"),
+    "per-class: class out of range": ([*PER_CLASS, "--class", "99"], "--class 99 is out of range"),
+    "per-class: not our folder": ([*SAMPLE[:-1], "{d}/twins", "--per-class", "2"], "is not empty and holds no samples.json"),
+    "per-class: other settings": ([*SAMPLE[:-1], "{d}/drawn", "--per-class", "2"], "holds samples drawn with other settings"),
+    "sample: png without per-class": ([*SAMPLE, "--png"], "go with --per-class"),
     # demo
     "demo: out without .png": (["demo", "--out", "{d}/demo"], "must end in .png"),
     "demo: unwritable out": (["demo", "--out", "{d}/afile/demo.png"], "not writable"),

@@ -166,3 +166,22 @@ def peak_memory_bytes(device) -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the whole life; Linux reports KiB
+
+
+def versions(*extra: str) -> dict:
+    """What a run's record names: nextscale, torch, numpy, Python, and the `extra` packages installed."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import numpy
+    import torch
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            return "unknown"
+
+    found = {"nextscale": installed("nextscale"), "torch": torch.__version__, "numpy": numpy.__version__,
+             "python": platform.python_version()}  # fmt: skip
+    return found | {name: installed(name) for name in extra}

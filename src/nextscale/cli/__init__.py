@@ -12,7 +12,7 @@ from .. import __version__
 from ..errors import NextscaleError
 from ..files import first_line
 from ..runtime import reuse_freed_memory
-from . import bench, demo, edit, evaluate, sample, tokens, train
+from . import bench, demo, edit, evaluate, evaluate_tokenizer, sample, tokens, train
 from .common import Parser
 
 COMMANDS = (
@@ -21,6 +21,7 @@ COMMANDS = (
     train,
     tokens,
     evaluate,
+    evaluate_tokenizer,
     demo,
     bench,
 )  # train: train-tokenizer, train; tokens: tokenize, export

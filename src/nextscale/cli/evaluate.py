@@ -1,4 +1,5 @@
-"""`nextscale eval`: sample quality judged by an independent classifier (the digits)."""
+"""`nextscale eval`: FID, IS, precision/recall and KID of a sample set against a reference (torch-fidelity's
+Inception, or any feature network), and `--preset digits`: the digits model judged by an independent classifier."""
 
 from __future__ import annotations
 
@@ -18,15 +19,36 @@ from .common import (
     writable_file,
 )
 
+METRICS = ("fid", "is", "prc", "kid")
+
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="sample quality judged by an independent classifier (digits)")
-    p.add_argument("--preset", default="digits", choices=["digits"], help="which evaluation")
+    p = sub.add_parser("eval", help="FID/IS/precision/recall/KID of samples against a reference; --preset digits",
+                       description="Metrics by torch-fidelity's functions with the ADM evaluator's conventions: "
+                                   "FID from float64 statistics (a --ref .npz holding mu/sigma is used as they are), "
+                                   "IS over 10 consecutive splits in the file's order, precision/recall with k=3 "
+                                   "neighbours on the same pool features as FID.")  # fmt: skip
+    p.add_argument("samples", nargs="?", metavar="SAMPLES",
+                   help="an ADM .npz (arr_0 uint8 N×H×W×3), a folder of images, saved statistics (.npz with mu, "
+                        "sigma), or digits / digits-train")  # fmt: skip
+    p.add_argument("--ref", help="the reference set, in any form SAMPLES takes (e.g. VIRTUAL_imagenet256_labeled.npz)")
+    p.add_argument("--metrics", help=f"comma-separated, from {','.join(METRICS)} (default: all the inputs allow; "
+                                     "with only --save-stats, none)")  # fmt: skip
+    p.add_argument("--features", default="inception", help="the feature network: inception, digits, or a "
+                                                            "torch.export .pt2 (or TorchScript .pt) file mapping "
+                                                            "uint8 N×3×H×W images to N×D features")  # fmt: skip
+    p.add_argument("--inception-weights", help="the Inception weights file (default: downloaded once into torch's "
+                                               "hub folder)")  # fmt: skip
+    p.add_argument("--save-stats", metavar="FILE", help="write SAMPLES' feature mean and covariance here (.npz)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per feature batch")
+    p.add_argument("--json", help="also write the numbers and settings here")
+    p.add_argument("--preset", choices=["digits"], help="digits: sample the digits model and judge it (the "
+                                                        "options below)")  # fmt: skip
+    digits = p.add_argument_group("--preset digits")
+    digits.add_argument("--n-per-class", type=int, default=100, help="samples per class")
+    digits.add_argument("--skip-edits", action="store_true", help="skip the centre-editing measurement")
+    digits.add_argument("--edit-cfg", type=float, default=3.0, help="guidance for the editing measurement")
     add_model_args(p, default_model=None)
-    p.add_argument("--n-per-class", type=int, default=100, help="samples per class")
-    p.add_argument("--json", help="also write the numbers here")
-    p.add_argument("--skip-edits", action="store_true", help="skip the centre-editing measurement")
-    p.add_argument("--edit-cfg", type=float, default=3.0, help="guidance for the editing measurement")
     add_sampler_args(p)
     add_seed_arg(p)
     add_device_arg(p)
@@ -34,6 +56,43 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
+    if args.preset == "digits":
+        if args.samples or args.ref or args.save_stats:
+            raise NextscaleError("--preset digits draws its own samples: give no SAMPLES, --ref or --save-stats")
+        return run_digits(args)
+    if not args.samples:
+        raise NextscaleError("give SAMPLES to evaluate (with --ref REF), or --preset digits")
+    run_metrics(args)
+
+
+def run_metrics(args) -> None:
+    from ..evaluation import evaluate, load_network, open_set
+    from ..evaluation.report import check_metrics, table
+
+    at_least(args.batch_size, 1, "--batch-size")
+    if args.metrics is not None:
+        metrics = check_metrics(args.metrics.split(","))
+    else:  # None: what the inputs allow
+        metrics = () if args.save_stats and not args.ref else None
+    writable_file(args.json, "--json", (".json",))
+    writable_file(args.save_stats, "--save-stats", (".npz",))
+    device = resolve_device(args.device)
+    samples = open_set(args.samples, "SAMPLES")  # named problems with the inputs first, then the network
+    ref = open_set(args.ref, "--ref") if args.ref else None
+    network = load_network(args.features, device=device, inception_weights=args.inception_weights)
+    result = evaluate(samples, ref, network, metrics=metrics, batch_size=args.batch_size,
+                      save_stats=args.save_stats)  # fmt: skip
+    if result["metrics"]:
+        print(table(result))
+    if args.save_stats:
+        print(f"wrote the statistics of {args.samples} to {args.save_stats}")
+    if args.json:
+        from ..files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+
+
+def run_digits(args) -> None:
     from ..evaluation import evaluate_digit_edits, evaluate_digits
     from ..runtime import check_finite
 

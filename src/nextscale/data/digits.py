@@ -65,7 +65,8 @@ def digits8_to_images(images8: np.ndarray, resolution: int = DIGITS_RESOLUTION) 
 
 
 @functools.lru_cache(maxsize=4)
-def _upscale_pseudo_inverse(resolution: int) -> torch.Tensor:
+def downscale_matrix(resolution: int) -> torch.Tensor:
+    """(R², 64): a flattened R×R grey image times this is its 8×8 grid (the least-squares inverse of the upscaling)."""
     basis = torch.eye(64).view(64, 1, 8, 8)
     upscale = F.interpolate(basis, size=(resolution, resolution), mode="bilinear", align_corners=False)
     return torch.linalg.pinv(upscale.view(64, -1).double())  # (R², 64)
@@ -79,7 +80,7 @@ def images_to_digits8(images: torch.Tensor) -> np.ndarray:
     """
     R = images.shape[-1]
     grey = images.double().mean(dim=1).reshape(images.shape[0], R * R).cpu()
-    paper = (grey @ _upscale_pseudo_inverse(R)).view(-1, 8, 8)
+    paper = (grey @ downscale_matrix(R)).view(-1, 8, 8)
     return ((1.0 - paper) * 16.0).clamp(0, 16).float().numpy()
 
 

@@ -7,19 +7,23 @@ features of the samples and of the real test digits, beside the same distance be
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from ..data import digits8_to_images, digits_splits, images_to_digits8
+from ..data.digits import downscale_matrix
 from ..editing import edit
 from ..registry import SAMPLER
 from ..sampling import sample_many
 from ..seeding import batch_generator
 from ..tokenizer import VQVAE
 from ..transformer import VAR
-from .frechet import frechet_distance
+from .features import DigitsFeatures, extract
+from .imagesets import Statistics, open_set
+from .metrics import frechet_distance
 
 
 class DigitsJudge:
@@ -49,6 +53,42 @@ class DigitsJudge:
         return float((self.predict(self.test.images8) == self.test.labels).mean())
 
 
+class DigitsNetwork(torch.nn.Module):
+    """The judge's MLP as a torch module, so that it travels as a `torch.export` file: uint8 (N, 3, R, R) images →
+    (hidden features (N, 128), logits (N, 10)). `--features digits` runs it; `export_digits_network` saves it for
+    `--features FILE` and `--reject FILE`."""
+
+    def __init__(self, judge: DigitsJudge, resolution: int = 32):
+        super().__init__()
+        self.register_buffer("shrink", downscale_matrix(resolution).float())
+        self.hidden, self.out = torch.nn.Linear(64, 128), torch.nn.Linear(128, 10)
+        with torch.no_grad():
+            for layer, weight, bias in zip((self.hidden, self.out), judge.mlp.coefs_, judge.mlp.intercepts_):
+                layer.weight.copy_(torch.from_numpy(weight.T))
+                layer.bias.copy_(torch.from_numpy(bias))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        grey = images.float().div(255).mean(dim=1).flatten(1)
+        ink = (1 - grey @ self.shrink).clamp(0, 1)  # the 8×8 grid's ink, as the judge was trained on (0..16 / 16)
+        hidden = self.hidden(ink).relu()
+        return hidden, self.out(hidden)
+
+
+def export_digits_network(path, resolution: int = 32, seed: int = 0):
+    """Saves `DigitsNetwork` with `torch.export.save` (a dynamic batch dimension)."""
+    network = DigitsNetwork(judge_for(seed), resolution).eval()
+    example = (torch.zeros(2, 3, resolution, resolution, dtype=torch.uint8),)
+    batch = torch.export.Dim("batch", min=1)
+    torch.export.save(torch.export.export(network, example, dynamic_shapes=({0: batch},)), str(path))
+    return path
+
+
+@functools.lru_cache(maxsize=2)
+def judge_for(seed: int = 0) -> DigitsJudge:
+    """One judge per seed and process: training it takes seconds, and every digits measurement uses it."""
+    return DigitsJudge(seed)
+
+
 @dataclass
 class DigitsReport:
     n_per_class: int
@@ -73,28 +113,36 @@ class DigitsReport:
 
 def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float = SAMPLER.cfg, seed: int = 0,
                     batch_size: int = 250, progress: bool = True, **sample_kwargs) -> DigitsReport:  # fmt: skip
-    judge = DigitsJudge(seed)
+    judge = judge_for(seed)
     labels = [c for c in range(var.num_classes) for _ in range(n_per_class)]
     target = np.asarray(labels)
 
     def score(guidance: float):
         run = sample_many(vae, var, labels, batch_size=batch_size, seed=seed, progress=progress, cfg=guidance,
                           keep_images=True, **sample_kwargs)  # fmt: skip
-        images8 = images_to_digits8(torch.from_numpy(run.images).permute(0, 3, 1, 2).float() / 255)
-        return float((judge.predict(images8) == target).mean()), images8
+        images = torch.from_numpy(run.images).permute(0, 3, 1, 2)
+        images8 = images_to_digits8(images.float() / 255)
+        return float((judge.predict(images8) == target).mean()), images
 
-    guided_acc, guided8 = score(cfg)
+    guided_acc, guided = score(cfg)
     unguided_acc, _ = score(0.0)
-    test_features = judge.features(judge.test.images8)
+    # The Fréchet distances go the way of `nextscale eval … --features digits`: uint8 images, the judge's features.
+    network = DigitsFeatures(seed)
+    test = _statistics(network, open_set("digits"))
     return DigitsReport(
         n_per_class=n_per_class,
         cfg=cfg,
         guided_accuracy=guided_acc,
         unguided_accuracy=unguided_acc,
-        sample_fd=frechet_distance(judge.features(guided8), test_features),
-        train_test_fd=frechet_distance(judge.features(judge.train.images8), test_features),
+        sample_fd=frechet_distance(Statistics.of(network(guided)[0].numpy(), network.name), test),
+        train_test_fd=frechet_distance(_statistics(network, open_set("digits-train")), test),
         classifier_test_accuracy=judge.test_accuracy(),
     )
+
+
+def _statistics(network, image_set) -> Statistics:
+    features, _ = extract(network, image_set.batches(1000))
+    return Statistics.of(features, network.name)
 
 
 EDIT_BOX = (0.125, 0.125, 0.875, 0.875)  # the centre 6×6 of the 8×8 token grid; the 1-token border is kept
@@ -118,7 +166,7 @@ class EditReport:
 def evaluate_digit_edits(vae: VQVAE, var: VAR, *, box=EDIT_BOX, cfg: float = 3.0, seed: int = 0,
                          batch_size: int = 120, limit: int | None = None, **sample_kwargs) -> EditReport:  # fmt: skip
     """Repaints the centre of every real test digit as another class (label + 1 + i mod 9) and asks the judge."""
-    judge = DigitsJudge(seed)
+    judge = judge_for(seed)
     images8, labels = judge.test.images8[:limit], judge.test.labels[:limit]
     requested = (labels + 1 + np.arange(len(labels)) % 9) % 10
     device = var.head.weight.device

@@ -48,7 +48,7 @@ class SampleRun:
     note: str | None = None  # what was cleared from out_dir first
 
 
-def _check_disk(out: Path, count: int, side: int, pngs: bool) -> None:
+def check_disk(out: Path, count: int, side: int, pngs: bool) -> None:
     need = count * side * side * 3 * (2 if pngs else 1)  # the npz, and PNGs at worst as large
     free = shutil.disk_usage(out).free
     if need > free:
@@ -95,7 +95,7 @@ def sample_many(
     note, writer = None, None
     if out is not None:
         note = claim_output_dir(out, "sample", ["grid.png", "samples.npz"], numbered=total if pngs else 0)
-        _check_disk(out, total, side, pngs)
+        check_disk(out, total, side, pngs)
         writer = NpzWriter(out / "samples.npz", total, side, side)
     keep = out is None if keep_images is None else keep_images
     kept, grid, drawn_labels = [], [], []

@@ -53,15 +53,24 @@ def filter_top_k_top_p_(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float =
     return logits_BlV
 
 
-def draw_tokens(logits_BlV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+Generators = torch.Generator | Sequence[torch.Generator] | None  # one for the batch, or one per image
+
+
+def draw_tokens(logits_BlV: torch.Tensor, generator: Generators) -> torch.Tensor:
     B, l, V = logits_BlV.shape
-    probs = logits_BlV.softmax(dim=-1).view(-1, V)
-    return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l)
+    probs = logits_BlV.softmax(dim=-1)
+    if isinstance(generator, Sequence):  # each image's draws from its own stream: independent of the batch
+        rows = [torch.multinomial(p, num_samples=1, replacement=True, generator=g) for p, g in zip(probs, generator)]
+        return torch.stack(rows).view(B, l)
+    return torch.multinomial(probs.view(-1, V), num_samples=1, replacement=True, generator=generator).view(B, l)
 
 
-def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
-    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
-    return ((logits + gumbels) / tau).softmax(dim=-1)
+def gumbel_softmax(logits: torch.Tensor, tau: float, generator: Generators) -> torch.Tensor:
+    if isinstance(generator, Sequence):
+        noise = torch.stack([torch.empty_like(row).exponential_(generator=g) for row, g in zip(logits, generator)])
+    else:
+        noise = torch.empty_like(logits).exponential_(generator=generator)
+    return ((logits - noise.log()) / tau).softmax(dim=-1)
 
 
 def guidance_weight(cfg: float, si: int, num_scales: int, schedule: str) -> float:
@@ -136,9 +145,12 @@ def check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top
         raise NextscaleError(f"the VAE is on {vae_device} and the VAR on {device}: move both to one device")
     if generator is not None and seed is not None:
         raise NextscaleError("give a seed or a generator, not both")
-    if generator is not None and not same_device(generator.device, device):
-        raise NextscaleError(f"the generator lives on {generator.device}, the model on {device}: create it with "
-                             f"torch.Generator(device={str(device)!r})")  # fmt: skip
+    for g in generator if isinstance(generator, Sequence) else [generator]:
+        if not isinstance(g, torch.Generator | None):
+            raise NextscaleError(f"generator must be a torch.Generator or a list of them, got {type(g).__name__}")
+        if g is not None and not same_device(g.device, device):
+            raise NextscaleError(f"the generator lives on {g.device}, the model on {device}: create it with "
+                                 f"torch.Generator(device={str(device)!r})")  # fmt: skip
     return device
 
 
@@ -205,7 +217,7 @@ def sample(
     labels: int | Sequence[int] | torch.Tensor | None = None,
     *,
     batch_size: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     seed: int | None = None,
     cfg: float = SAMPLER.cfg,
     cfg_schedule: str = SAMPLER.cfg_schedule,
@@ -225,6 +237,8 @@ def sample(
     The random draws (labels when not given, one multinomial per scale, then the Gumbel noise with
     `more_smooth`) come from `generator` (or one on the model's device seeded with `seed`, as the reference's
     `g_seed`) in the reference's order, so the same weights, seed and settings give the reference's token ids.
+    A list of generators, one per image, gives each image its own stream (its draws then do not depend on the
+    rest of the batch; the labels must then be given).
     Defaults are the reference README's FID settings (`nextscale.registry.SAMPLER`); `cfg`≈4 for looks.
     `more_smooth` (Gumbel-softmax embeddings) is for visualisation only.
 
@@ -239,7 +253,11 @@ def sample(
     device = check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth)
     if generator is None and seed is not None:
         generator = seeded_generator(seed, device)
+    if isinstance(generator, Sequence) and labels is None:
+        raise NextscaleError("with one generator per image, give the labels (random labels need one generator)")
     labels = resolve_labels(var, labels, batch_size, generator, device)
+    if isinstance(generator, Sequence) and len(generator) != len(labels):
+        raise NextscaleError(f"{len(generator)} generators for {len(labels)} images: give one per image")
     step = step_function(var, compile)
     memory = freed_memory_reused() if device.type == "cpu" and reuse_memory else contextlib.nullcontext()
     with memory, autocast_for(device, precision):

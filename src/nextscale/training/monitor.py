@@ -7,7 +7,6 @@ is written, so no step waits for the host.
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from pathlib import Path
@@ -15,22 +14,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..runtime import peak_memory_bytes
+from ..runtime import peak_memory_bytes, versions
 from .common import write_log
 from .distributed import Distributed
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import numpy
-
-    try:
-        ours = version("nextscale")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        ours = "unknown"
-    return {"nextscale": ours, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version()}  # fmt: skip
 
 
 def run_record(settings: dict, world: int, device: torch.device, step: int) -> dict:

@@ -1,0 +1,73 @@
+"""`nextscale eval-tokenizer`: how well a tokenizer reconstructs a data set (PSNR, SSIM, LPIPS, rFID) and how
+much of its codebook each scale uses."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import NextscaleError
+from .common import add_device_arg, add_seed_arg, at_least, check_seed, resolve_device, writable_file
+
+
+def register(sub) -> None:
+    description = ("Each image's centre crop at the tokenizer's resolution is tokenized and decoded from its tokens. "
+                   "PSNR and SSIM on images in [0, 1] (SSIM: 11×11 Gaussian window, σ 1.5, as skimage's "
+                   "gaussian_weights=True), means over images; rFID between the originals and the reconstructions "
+                   "through `nextscale eval`'s feature networks; per scale, the share of the codebook used and the "
+                   "perplexity of its tokens.")  # fmt: skip
+    p = sub.add_parser("eval-tokenizer", help="reconstruction PSNR/SSIM/LPIPS/rFID and codebook use of a tokenizer",
+                       description=description)  # fmt: skip
+    p.add_argument("--tokenizer", required=True, help="a model name (digits, var-d16 …), a directory or a .pth")
+    p.add_argument("--data", required=True, help="'digits' (the built-in test split) or a folder with one "
+                                                 "sub-folder per class")  # fmt: skip
+    p.add_argument("--limit", type=int, help="evaluate only the first N images (None: all)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per tokenizer call")
+    p.add_argument("--features", default="inception", help="rFID's feature network: inception, digits, or a "
+                                                            "torch.export .pt2 (or TorchScript .pt) file, as for "
+                                                            "`nextscale eval`")  # fmt: skip
+    p.add_argument("--inception-weights", help="the Inception weights file (default: downloaded once into torch's "
+                                               "hub folder)")  # fmt: skip
+    p.add_argument("--lpips-weights", nargs="+", metavar="PATH",
+                   help="folders or files holding torchvision's vgg16-397923af.pth and the lpips package's vgg.pth "
+                        "(None: looked for in torch's hub folder and the lpips package; LPIPS is skipped, with a "
+                        "note, where they are not found)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="DataLoader worker processes that read a folder's images")  # fmt: skip
+    p.add_argument("--json", help="also write the numbers and settings here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_seed_arg(p, "the seed of the digits' train/test split")
+    add_device_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> None:
+    from ..data import open_dataset
+    from ..evaluation import evaluate_tokenizer, load_network
+    from ..evaluation.tokenizer import load_lpips
+    from ..weights import load_vae
+
+    if args.limit is not None:
+        at_least(args.limit, 1, "--limit")
+    at_least(args.batch_size, 1, "--batch-size")
+    at_least(args.workers, 0, "--workers")
+    seed = check_seed(args.seed)
+    writable_file(args.json, "--json", (".json",))
+    if args.data != "digits" and not os.path.isdir(args.data):
+        raise NextscaleError(f"--data {args.data}: no such folder (give 'digits' or a folder of class sub-folders)")
+    device = resolve_device(args.device)
+    lpips = load_lpips(args.lpips_weights, device=device)[0] if args.lpips_weights else "auto"  # named: must load
+    network = load_network(args.features, device=device, inception_weights=args.inception_weights)
+    vae = load_vae(args.tokenizer, device=device)
+    data = open_dataset(args.data, vae.config.resolution, split="test", seed=seed)
+    workers = 0 if getattr(data, "in_memory", False) else args.workers
+    report = evaluate_tokenizer(vae, data, network=network, lpips=lpips, batch_size=args.batch_size,
+                                limit=args.limit, device=device, workers=workers, progress=not args.quiet)  # fmt: skip
+    split = " (test split)" if args.data == "digits" else ""
+    print(f"tokenizer {args.tokenizer} on {args.data}{split}: {report.summary()}")
+    if args.json:
+        from ..files import atomic_write_text
+
+        settings = {"tokenizer": str(args.tokenizer), "data": args.data, "limit": args.limit, "seed": seed,
+                    "batch_size": args.batch_size, "features": args.features, "device": str(device)}  # fmt: skip
+        atomic_write_text(args.json, json.dumps({"settings": settings, **report.as_dict()}, indent=2) + "\n")

@@ -1,0 +1,194 @@
+"""Feature networks for the metrics: uint8 images (N, 3, H, W) → features (N, D), and class logits for the
+Inception Score where the network has them.
+
+- `inception`: torch-fidelity's port of the 2015-12-05 TF Inception graph (the ADM evaluator's): pool features
+  (2048) and the unbiased logits (1008), as torch-fidelity uses them.
+- `digits`: the digits judge's MLP (hidden layer, 128) on images shrunk back to the 8×8 grid; logits over 0–9.
+- a file: a program saved with `torch.export.save` (`.pt2`, dynamic batch dimension), or TorchScript (`.pt`,
+  deprecated in torch 2.14 but read), returning features, or a tuple (features, logits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+from ..errors import NextscaleError
+from ..files import first_line
+
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
+REGISTERED = ("inception", "digits")
+
+
+class FeatureNetwork:
+    """Images → (features, logits). `name` says which features these are: statistics of other features cannot be
+    compared with them."""
+
+    name: str
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+
+def default_inception_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def fetch_inception_weights(path: str | os.PathLike | None = None) -> Path:
+    """The Inception weights: `path` if given; else torch's hub folder, downloaded there on first use."""
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise NextscaleError(f"--inception-weights {path}: no such file (it should be {INCEPTION_FILE}, from "
+                                 f"{INCEPTION_URL})")  # fmt: skip
+        return path
+    path = default_inception_path()
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(INCEPTION_URL, str(path), hash_prefix="6726825d", progress=True)
+    except Exception as e:  # offline, a proxy, a bad hash: the user needs the file, not the traceback
+        raise NextscaleError(f"the Inception weights {INCEPTION_FILE} are not in {path.parent} and could not be "
+                             f"downloaded ({first_line(e)}): download {INCEPTION_URL} into that folder, or pass "
+                             "--inception-weights FILE") from None  # fmt: skip
+    return path
+
+
+@contextlib.contextmanager
+def _weights_only_torch_load():
+    """torch-fidelity reads its weights with `weights_only=False`; nextscale never unpickles arbitrary objects."""
+    original = torch.load
+
+    def load(f, *args, weights_only=None, **kwargs):
+        return original(f, *args, weights_only=True, **kwargs)
+
+    with mock.patch.object(torch, "load", load):
+        yield
+
+
+class InceptionFeatures(FeatureNetwork):
+    name = "inception"
+
+    def __init__(self, weights: str | os.PathLike | None = None, device="cpu"):
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        path = fetch_inception_weights(weights)
+        try:
+            with _weights_only_torch_load():
+                net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                                  feature_extractor_weights_path=str(path))  # fmt: skip
+        except Exception as e:
+            raise NextscaleError(
+                f"{path} is not the Inception weights torch-fidelity expects: {first_line(e)}"
+            ) from None
+        self.net = net.to(device)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def __call__(self, images):
+        pool, logits = self.net(images.to(self.device))
+        return pool, logits
+
+
+class DigitsFeatures(FeatureNetwork):
+    name = "digits"
+
+    def __init__(self, seed: int = 0):
+        from .digits import DigitsNetwork, judge_for
+
+        self.module = DigitsNetwork(judge_for(seed)).eval()
+
+    @torch.no_grad()
+    def __call__(self, images):
+        if images.shape[-1] != 32 or images.shape[-2] != 32:
+            raise NextscaleError(f"the digits features take 32×32 images, got {images.shape[-2]}×{images.shape[-1]}")
+        return self.module(images.cpu())
+
+
+class ExportedNetwork(FeatureNetwork):
+    """A user's network from a file: `torch.export` (`.pt2`) or TorchScript (`.pt`)."""
+
+    def __init__(self, path: str | os.PathLike, device="cpu", what: str = "--features"):
+        path = Path(path)
+        if not path.is_file():
+            raise NextscaleError(f"{what} {path}: no such file")
+        self.device = torch.device(device)
+        try:
+            if path.suffix == ".pt2":
+                self.module = torch.export.load(str(path)).module()
+            elif path.suffix == ".pt":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self.module = torch.jit.load(str(path), map_location=self.device)
+            else:
+                raise NextscaleError(f"{what} {path}: expected a torch.export file (.pt2) or TorchScript (.pt)")
+            self.module = self.module.to(self.device)
+        except NextscaleError:
+            raise
+        except Exception as e:
+            raise NextscaleError(f"{what} {path}: not a loadable {path.suffix} program ({first_line(e)})") from None
+        self.path, self.what = path, what
+        self.name = f"file:{_sha256(path)[:16]}"
+
+    @torch.no_grad()
+    def __call__(self, images):
+        try:
+            out = self.module(images.to(self.device))
+        except Exception as e:
+            raise NextscaleError(f"{self.what} {self.path} failed on a batch of {tuple(images.shape)} uint8 images: "
+                                 f"{first_line(e)}") from None  # fmt: skip
+        features, logits = out if isinstance(out, tuple | list) and len(out) == 2 else (out, None)
+        for t, role in ((features, "features"), (logits, "logits")):
+            if t is not None and (not torch.is_tensor(t) or t.ndim != 2 or t.shape[0] != images.shape[0]):
+                shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
+                raise NextscaleError(f"{self.what} {self.path} must return N×D {role} for N images; it gave "
+                                     f"{shape} for N={images.shape[0]}")  # fmt: skip
+        # A single output serves as the logits too: a classifier's logits are features as well.
+        return features, features if logits is None else logits
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_network(name: str | os.PathLike = "inception", *, device="cpu", inception_weights=None,
+                 what: str = "--features") -> FeatureNetwork:  # fmt: skip
+    """A registered name (`inception`, `digits`) or a file (`.pt2`, `.pt`)."""
+    if str(name) == "inception":
+        return InceptionFeatures(inception_weights, device)
+    if str(name) == "digits":
+        return DigitsFeatures()
+    if Path(name).suffix in (".pt2", ".pt") or Path(name).exists():
+        return ExportedNetwork(name, device, what)
+    raise NextscaleError(f"{what} {name!r}: not a registered network ({', '.join(REGISTERED)}) or a .pt2/.pt file")
+
+
+@torch.no_grad()
+def extract(network: FeatureNetwork, batches, progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Features (N, D) and logits (N, C) in float64, over an iterable of uint8 (B, 3, H, W) batches."""
+    features, logits = [], []
+    for images in batches:
+        f, l = network(images)
+        features.append(f.double().cpu().numpy())
+        if l is not None:
+            logits.append(l.double().cpu().numpy())
+        if progress is not None:
+            progress.update(len(images))
+    if not features:
+        raise NextscaleError("no images to compute features of")
+    return np.concatenate(features), np.concatenate(logits) if logits else None

@@ -1,0 +1,172 @@
+"""What the metrics read: ADM `.npz` files (images, and `mu`/`sigma` where the file holds them), image folders,
+saved feature statistics, and the built-in digits. Images are streamed in batches, never loaded whole (50,000
+images of 256×256 are 10 GB)."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import NextscaleError
+from ..files import atomic_write, first_line
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+BUILTIN = ("digits", "digits-train")  # the real test (and train) digits, as 32×32 images
+ADM_FEATURES = "inception"  # ADM reference batches carry statistics of these features, without saying so
+
+
+@dataclass
+class Statistics:
+    """A set's feature mean and covariance, in float64 (ADM stores float64; float32 costs FID digits)."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: str  # which network made them
+    count: int | None = None
+
+    @classmethod
+    def of(cls, features: np.ndarray, network: str) -> Statistics:
+        if len(features) < 2:
+            raise NextscaleError(f"statistics need at least 2 images, got {len(features)}")
+        f = np.asarray(features, dtype=np.float64)
+        return cls(f.mean(axis=0), np.cov(f, rowvar=False), network, len(f))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                np.savez(fh, mu=self.mu, sigma=self.sigma, features=np.str_(self.features),
+                         count=np.int64(self.count if self.count is not None else -1))  # fmt: skip
+
+        return atomic_write(path, write)
+
+
+@dataclass
+class ImageSet:
+    source: str
+    count: int | None  # images; None for statistics only
+    statistics: Statistics | None
+    _batches: object = None  # (batch_size) → iterator of uint8 (B, 3, H, W) tensors
+
+    @property
+    def has_images(self) -> bool:
+        return self._batches is not None
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        return self._batches(batch_size)
+
+
+def open_set(source: str | os.PathLike, what: str = "SAMPLES") -> ImageSet:
+    """A `.npz` (ADM images `arr_0`, and/or `mu`/`sigma`), a folder of images, or a built-in set's name."""
+    text = str(source)
+    if text in BUILTIN:
+        return _digits_set(text)
+    path = Path(source)
+    if path.is_dir():
+        return _folder_set(path, what)
+    if not path.is_file():
+        raise NextscaleError(f"{what} {path}: no such file or folder (an .npz, a folder of images, or one of "
+                             f"{', '.join(BUILTIN)})")  # fmt: skip
+    if path.suffix != ".npz":
+        raise NextscaleError(f"{what} {path}: expected an .npz file (ADM format or saved statistics) or a folder")
+    return _npz_set(path, what)
+
+
+def _npz_set(path: Path, what: str) -> ImageSet:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = {n.removesuffix(".npy") for n in zf.namelist()}
+    except (OSError, zipfile.BadZipFile) as e:
+        raise NextscaleError(f"{what} {path}: not a readable .npz ({first_line(e)})") from None
+    stats = None
+    if {"mu", "sigma"} <= names:
+        with np.load(path, allow_pickle=False) as z:
+            mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
+            network = str(z["features"]) if "features" in names else ADM_FEATURES
+            count = int(z["count"]) if "count" in names and int(z["count"]) > 0 else None
+        if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+            raise NextscaleError(f"{what} {path}: mu {mu.shape} and sigma {sigma.shape} are not a mean and covariance")
+        stats = Statistics(mu, sigma, network, count)
+    if "arr_0" not in names:
+        if stats is None:
+            raise NextscaleError(f"{what} {path}: holds neither images (arr_0) nor statistics (mu, sigma)")
+        return ImageSet(str(path), None, stats)
+    count, shape = _npy_header(path, what)
+    return ImageSet(str(path), count, stats, lambda bs: _npz_batches(path, count, shape, bs))
+
+
+def _npy_header(path: Path, what: str) -> tuple[int, tuple[int, ...]]:
+    with zipfile.ZipFile(path) as zf, zf.open("arr_0.npy") as fh:
+        shape, fortran, dtype = _read_header(fh, path, what)
+    if dtype != np.uint8 or fortran or len(shape) != 4 or shape[3] != 3:
+        raise NextscaleError(f"{what} {path}: arr_0 is {dtype} {shape}; the ADM format is uint8 (N, H, W, 3)")
+    return shape[0], shape[1:]
+
+
+def _read_header(fh, path: Path, what: str):
+    version = np.lib.format.read_magic(fh)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise NextscaleError(f"{what} {path}: arr_0 is in .npy format {version}, not 1.0 or 2.0")
+    return readers[version](fh)
+
+
+def _npz_batches(path: Path, count: int, shape: tuple[int, ...], batch_size: int) -> Iterator[torch.Tensor]:
+    """Reads arr_0 sequentially from the archive, one batch of bytes at a time."""
+    per_image = int(np.prod(shape))
+    with zipfile.ZipFile(path) as zf, zf.open("arr_0.npy") as fh:
+        _read_header(fh, path, "")
+        for start in range(0, count, batch_size):
+            n = min(batch_size, count - start)
+            raw = fh.read(n * per_image)
+            if len(raw) != n * per_image:
+                raise NextscaleError(f"{path}: arr_0 ends after {start + len(raw) // per_image} of {count} images")
+            yield torch.from_numpy(np.frombuffer(raw, np.uint8).reshape(n, *shape).copy()).permute(0, 3, 1, 2)
+
+
+def _folder_set(path: Path, what: str) -> ImageSet:
+    from PIL import Image
+
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise NextscaleError(f"{what} {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    first = None
+    for file in files:  # headers only: a wrong file is named before any feature is computed
+        try:
+            with Image.open(file) as im:
+                size = im.size
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise NextscaleError(f"{what} {file}: not a readable image ({first_line(e)})") from None
+        first = first or size
+        if size != first:
+            raise NextscaleError(f"{what} {file} is {size[0]}×{size[1]}, the first image {first[0]}×{first[1]}: "
+                                 "crop the folder to one size first")  # fmt: skip
+    return ImageSet(str(path), len(files), None, lambda bs: _folder_batches(files, bs, what))
+
+
+def _folder_batches(files: list[Path], batch_size: int, what: str) -> Iterator[torch.Tensor]:
+    from PIL import Image
+
+    for start in range(0, len(files), batch_size):
+        batch = []
+        for file in files[start : start + batch_size]:
+            try:
+                with Image.open(file) as im:
+                    batch.append(np.asarray(im.convert("RGB")))
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                raise NextscaleError(f"{what} {file}: not a readable image ({first_line(e)})") from None
+        yield torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
+
+
+def _digits_set(name: str) -> ImageSet:
+    from ..data import digits8_to_images, digits_splits
+
+    train, test = digits_splits(0)
+    images8 = (train if name == "digits-train" else test).images8
+    uint8 = digits8_to_images(images8).add(1).mul(127.5).add(0.5).clamp(0, 255).to(torch.uint8)
+    return ImageSet(name, len(uint8), None, lambda bs: iter(uint8.split(bs)))

@@ -1,0 +1,282 @@
+"""Sampling for evaluation: N images of every class, split over torchrun's processes, resumable, and merged into
+one shuffled ADM `.npz` (what `nextscale sample --per-class` runs).
+
+Image i of class c draws from its own generator, seeded with `image_seed(seed, c, i)`, so its random draws depend
+on (seed, c, i) only: not on the batch, the process or the number of processes. The candidates are cut into
+shards of `shard_size` in class order; each process draws the shards it is given, in batches, and writes each
+one whole (temporary file, then rename) to `shards/`. A rerun draws only the missing shards. The first process
+then merges them in an order shuffled with the seed (so the ADM evaluator's Inception Score, which splits the
+file into consecutive blocks, never sees one class per block), and records everything in `samples.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..distributed import Distributed
+from ..errors import NextscaleError
+from ..files import atomic_write, atomic_write_text, ensure_writable_dir
+from ..registry import SAMPLER
+from ..runtime import check_precision, freed_memory_reused, is_int, versions
+from ..seeding import check_seed, derive_seed
+from ..tokenizer import VQVAE
+from ..transformer import VAR
+from .batches import check_disk
+from .outputs import NpzWriter, save_grid, save_png, to_uint8
+from .sampler import check_sample_inputs, sample
+
+RECORD, SHARDS, NPZ, PNGS = "samples.json", "shards", "samples.npz", "png"
+SHARD_NAME = re.compile(r"shard-(\d{5,})\.npy")
+Scorer = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 3, H, W) → class logits (N, C)
+
+
+def image_seed(seed: int, cls: int, index: int) -> int:
+    """The seed of image `index` of class `cls`: `sample(var, vae, [cls], seed=image_seed(…))` draws it alone."""
+    return derive_seed(seed, cls, index)
+
+
+def sample_per_class(
+    vae: VQVAE,
+    var: VAR,
+    out_dir: str | os.PathLike,
+    *,
+    per_class: int,
+    classes: Sequence[int] | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    shard_size: int = 256,
+    scorer: Scorer | None = None,
+    keep_top: float | None = None,
+    pngs: bool = False,
+    model: dict | None = None,
+    dist: Distributed | None = None,
+    progress: bool = True,
+    **sample_kwargs,
+) -> Path:
+    """Draws `per_class` images of each class in `classes` (default: all) into `out_dir/samples.npz`.
+
+    With `scorer` (a classifier: images → logits) and `keep_top` F in (0, 1], draws ceil(per_class / F)
+    candidates per class and keeps the `per_class` the classifier gives the highest probability of their class
+    (rejection sampling). `model` describes the weights for the record. Returns the `.npz` path.
+    """
+    dist = dist or Distributed()
+    plan = _plan(var, vae, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs)
+    device = check_sample_inputs(var, vae, None, None, **plan["sampler"])
+    check_precision(sample_kwargs.get("precision", "fp32"))
+    if not is_int(batch_size) or batch_size < 1:
+        raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
+    out = ensure_writable_dir(out_dir, "output directory")
+    side, total = vae.config.resolution, plan["candidates_per_class"] * len(plan["classes"])
+    started = time.time()
+
+    def prepare() -> tuple[dict, list[int]]:
+        record = _claim(out, plan)
+        if record.get("complete"):
+            return record, []
+        check_disk(out, total, side, pngs)
+        record["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "world_size": dist.world,
+                               "device": str(device), "batch_size": batch_size, "versions": versions()})  # fmt: skip
+        atomic_write_text(out / RECORD, json.dumps(record, indent=1) + "\n")
+        return record, _missing_shards(out, total, shard_size, scorer is not None)
+
+    record, missing = _on_main(dist, prepare)
+    if record.get("complete"):
+        return out / NPZ
+    mine = missing[dist.rank :: dist.world]
+    bar = tqdm(total=sum(_shard_range(k, total, shard_size).stop - k * shard_size for k in mine), unit="img",
+               desc=f"sampling (rank {dist.rank})" if dist.enabled else "sampling",
+               disable=not progress or not dist.is_main)  # fmt: skip
+    memory = freed_memory_reused() if device.type == "cpu" else nullcontext()
+    with memory:
+        for k in mine:
+            _draw_shard(out, k, _shard_range(k, total, shard_size), plan, vae, var, device, batch_size, scorer,
+                        bar, sample_kwargs)  # fmt: skip
+    bar.close()
+    dist.barrier()
+    record["runs"][-1].update(shards_drawn=len(missing), seconds=round(time.time() - started, 1))
+    _on_main(dist, lambda: _merge(out, plan, record, side, pngs, progress))
+    return out / NPZ
+
+
+def _on_main(dist: Distributed, work: Callable):
+    """`work()` on the first process, its result (or its refusal) given to all: a refusal must stop every
+    process, not leave the others waiting for one that has gone."""
+    if not dist.enabled:
+        return work()
+    outcome = None
+    if dist.is_main:
+        try:
+            outcome = ("done", work())
+        except (NextscaleError, OSError) as e:
+            outcome = ("refused", f"{e}")
+    kind, value = dist.broadcast_object(outcome)
+    if kind == "refused":
+        raise NextscaleError(value)
+    return value
+
+
+def _plan(var, vae, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs) -> dict:
+    """Everything the images depend on; a rerun in the same folder must match it to resume there."""
+    if not is_int(per_class) or per_class < 1:
+        raise NextscaleError(f"per_class must be an integer ≥ 1, got {per_class!r}")
+    if not is_int(shard_size) or shard_size < 1:
+        raise NextscaleError(f"shard_size must be an integer ≥ 1, got {shard_size!r}")
+    classes = list(range(var.num_classes)) if classes is None else list(classes)
+    bad = [c for c in classes if not is_int(c) or not 0 <= c < var.num_classes]
+    if bad or not classes:
+        what = f"class {bad[0]!r} is out of range" if bad else "no classes given"
+        raise NextscaleError(f"{what}: this model has classes 0..{var.num_classes - 1}")
+    if len(set(classes)) != len(classes):
+        raise NextscaleError("each class may be listed once")
+    if (scorer is None) != (keep_top is None):
+        raise NextscaleError("rejection sampling needs both a classifier and the fraction to keep")
+    candidates = per_class
+    if keep_top is not None:
+        if not isinstance(keep_top, int | float) or not 0 < keep_top <= 1:
+            raise NextscaleError(f"keep_top must be a fraction in (0, 1], got {keep_top!r}")
+        candidates = -(-per_class * 10**6 // round(keep_top * 10**6))  # ceil, exact for decimal fractions
+    settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in ("cfg", "cfg_schedule", "top_k", "top_p",
+                                                                       "more_smooth")}  # fmt: skip
+    return {"format": 1, "model": model or {}, "classes": classes, "per_class": per_class,
+            "candidates_per_class": candidates, "keep_top": keep_top, "seed": check_seed(seed),
+            "image_seeds": "nextscale.sampling.image_seed(seed, class, index)", "sampler": settings,
+            "precision": sample_kwargs.get("precision", "fp32"), "resolution": vae.config.resolution,
+            "shard_size": shard_size, "shuffle": "numpy.random.default_rng(seed).permutation"}  # fmt: skip
+
+
+def _claim(out: Path, plan: dict) -> dict:
+    """The record of this folder: a new one, or the one of the run being resumed (which must match the plan)."""
+    path = out / RECORD
+    if not path.is_file():
+        if any(out.iterdir()):
+            raise NextscaleError(f"{out} is not empty and holds no {RECORD}: pick an empty or new output directory")
+        record = {"plan": plan, "runs": [], "complete": False}
+        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+        return record
+    try:
+        record = json.loads(path.read_text())
+        saved = record["plan"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise NextscaleError(f"{path} is not a nextscale sampling record: pick another output directory") from None
+    differ = [k for k in plan if saved.get(k) != plan[k]]
+    if differ:
+        first = differ[0]
+        raise NextscaleError(f"{out} holds samples drawn with other settings ({', '.join(differ)}: "
+                             f"{_short(saved.get(first))} there, {_short(plan[first])} now): use a new output "
+                             "directory, or the settings that drew them")  # fmt: skip
+    return record
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def _shard_range(k: int, total: int, shard_size: int) -> range:
+    return range(k * shard_size, min(total, (k + 1) * shard_size))
+
+
+def _missing_shards(out: Path, total: int, shard_size: int, scored: bool) -> list[int]:
+    done = set()
+    for path in (out / SHARDS).glob("shard-*.npy") if (out / SHARDS).is_dir() else ():
+        match = SHARD_NAME.fullmatch(path.name)
+        if match and (not scored or path.with_suffix(".scores.npy").is_file()):
+            done.add(int(match.group(1)))
+    return [k for k in range(-(-total // shard_size)) if k not in done]
+
+
+def _draw_shard(out, k, indices: range, plan, vae, var, device, batch_size, scorer, bar, sample_kwargs) -> None:
+    m, classes = plan["candidates_per_class"], plan["classes"]
+    images, scores = [], []
+    for start in range(indices.start, indices.stop, batch_size):
+        batch = range(start, min(indices.stop, start + batch_size))
+        labels = [classes[j // m] for j in batch]
+        generators = [torch.Generator(device).manual_seed(image_seed(plan["seed"], classes[j // m], j % m))
+                      for j in batch]  # fmt: skip
+        result = sample(var, vae, labels, generator=generators, **{**sample_kwargs, "reuse_memory": False})
+        uint8 = to_uint8(result.images)
+        if scorer is not None:
+            scores.append(_confidence(scorer, uint8, labels, device))
+        images.append(uint8)
+        bar.update(len(batch))
+    shard = out / SHARDS / f"shard-{k:05d}.npy"
+    if scorer is not None:  # the scores first: the images file marks a shard complete
+        atomic_write(shard.with_suffix(".scores.npy"), lambda tmp: _save_npy(tmp, np.concatenate(scores)))
+    atomic_write(shard, lambda tmp: _save_npy(tmp, np.concatenate(images)))
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, array)
+
+
+@torch.no_grad()
+def _confidence(scorer: Scorer, images_NHW3: np.ndarray, labels: list[int], device) -> np.ndarray:
+    logits = scorer(torch.from_numpy(images_NHW3).permute(0, 3, 1, 2).to(device))
+    if not torch.is_tensor(logits) or logits.ndim != 2 or logits.shape[0] != len(labels):
+        shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+        raise NextscaleError(f"the classifier must map N images to N×C logits; it gave {shape} for N={len(labels)}")
+    if max(labels) >= logits.shape[1]:
+        raise NextscaleError(f"the classifier gives {logits.shape[1]} classes; class {max(labels)} is beyond them")
+    # Log-probabilities: a confident classifier's probabilities all round to 1.0 in float32 and would tie.
+    log_probs = logits.double().log_softmax(dim=1)
+    return log_probs[torch.arange(len(labels)), torch.as_tensor(labels, device=log_probs.device)].cpu().numpy()
+
+
+def _kept_candidates(out: Path, plan: dict, total: int) -> np.ndarray:
+    """Indices of the candidates kept, in class order: all, or per class the most confidently classified."""
+    if plan["keep_top"] is None:
+        return np.arange(total)
+    size, m, n = plan["shard_size"], plan["candidates_per_class"], plan["per_class"]
+    shards = range(-(-total // size))
+    scores = np.concatenate([np.load(out / SHARDS / f"shard-{k:05d}.scores.npy") for k in shards])
+    kept = []
+    for c in range(len(plan["classes"])):
+        block = scores[c * m : (c + 1) * m]
+        best = np.lexsort((np.arange(m), -block))[:n]  # highest confidence first, ties to the earlier candidate
+        kept.append(c * m + np.sort(best))
+    return np.concatenate(kept)
+
+
+def _merge(out: Path, plan: dict, record: dict, side: int, pngs: bool, progress: bool) -> None:
+    m, classes, size = plan["candidates_per_class"], plan["classes"], plan["shard_size"]
+    total = m * len(classes)
+    shards = [np.load(out / SHARDS / f"shard-{k:05d}.npy", mmap_mode="r") for k in range(-(-total // size))]
+    for k, shard in enumerate(shards):
+        if shard.shape != (len(_shard_range(k, total, size)), side, side, 3) or shard.dtype != np.uint8:
+            raise NextscaleError(f"{out / SHARDS}/shard-{k:05d}.npy holds {shard.dtype} {shard.shape}, not this "
+                                 "run's images: remove it and rerun to draw it again")  # fmt: skip
+    kept = _kept_candidates(out, plan, total)
+    order = kept[np.random.default_rng(plan["seed"]).permutation(len(kept))]
+    labels = np.asarray(classes, dtype=np.int64)[order // m]
+    writer = NpzWriter(out / NPZ, len(order), side, side)
+    if pngs:
+        (out / PNGS).mkdir(exist_ok=True)
+    try:
+        for start in tqdm(range(0, len(order), 256), desc="writing samples.npz", disable=not progress):
+            chunk = order[start : start + 256]
+            images = np.stack([shards[j // size][j % size] for j in chunk])
+            writer.write(images)
+            for i, image in enumerate(images if pngs else ()):
+                save_png(image, out / PNGS / f"{start + i:06d}.png")
+            if start == 0:
+                save_grid(images[:64], out / "grid.png", nrow=8)
+        writer.close(labels)
+    except BaseException:
+        writer.abort()
+        raise
+    record.update(complete=True, count=len(order), candidates_drawn=total, pngs=pngs)
+    atomic_write_text(out / RECORD, json.dumps(record, indent=1) + "\n")
+    for path in (out / SHARDS).iterdir():  # every image is in samples.npz now
+        path.unlink()
+    (out / SHARDS).rmdir()
