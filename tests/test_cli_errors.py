@@ -52,6 +52,7 @@ def ws(tmp_path_factory):
         Image.new("RGB", (8, 8), (10, 200, 30)).save(d / "twins" / name)
     np.savez(d / "samples.npz", arr_0=np.zeros((4, 8, 8, 3), np.uint8), arr_1=np.zeros(4, np.int64))
     np.savez(d / "stats.npz", mu=np.zeros(3), sigma=np.eye(3))
+    np.savez(d / "badstats.npz", mu=np.array(["a", "b"]), sigma=np.eye(2))
     np.savez(d / "floats.npz", arr_0=np.zeros((4, 8, 8, 3), np.float32))
     (d / "mixed").mkdir()
     for i, side in enumerate((8, 8, 9)):
@@ -245,7 +246,7 @@ CASES = {
     "eval: edit-cfg nan": ([*EVAL, "--edit-cfg", "nan"], "--edit-cfg must be a finite number"),
     "eval: not a digits model": ([*EVAL, "--model", "{m}"], "the digits evaluation needs a 10-class model"),
     "eval: seed -1": ([*EVAL, "--seed", "-1"], "--seed must be an integer"),
-    "eval: preset with samples": ([*EVAL, "{d}/samples.npz"], "--preset digits draws its own samples"),
+    "eval: preset with samples": ([*EVAL, "{d}/samples.npz"], "--preset digits draws and judges its own samples: SAMPLES is for"),
     "eval: nothing to evaluate": (["eval"], "give SAMPLES to evaluate"),
     "eval: no such samples": (["eval", "{d}/nothing.npz", "--features", "digits"], "nothing.npz: no such file or folder"),
     "eval: not an npz": (["eval", "{d}/img.png", "--features", "digits"], "expected an .npz file"),
@@ -263,12 +264,17 @@ CASES = {
     "eval: inception weights missing": ([*METRICS, "--features", "inception", "--inception-weights", "{d}/w.pth"], "w.pth: no such file"),
     "eval: stats suffix": ([*METRICS, "--save-stats", "{d}/s.txt"], "must end in .npz"),
     "eval: batch 0": ([*METRICS, "--batch-size", "0"], "--batch-size must be at least 1"),
+    "eval: preset with features": ([*EVAL, "--features", "digits"], "--features is for evaluating a sample set"),
+    "eval: model without preset": ([*METRICS, "--model", "digits"], "--model goes with --preset digits"),
+    "eval: inception weights, other net": ([*METRICS, "--inception-weights", "{d}/w.pth"], "--inception-weights goes with --features inception"),
+    "eval: damaged npz entry": (["eval", "{d}/badstats.npz", "--features", "digits"], "badstats.npz: not an ADM or statistics .npz"),
     # sample --per-class
     "per-class: 0": ([*SAMPLE, "--per-class", "0"], "--per-class must be at least 1"),
     "per-class: with --n": ([*PER_CLASS, "--n", "3"], "give --n or --per-class, not both"),
     "per-class: no-png": ([*PER_CLASS, "--no-png"], "drop --no-png"),
     "per-class: reject alone": ([*PER_CLASS, "--reject", "{d}/c.pt2"], "needs both --reject CLASSIFIER and --keep-top"),
-    "per-class: keep-top 1.5": ([*PER_CLASS, "--reject", "{d}/c.pt2", "--keep-top", "1.5"], r"--keep-top must be a fraction in \(0, 1\]"),
+    "per-class: keep-top 1.5": ([*PER_CLASS, "--reject", "{d}/c.pt2", "--keep-top", "1.5"], r"--keep-top must be a fraction in \[0.01, 1\]"),
+    "per-class: keep-top 0.001": ([*PER_CLASS, "--reject", "{d}/c.pt2", "--keep-top", "0.001"], r"--keep-top must be a fraction in \[0.01, 1\]"),
     "per-class: classifier missing": ([*PER_CLASS, "--reject", "{d}/c.pt2", "--keep-top", "0.5"], "--reject .*c.pt2: no such file"),
     "per-class: class out of range": ([*PER_CLASS, "--class", "99"], "--class 99 is out of range"),
     "per-class: not our folder": ([*SAMPLE[:-1], "{d}/twins", "--per-class", "2"], "is not empty and holds no samples.json"),

@@ -334,5 +334,37 @@ def test_two_processes_write_the_samples_file_of_one(tmp_path):
     assert np.array_equal(one[0], two[0]) and np.array_equal(one[1], two[1])
     record = json.loads((tmp_path / "two" / "samples.json").read_text())
     assert record["runs"][0]["world_size"] == 2 and record["count"] == 30
-    refused = run([*args[:-1], "8", "--out", str(tmp_path / "two")], nproc=2, expect=2)  # no process left waiting
-    assert "holds samples drawn with other settings (seed" in refused.stderr
+    # A refusal reaches every process (torchrun then exits 1): none is left waiting for the others.
+    refused = run([*args[:-1], "8", "--out", str(tmp_path / "two")], nproc=2, expect=1)
+    assert refused.stderr.count("holds samples drawn with other settings (seed: 7 there, 8 now)") == 2
+
+
+class Payload:
+    """What a crafted file would unpickle: its __reduce__ runs code."""
+
+    def __reduce__(self):
+        return (print, ("code ran while loading a feature network",))
+
+
+def test_a_pt2_carrying_a_pickled_object_is_refused_unloaded(tmp_path, features_file, capsys):
+    import io
+    import zipfile
+
+    crafted = tmp_path / "crafted.pt2"
+    payload = io.BytesIO()
+    torch.save(Payload(), payload)
+    with zipfile.ZipFile(features_file) as src, zipfile.ZipFile(crafted, "w") as dst:
+        config_name = next(n for n in src.namelist() if n.endswith("weights/model_weights_config.json"))
+        config = json.loads(src.read(config_name))
+        entry = next(iter(config["config"].values()))
+        entry["use_pickle"] = True  # the weight's bytes are now read as a pickle
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == config_name:
+                data = json.dumps(config).encode()
+            elif item.filename.endswith(f"weights/{entry['path_name']}"):
+                data = payload.getvalue()
+            dst.writestr(item, data)
+    with pytest.raises(NextscaleError, match="crafted.pt2: not a loadable .pt2 program"):
+        load_network(crafted)
+    assert "code ran" not in capsys.readouterr().out

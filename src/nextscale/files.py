@@ -18,6 +18,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        _flush_to_disk(tmp)  # the rename must never publish a file whose bytes a power loss could still lose
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a result should read like any other file
         os.replace(tmp, path)
     except BaseException:
@@ -25,6 +26,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             os.remove(tmp)
         raise
     return path
+
+
+def _flush_to_disk(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

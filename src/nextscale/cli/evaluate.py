@@ -20,6 +20,7 @@ from .common import (
 )
 
 METRICS = ("fid", "is", "prc", "kid")
+DEFAULTS = {"features": "inception", "batch_size": 100, "n_per_class": 100, "edit_cfg": 3.0}
 
 
 def register(sub) -> None:
@@ -34,20 +35,21 @@ def register(sub) -> None:
     p.add_argument("--ref", help="the reference set, in any form SAMPLES takes (e.g. VIRTUAL_imagenet256_labeled.npz)")
     p.add_argument("--metrics", help=f"comma-separated, from {','.join(METRICS)} (default: all the inputs allow; "
                                      "with only --save-stats, none)")  # fmt: skip
-    p.add_argument("--features", default="inception", help="the feature network: inception, digits, or a "
+    p.add_argument("--features", default=DEFAULTS["features"], help="the feature network: inception, digits, or a "
                                                             "torch.export .pt2 (or TorchScript .pt) file mapping "
                                                             "uint8 N×3×H×W images to N×D features")  # fmt: skip
     p.add_argument("--inception-weights", help="the Inception weights file (default: downloaded once into torch's "
                                                "hub folder)")  # fmt: skip
     p.add_argument("--save-stats", metavar="FILE", help="write SAMPLES' feature mean and covariance here (.npz)")
-    p.add_argument("--batch-size", type=int, default=100, help="images per feature batch")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="images per feature batch")
     p.add_argument("--json", help="also write the numbers and settings here")
     p.add_argument("--preset", choices=["digits"], help="digits: sample the digits model and judge it (the "
                                                         "options below)")  # fmt: skip
     digits = p.add_argument_group("--preset digits")
-    digits.add_argument("--n-per-class", type=int, default=100, help="samples per class")
+    digits.add_argument("--n-per-class", type=int, default=DEFAULTS["n_per_class"], help="samples per class")
     digits.add_argument("--skip-edits", action="store_true", help="skip the centre-editing measurement")
-    digits.add_argument("--edit-cfg", type=float, default=3.0, help="guidance for the editing measurement")
+    digits.add_argument("--edit-cfg", type=float, default=DEFAULTS["edit_cfg"],
+                        help="guidance for the editing measurement")  # fmt: skip
     add_model_args(p, default_model=None)
     add_sampler_args(p)
     add_seed_arg(p)
@@ -55,13 +57,34 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+SET_OPTIONS = {
+    "samples": "SAMPLES",
+    "ref": "--ref",
+    "metrics": "--metrics",
+    "features": "--features",
+    "inception_weights": "--inception-weights",
+    "save_stats": "--save-stats",
+    "batch_size": "--batch-size",
+}
+PRESET_OPTIONS = {"n_per_class": "--n-per-class", "skip_edits": "--skip-edits", "edit_cfg": "--edit-cfg",
+                  "model": "--model", "vae": "--vae", "var": "--var"}  # fmt: skip
+
+
 def run(args) -> None:
+    """Two modes; an option of the other mode is refused rather than silently ignored."""
+    given = lambda options: [flag for name, flag in options.items()  # noqa: E731
+                             if getattr(args, name) not in (None, False, DEFAULTS.get(name))]  # fmt: skip
     if args.preset == "digits":
-        if args.samples or args.ref or args.save_stats:
-            raise NextscaleError("--preset digits draws its own samples: give no SAMPLES, --ref or --save-stats")
+        if given(SET_OPTIONS):
+            raise NextscaleError(f"--preset digits draws and judges its own samples: {given(SET_OPTIONS)[0]} is for "
+                                 "evaluating a sample set")  # fmt: skip
         return run_digits(args)
     if not args.samples:
         raise NextscaleError("give SAMPLES to evaluate (with --ref REF), or --preset digits")
+    if given(PRESET_OPTIONS):
+        raise NextscaleError(f"{given(PRESET_OPTIONS)[0]} goes with --preset digits (SAMPLES are already drawn)")
+    if args.inception_weights and args.features != "inception":
+        raise NextscaleError("--inception-weights goes with --features inception")
     run_metrics(args)
 
 

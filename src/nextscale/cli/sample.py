@@ -100,8 +100,10 @@ def run_per_class(args) -> None:
         raise NextscaleError("--per-class writes no PNGs unless --png is given: drop --no-png")
     if (args.reject is None) != (args.keep_top is None):
         raise NextscaleError("rejection sampling needs both --reject CLASSIFIER and --keep-top F")
-    if args.keep_top is not None and not 0 < args.keep_top <= 1:
-        raise NextscaleError(f"--keep-top must be a fraction in (0, 1], got {args.keep_top}")
+    from ..sampling.per_class import MIN_KEEP_TOP
+
+    if args.keep_top is not None and not MIN_KEEP_TOP <= args.keep_top <= 1:
+        raise NextscaleError(f"--keep-top must be a fraction in [{MIN_KEEP_TOP}, 1], got {args.keep_top}")
     at_least(args.per_class, 1, "--per-class")
     at_least(args.shard_size, 1, "--shard-size")
     settings, seed, classes = common_checks(args)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pickle
 import warnings
 from pathlib import Path
 from unittest import mock
@@ -35,6 +36,7 @@ class FeatureNetwork:
     compared with them."""
 
     name: str
+    gives_logits: bool | None = True  # False: its features serve as the IS logits (None: not known yet)
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
@@ -74,6 +76,19 @@ def _weights_only_torch_load():
         return original(f, *args, weights_only=True, **kwargs)
 
     with mock.patch.object(torch, "load", load):
+        yield
+
+
+def _refuse_pickle(*args, **kwargs):
+    raise NextscaleError("it holds pickled Python objects, which nextscale never loads: export tensors only")
+
+
+@contextlib.contextmanager
+def _no_unpickling():
+    """`torch.export.load` unpickles weights marked `use_pickle` and opaque constants: a crafted file would run
+    code. Tensors still load (weights-only); anything else is refused."""
+    with _weights_only_torch_load(), mock.patch.object(pickle, "loads", _refuse_pickle), \
+         mock.patch.object(torch._C, "_pickle_load_obj", _refuse_pickle):  # fmt: skip
         yield
 
 
@@ -123,23 +138,25 @@ class ExportedNetwork(FeatureNetwork):
         path = Path(path)
         if not path.is_file():
             raise NextscaleError(f"{what} {path}: no such file")
+        if path.suffix not in (".pt2", ".pt"):
+            raise NextscaleError(f"{what} {path}: expected a torch.export file (.pt2) or TorchScript (.pt)")
         self.device = torch.device(device)
         try:
             if path.suffix == ".pt2":
-                self.module = torch.export.load(str(path)).module()
-            elif path.suffix == ".pt":
+                with _no_unpickling():
+                    self.module = torch.export.load(str(path)).module()
+            else:  # TorchScript is a program: only its own restricted unpickler runs, but trust the file
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)
                     self.module = torch.jit.load(str(path), map_location=self.device)
-            else:
-                raise NextscaleError(f"{what} {path}: expected a torch.export file (.pt2) or TorchScript (.pt)")
             self.module = self.module.to(self.device)
-        except NextscaleError:
-            raise
+        except NextscaleError as e:
+            raise NextscaleError(f"{what} {path}: {e}") from None
         except Exception as e:
             raise NextscaleError(f"{what} {path}: not a loadable {path.suffix} program ({first_line(e)})") from None
         self.path, self.what = path, what
         self.name = f"file:{_sha256(path)[:16]}"
+        self.gives_logits = None
 
     @torch.no_grad()
     def __call__(self, images):
@@ -155,6 +172,7 @@ class ExportedNetwork(FeatureNetwork):
                 raise NextscaleError(f"{self.what} {self.path} must return N×D {role} for N images; it gave "
                                      f"{shape} for N={images.shape[0]}")  # fmt: skip
         # A single output serves as the logits too: a classifier's logits are features as well.
+        self.gives_logits = logits is not None
         return features, features if logits is None else logits
 
 

@@ -79,6 +79,13 @@ def open_set(source: str | os.PathLike, what: str = "SAMPLES") -> ImageSet:
 
 def _npz_set(path: Path, what: str) -> ImageSet:
     try:
+        return _read_npz_set(path, what)
+    except (ValueError, TypeError, KeyError, zipfile.BadZipFile) as e:  # a damaged or foreign entry
+        raise NextscaleError(f"{what} {path}: not an ADM or statistics .npz ({first_line(e)})") from None
+
+
+def _read_npz_set(path: Path, what: str) -> ImageSet:
+    try:
         with zipfile.ZipFile(path) as zf:
             names = {n.removesuffix(".npy") for n in zf.namelist()}
     except (OSError, zipfile.BadZipFile) as e:

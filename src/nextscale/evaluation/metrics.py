@@ -50,6 +50,8 @@ def precision_recall(samples: np.ndarray, real: np.ndarray, k: int = PRC_NEIGHBO
     """Improved precision and recall (Kynkäänniemi et al.), with k-th-neighbour radii as in the ADM evaluator."""
     if min(len(samples), len(real)) <= k:
         raise NextscaleError(f"precision/recall need more than k={k} images in each set")
-    out = prc_features_to_metric(torch.from_numpy(np.asarray(samples)), torch.from_numpy(np.asarray(real)),
-                                 prc_neighborhood=k, verbose=False)  # fmt: skip
+    # float32 and row blocks (torch-fidelity's save_cpu_ram): the full 50,000² float64 distance matrix is 20 GB.
+    as_tensor = lambda x: torch.from_numpy(np.asarray(x, dtype=np.float32))  # noqa: E731
+    out = prc_features_to_metric(as_tensor(samples), as_tensor(real), prc_neighborhood=k, save_cpu_ram=True,
+                                 verbose=False)  # fmt: skip
     return out["precision"], out["recall"]

@@ -83,6 +83,9 @@ def evaluate(
         results["is"], results["is_std"] = inception_score(feats_a[1])
         blocks = -(-len(feats_a[1]) // IS_BLOCK)
         settings["is"] = f"{blocks} consecutive block(s) of up to {IS_BLOCK} in the file's order (ADM)"
+        if network.gives_logits is False:
+            settings["is"] += "; the network gives no logits, so its features served as logits (meaningful only "
+            settings["is"] += "if they are class logits)"
     if "prc" in metrics:
         results["precision"], results["recall"] = precision_recall(feats_a[0], feats_b[0])
         settings["prc"] = f"k={PRC_NEIGHBOURS} nearest neighbours on the {network.name} features (ADM: pool, k=3)"
@@ -109,4 +112,5 @@ def table(result: dict) -> str:
     width = max((len(n) for n, _ in rows), default=0)
     s = result["settings"]
     head = f"{s['samples']} ({s['samples_count'] or 'statistics'}) vs {s['ref'] or '—'}, {s['features']} features"
-    return "\n".join([head] + [f"  {n:<{width}}  {v}" for n, v in rows])
+    notes = [f"  note: IS {s['is'].split('; ', 1)[1]}"] if "; " in s.get("is", "") else []
+    return "\n".join([head] + [f"  {n:<{width}}  {v}" for n, v in rows] + notes)

@@ -11,7 +11,9 @@ file into consecutive blocks, never sees one class per block), and records every
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -37,6 +39,7 @@ from .sampler import check_sample_inputs, sample
 
 RECORD, SHARDS, NPZ, PNGS = "samples.json", "shards", "samples.npz", "png"
 SHARD_NAME = re.compile(r"shard-(\d{5,})\.npy")
+MIN_KEEP_TOP = 0.01  # at most 100 candidates per image kept
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 3, H, W) → class logits (N, C)
 
 
@@ -75,19 +78,24 @@ def sample_per_class(
     check_precision(sample_kwargs.get("precision", "fp32"))
     if not is_int(batch_size) or batch_size < 1:
         raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
-    out = ensure_writable_dir(out_dir, "output directory")
+    out = Path(out_dir)
     side, total = vae.config.resolution, plan["candidates_per_class"] * len(plan["classes"])
     started = time.time()
 
     def prepare() -> tuple[dict, list[int]]:
+        ensure_writable_dir(out, "output directory")  # one process probes: others would race its emptiness check
         record = _claim(out, plan)
         if record.get("complete"):
+            _check_complete(out, record, pngs)
             return record, []
-        check_disk(out, total, side, pngs)
+        missing = _missing_shards(out, total, plan["shard_size"], scorer is not None, side)
+        drawn = sum(len(_shard_range(k, total, plan["shard_size"])) for k in missing)
+        kept = plan["per_class"] * len(plan["classes"])
+        check_disk(out, drawn + kept * (2 if pngs else 1), side)  # shards to draw, then the npz (and PNGs)
         record["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "world_size": dist.world,
                                "device": str(device), "batch_size": batch_size, "versions": versions()})  # fmt: skip
         atomic_write_text(out / RECORD, json.dumps(record, indent=1) + "\n")
-        return record, _missing_shards(out, total, shard_size, scorer is not None)
+        return record, missing
 
     record, missing = _on_main(dist, prepare)
     if record.get("complete"):
@@ -103,9 +111,19 @@ def sample_per_class(
                         bar, sample_kwargs)  # fmt: skip
     bar.close()
     dist.barrier()
-    record["runs"][-1].update(shards_drawn=len(missing), seconds=round(time.time() - started, 1))
-    _on_main(dist, lambda: _merge(out, plan, record, side, pngs, progress))
+    if dist.is_main:  # alone: the others need not wait (a 10 GB merge could outlast the process group's timeout)
+        record["runs"][-1].update(shards_drawn=len(missing), seconds=round(time.time() - started, 1))
+        _merge(out, plan, record, side, pngs, progress)
     return out / NPZ
+
+
+def _check_complete(out: Path, record: dict, pngs: bool) -> None:
+    if not (out / NPZ).is_file():
+        raise NextscaleError(f"{out / RECORD} says the samples are complete, but {NPZ} is gone (and so are their "
+                             "shards): use a new output directory")  # fmt: skip
+    if pngs and not record.get("pngs"):
+        raise NextscaleError(f"{out / NPZ} is complete and was written without --png; its images are arr_0 of "
+                             "that file (or rerun into a new output directory with --png)")  # fmt: skip
 
 
 def _on_main(dist: Distributed, work: Callable):
@@ -142,23 +160,36 @@ def _plan(var, vae, per_class, classes, seed, shard_size, scorer, keep_top, mode
         raise NextscaleError("rejection sampling needs both a classifier and the fraction to keep")
     candidates = per_class
     if keep_top is not None:
-        if not isinstance(keep_top, int | float) or not 0 < keep_top <= 1:
-            raise NextscaleError(f"keep_top must be a fraction in (0, 1], got {keep_top!r}")
-        candidates = -(-per_class * 10**6 // round(keep_top * 10**6))  # ceil, exact for decimal fractions
+        if not isinstance(keep_top, int | float) or not MIN_KEEP_TOP <= keep_top <= 1:
+            raise NextscaleError(f"keep_top must be a fraction in [{MIN_KEEP_TOP}, 1], got {keep_top!r}")
+        candidates = math.ceil(round(per_class / keep_top, 6))  # rounded first: 0.3 keeps 3 of 10, not of 11
     settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in ("cfg", "cfg_schedule", "top_k", "top_p",
                                                                        "more_smooth")}  # fmt: skip
-    return {"format": 1, "model": model or {}, "classes": classes, "per_class": per_class,
+    model = {**(model or {}), "weights": weights_fingerprint(vae, var)}  # the same path may hold other weights
+    return {"format": 1, "model": model, "classes": classes, "per_class": per_class,
             "candidates_per_class": candidates, "keep_top": keep_top, "seed": check_seed(seed),
             "image_seeds": "nextscale.sampling.image_seed(seed, class, index)", "sampler": settings,
             "precision": sample_kwargs.get("precision", "fp32"), "resolution": vae.config.resolution,
             "shard_size": shard_size, "shuffle": "numpy.random.default_rng(seed).permutation"}  # fmt: skip
 
 
+def weights_fingerprint(*models: torch.nn.Module) -> str:
+    """A SHA-256 over every tensor's name, shape and an even sample of ~1,000 of its values: other weights under
+    the same name are caught without hashing gigabytes."""
+    digest = hashlib.sha256()
+    for model in models:
+        for name, tensor in model.state_dict().items():
+            flat = tensor.detach().flatten()
+            sample = flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy()
+            digest.update(f"{name}{tuple(tensor.shape)}".encode() + sample.tobytes())
+    return digest.hexdigest()
+
+
 def _claim(out: Path, plan: dict) -> dict:
     """The record of this folder: a new one, or the one of the run being resumed (which must match the plan)."""
     path = out / RECORD
     if not path.is_file():
-        if any(out.iterdir()):
+        if any(not p.name.startswith(".nextscale-probe.") for p in out.iterdir()):
             raise NextscaleError(f"{out} is not empty and holds no {RECORD}: pick an empty or new output directory")
         record = {"plan": plan, "runs": [], "complete": False}
         atomic_write_text(path, json.dumps(record, indent=1) + "\n")
@@ -186,13 +217,26 @@ def _shard_range(k: int, total: int, shard_size: int) -> range:
     return range(k * shard_size, min(total, (k + 1) * shard_size))
 
 
-def _missing_shards(out: Path, total: int, shard_size: int, scored: bool) -> list[int]:
+def _missing_shards(out: Path, total: int, shard_size: int, scored: bool, side: int) -> list[int]:
+    """Shards not on disk whole: missing, or damaged (truncated by a crash, another run's): those are drawn again."""
     done = set()
     for path in (out / SHARDS).glob("shard-*.npy") if (out / SHARDS).is_dir() else ():
         match = SHARD_NAME.fullmatch(path.name)
-        if match and (not scored or path.with_suffix(".scores.npy").is_file()):
+        if match and _shard_whole(path, len(_shard_range(int(match.group(1)), total, shard_size)), side, scored):
             done.add(int(match.group(1)))
     return [k for k in range(-(-total // shard_size)) if k not in done]
+
+
+def _shard_whole(path: Path, count: int, side: int, scored: bool) -> bool:
+    try:
+        images = np.load(path, mmap_mode="r", allow_pickle=False)
+        whole = images.shape == (count, side, side, 3) and images.dtype == np.uint8
+        if scored:
+            scores = np.load(path.with_suffix(".scores.npy"), allow_pickle=False)
+            whole = whole and scores.shape == (count,)
+        return whole
+    except (OSError, ValueError, EOFError):
+        return False
 
 
 def _draw_shard(out, k, indices: range, plan, vae, var, device, batch_size, scorer, bar, sample_kwargs) -> None:
@@ -251,11 +295,10 @@ def _kept_candidates(out: Path, plan: dict, total: int) -> np.ndarray:
 def _merge(out: Path, plan: dict, record: dict, side: int, pngs: bool, progress: bool) -> None:
     m, classes, size = plan["candidates_per_class"], plan["classes"], plan["shard_size"]
     total = m * len(classes)
-    shards = [np.load(out / SHARDS / f"shard-{k:05d}.npy", mmap_mode="r") for k in range(-(-total // size))]
-    for k, shard in enumerate(shards):
-        if shard.shape != (len(_shard_range(k, total, size)), side, side, 3) or shard.dtype != np.uint8:
-            raise NextscaleError(f"{out / SHARDS}/shard-{k:05d}.npy holds {shard.dtype} {shard.shape}, not this "
-                                 "run's images: remove it and rerun to draw it again")  # fmt: skip
+    shards = [
+        np.load(out / SHARDS / f"shard-{k:05d}.npy", mmap_mode="r", allow_pickle=False)
+        for k in range(-(-total // size))
+    ]  # fmt: skip  (each checked whole after the draws)
     kept = _kept_candidates(out, plan, total)
     order = kept[np.random.default_rng(plan["seed"]).permutation(len(kept))]
     labels = np.asarray(classes, dtype=np.int64)[order // m]
