@@ -48,12 +48,12 @@ class SampleRun:
     note: str | None = None  # what was cleared from out_dir first
 
 
-def check_disk(out: Path, images: int, side: int) -> None:
-    """Refuses a run whose `images` image-sized files (npz entries, shards, PNGs at worst) would not fit."""
-    need = images * side * side * 3
+def check_disk(out: Path, images: int, side: int, copies: int = 1) -> None:
+    """Refuses a run whose `images`, written `copies` times (npz entries, shards, PNGs at worst), would not fit."""
+    need = images * copies * side * side * 3
     free = shutil.disk_usage(out).free
     if need > free:
-        raise NextscaleError(f"this run writes about {need / 1e9:,.1f} GB of {side}×{side} images to {out}, "
+        raise NextscaleError(f"{images:,} images of {side}×{side} need about {need / 1e9:,.1f} GB in {out}, "
                              f"which has {free / 1e9:,.1f} GB free")  # fmt: skip
 
 
@@ -96,7 +96,7 @@ def sample_many(
     note, writer = None, None
     if out is not None:
         note = claim_output_dir(out, "sample", ["grid.png", "samples.npz"], numbered=total if pngs else 0)
-        check_disk(out, total * (2 if pngs else 1), side)
+        check_disk(out, total, side, copies=2 if pngs else 1)
         writer = NpzWriter(out / "samples.npz", total, side, side)
     keep = out is None if keep_images is None else keep_images
     kept, grid, drawn_labels = [], [], []
