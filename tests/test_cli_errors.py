@@ -266,6 +266,7 @@ CASES = {
     "eval: batch 0": ([*METRICS, "--batch-size", "0"], "--batch-size must be at least 1"),
     "eval: preset with features": ([*EVAL, "--features", "digits"], "--features is for evaluating a sample set"),
     "eval: model without preset": ([*METRICS, "--model", "digits"], "--model goes with --preset digits"),
+    "eval: cfg without preset": ([*METRICS, "--cfg", "2"], "--cfg goes with --preset digits"),
     "eval: inception weights, other net": ([*METRICS, "--inception-weights", "{d}/w.pth"], "--inception-weights goes with --features inception"),
     "eval: damaged npz entry": (["eval", "{d}/badstats.npz", "--features", "digits"], "badstats.npz: not an ADM or statistics .npz"),
     # sample --per-class
@@ -279,7 +280,8 @@ CASES = {
     "per-class: class out of range": ([*PER_CLASS, "--class", "99"], "--class 99 is out of range"),
     "per-class: not our folder": ([*SAMPLE[:-1], "{d}/twins", "--per-class", "2"], "is not empty and holds no samples.json"),
     "per-class: other settings": ([*SAMPLE[:-1], "{d}/drawn", "--per-class", "2"], "holds samples drawn with other settings"),
-    "sample: png without per-class": ([*SAMPLE, "--png"], "go with --per-class"),
+    "sample: png without per-class": ([*SAMPLE, "--png"], "--png goes with --per-class"),
+    "sample: shard size without per-class": ([*SAMPLE, "--shard-size", "8"], "--shard-size goes with --per-class"),
     # demo
     "demo: out without .png": (["demo", "--out", "{d}/demo"], "must end in .png"),
     "demo: unwritable out": (["demo", "--out", "{d}/afile/demo.png"], "not writable"),

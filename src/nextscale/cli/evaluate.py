@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+from .. import registry
 from ..errors import NextscaleError
 from .common import (
+    SAMPLER_FLAGS,
     add_device_arg,
     add_model_args,
     add_sampler_args,
@@ -20,15 +22,16 @@ from .common import (
 )
 
 METRICS = ("fid", "is", "prc", "kid")
-DEFAULTS = {"features": "inception", "batch_size": 100, "n_per_class": 100, "edit_cfg": 3.0}
+DEFAULTS = {"features": "inception", "batch_size": 100, "n_per_class": 100, "edit_cfg": 3.0, "seed": 0,
+            **{name: getattr(registry.SAMPLER, name) for name in SAMPLER_FLAGS}}  # fmt: skip
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="FID/IS/precision/recall/KID of samples against a reference; --preset digits",
                        description="Metrics by torch-fidelity's functions with the ADM evaluator's conventions: "
                                    "FID from float64 statistics (a --ref .npz holding mu/sigma is used as they are), "
-                                   "IS over 10 consecutive splits in the file's order, precision/recall with k=3 "
-                                   "neighbours on the same pool features as FID.")  # fmt: skip
+                                   "IS over consecutive 5,000-image blocks in the file's order, precision/recall "
+                                   "with k=3 neighbours on the same pool features as FID.")  # fmt: skip
     p.add_argument("samples", nargs="?", metavar="SAMPLES",
                    help="an ADM .npz (arr_0 uint8 N×H×W×3), a folder of images, saved statistics (.npz with mu, "
                         "sigma), or digits / digits-train")  # fmt: skip
@@ -67,7 +70,7 @@ SET_OPTIONS = {
     "batch_size": "--batch-size",
 }
 PRESET_OPTIONS = {"n_per_class": "--n-per-class", "skip_edits": "--skip-edits", "edit_cfg": "--edit-cfg",
-                  "model": "--model", "vae": "--vae", "var": "--var"}  # fmt: skip
+                  "model": "--model", "vae": "--vae", "var": "--var", "seed": "--seed", **SAMPLER_FLAGS}  # fmt: skip
 
 
 def run(args) -> None:

@@ -20,6 +20,8 @@ from .common import (
     writable_dir,
 )
 
+SHARD_SIZE = 256
+
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="class-conditional samples as PNGs, a grid and an ADM-format samples.npz",
@@ -37,8 +39,8 @@ def register(sub) -> None:
     p.add_argument("--per-class", type=int, metavar="N", help="N images of every class (or of each --class) for "
                                                               "evaluation: sharded, resumable, shuffled")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
-    p.add_argument("--shard-size", type=int, default=256, help="with --per-class: images per shard file, the unit "
-                                                               "a process draws and a rerun resumes from")  # fmt: skip
+    shards = "with --per-class: images per shard file, the unit a process draws and a rerun resumes from"
+    p.add_argument("--shard-size", type=int, default=SHARD_SIZE, help=shards)
     p.add_argument("--out", default="outputs/samples", help="output directory (what an earlier run of nextscale "
                                                              "wrote there is replaced; with --per-class, a run "
                                                              "there with the same settings is resumed)")  # fmt: skip
@@ -60,8 +62,11 @@ def register(sub) -> None:
 def run(args) -> None:
     if args.per_class is not None:
         return run_per_class(args)
-    if args.reject or args.keep_top is not None or args.png:
-        raise NextscaleError("--reject, --keep-top and --png go with --per-class N")
+    per_class_only = {"--reject": args.reject, "--keep-top": args.keep_top is not None, "--png": args.png,
+                      "--shard-size": args.shard_size != SHARD_SIZE}  # fmt: skip
+    stray = [flag for flag, given in per_class_only.items() if given]
+    if stray:
+        raise NextscaleError(f"{stray[0]} goes with --per-class N")
     from ..distributed import launched_by_torchrun
     from ..sampling import RepeatedClasses, sample_many
 

@@ -68,9 +68,10 @@ def sample_per_class(
 ) -> Path:
     """Draws `per_class` images of each class in `classes` (default: all) into `out_dir/samples.npz`.
 
-    With `scorer` (a classifier: images → logits) and `keep_top` F in (0, 1], draws ceil(per_class / F)
+    With `scorer` (a classifier: images → logits) and `keep_top` F in [0.01, 1], draws ceil(per_class / F)
     candidates per class and keeps the `per_class` the classifier gives the highest probability of their class
-    (rejection sampling). `model` describes the weights for the record. Returns the `.npz` path.
+    (rejection sampling). `model` describes the weights for the record. Returns the `.npz` path (written by the
+    first process: under torchrun the others return once their shards are on disk).
     """
     dist = dist or Distributed()
     plan = _plan(var, vae, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs)
