@@ -12,8 +12,10 @@ from nextscale.registry import BUILTIN
 
 
 def test_shipped_model_is_small_loads_strictly_and_samples_every_class():
-    files = [p for p in BUILTIN["digits"].rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) < 20 * 2**20
+    files = [p for name in BUILTIN for p in BUILTIN[name].rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 20 * 2**20  # every built-in model together
+    small = [p for p in BUILTIN["digits-small"].rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in small) < 3 * 2**20
     vae, var = load_model("digits")  # strict: any missing or unexpected key raises
     out = sample(var, vae, list(range(10)), seed=0, cfg=3.0)
     assert out.images.shape == (10, 3, 32, 32) and torch.isfinite(out.images).all()
@@ -83,3 +85,13 @@ def test_the_shipped_digits_split_is_scikit_learns():
     train, test = digits_splits(0)
     assert np.array_equal(train.images8, x_tr) and np.array_equal(train.labels, y_tr)
     assert np.array_equal(test.images8, x_te) and np.array_equal(test.labels, y_te)
+
+
+def test_the_small_digits_model_takes_over_the_fine_scales():
+    vae, var = load_model("digits")
+    small_vae, small = load_model("digits-small")  # strict, and on the digits tokenizer
+    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), small_vae.state_dict().values()))
+    plain = sample(var, vae, [7] * 4, seed=3)
+    handed = sample(var, vae, [7] * 4, seed=3, fine_var=small, handoff=4)
+    assert all(torch.equal(a, b) for a, b in zip(plain.tokens[:4], handed.tokens[:4]))
+    assert not all(torch.equal(a, b) for a, b in zip(plain.tokens[4:], handed.tokens[4:]))

@@ -6,7 +6,7 @@ Nothing heavy is imported at module level, so the command line can list names wi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import NextscaleError
@@ -21,6 +21,8 @@ class SamplerDefaults:
     top_k: int = 900
     top_p: float = 0.96
     more_smooth: bool = False  # Gumbel-softmax embeddings: for looks, not for FID
+    temperature: float = 1.0  # the reference draws from the softmax as it is
+    guidance_scales: slice | None = None  # guidance on every scale (the schedule decides its weight)
 
 
 SAMPLER = SamplerDefaults()
@@ -54,6 +56,13 @@ def _digits():
     return vae, var
 
 
+def _digits_small():
+    """The built-in fine model for coarse-to-fine hand-off: the digits tokenizer, a quarter of the transformer's
+    cost (half the depth, three quarters of the width), under 3 MB."""
+    vae, var = _digits()
+    return vae, replace(var, depth=2, embed_dim=96)
+
+
 def _tiny():
     from .tokenizer import VQVAEConfig
     from .transformer import VARConfig
@@ -73,6 +82,7 @@ ARCHITECTURES = {
     "var-d30": lambda: _released(30),
     "var-d36": lambda: _released(36, resolution=512, shared_aln=True),
     "digits": _digits,
+    "digits-small": _digits_small,
     "tiny": _tiny,  # for tests
 }
 
@@ -99,7 +109,8 @@ HUB_REPO = "FoundationVision/var"
 RELEASED_TOKENIZER_FILE = "vae_ch160v4096z32.pth"  # pairs with every released transformer, at 256 and 512 px
 RELEASED = {name: f"var_d{name[len('var-d') :]}.pth" for name in ARCHITECTURES if name.startswith("var-d")}
 BUILTIN_DIR = Path(__file__).parent / "assets"
-BUILTIN = {"digits": BUILTIN_DIR / "digits"}
+BUILTIN = {"digits": BUILTIN_DIR / "digits", "digits-small": BUILTIN_DIR / "digits-small"}
+BUILTIN_TOKENIZER = {"digits": "digits", "digits-small": "digits"}  # the small one is the fine model of a hand-off
 MODEL_NAMES = (*BUILTIN, *RELEASED)
 
 # ---- training recipes -------------------------------------------------------------------------------------

@@ -26,6 +26,11 @@ def register(sub) -> None:
     load = "time loading instead: the preset's weights in both formats, each in a fresh process"
     p.add_argument("--load", action="store_true", help=load)
     p.add_argument("--scratch", default="outputs/bench-weights", help="with --load: weight files go in SCRATCH/PRESET")
+    sweep = ("time each training-free speed-up (guidance off on the last scales, guidance-free, hand-off to a small "
+             "model, per-scale top-k) on --preset shapes and measure its quality on the digits (1,000 samples), "
+             "as one table")  # fmt: skip
+    p.add_argument("--sweep", action="store_true", help=sweep)
+    p.add_argument("--fine-depth", type=int, default=8, help="with --sweep: the hand-off's small model's depth")
     t = p.add_argument_group("training (the trainer's own step on random tokens, in one process or under torchrun)")
     t.add_argument("--train", action="store_true",
                    help="time the training step instead, in this process or in every process of a torchrun job: "
@@ -58,9 +63,10 @@ def run(args) -> None:
     check_compile_backend(args.compile)
     training = args.train or args.train_matrix
     chosen = [flag for flag, on in (("--train", args.train), ("--train-matrix", args.train_matrix),
-                                    ("--load", args.load)) if on]  # fmt: skip
+                                    ("--load", args.load), ("--sweep", args.sweep)) if on]  # fmt: skip
     if len(chosen) > 1:
-        raise NextscaleError(f"choose one of --train, --train-matrix and --load, not {' and '.join(chosen)}")
+        raise NextscaleError(f"choose one of --train, --train-matrix, --load and --sweep, not {' and '.join(chosen)}")
+    at_least(args.fine_depth, 1, "--fine-depth")
     if args.fsdp and not args.train:
         raise NextscaleError("--fsdp applies to --train (--train-matrix runs DDP and FSDP itself)")
     if not training:
@@ -78,6 +84,8 @@ def run(args) -> None:
     writable_file(args.json, "--json", (".json",))
     if training:
         return run_training(args, device)
+    if args.sweep:
+        return run_sweep(args, device)
     if args.load:
         from ..bench import loading
 
@@ -95,6 +103,22 @@ def run(args) -> None:
     print(result.table())
     if args.json:
         atomic_write_text(args.json, result.to_json() + "\n")
+
+
+def run_sweep(args, device) -> None:
+    import json
+
+    from ..bench import sweep
+    from ..files import atomic_write_text
+
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    rows = sweep.sweep(args.preset, args.fine_depth, batch=args.batch_size, runs=args.runs, warmup=args.warmup,
+                       precision=precision, device=device)  # fmt: skip
+    print(sweep.table(rows, args.preset, args.batch_size, precision, device.type))
+    if args.json:
+        record = {"preset": args.preset, "batch_size": args.batch_size, "precision": precision,
+                  "device": str(device), "rows": sweep.as_dicts(rows)}  # fmt: skip
+        atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
 
 
 def run_training(args, device) -> None:

@@ -12,8 +12,10 @@ from .common import (
     add_sampler_args,
     add_seed_arg,
     check_classes,
+    check_for_model,
     check_model_args,
     check_seed,
+    fine_model,
     flag_error,
     load_models,
     resolve_device,
@@ -37,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--feather", type=float, help="paste into the original pixels with a soft edge this wide "
                                                   "(pixels; default: no paste)")  # fmt: skip
     p.add_argument("--out", required=True, help="output .png (a folder, with a folder of images)")
-    add_sampler_args(p)
+    add_sampler_args(p, speed=True)
     add_seed_arg(p)
     add_device_arg(p)
     p.set_defaults(func=run)
@@ -105,6 +107,8 @@ def run(args) -> None:
     vae, var = load_models(args, device)
     if args.classes is not None:
         check_classes([args.classes], var.num_classes)
+    check_for_model(settings, var)
+    settings.update(fine_model(args, vae, var, device))
     mode = "outpaint" if args.outpaint else "inpaint"
     side = vae.config.resolution
     try:

@@ -14,6 +14,7 @@ from .common import (
     add_sampler_args,
     add_seed_arg,
     at_least,
+    check_for_model,
     check_seed,
     load_models,
     resolve_device,
@@ -121,6 +122,7 @@ def run_metrics(args) -> None:
 def run_digits(args) -> None:
     from ..evaluation import evaluate_digit_edits, evaluate_digits
     from ..runtime import check_finite
+    from ..sampling.guidance import for_record
 
     at_least(args.n_per_class, 2, "--n-per-class")
     settings = sampler_settings(args)
@@ -133,9 +135,10 @@ def run_digits(args) -> None:
     vae, var = load_models(args, device)
     if var.num_classes != 10 or vae.config.resolution != 32:
         raise NextscaleError("the digits evaluation needs a 10-class model of 32×32 images (like --model digits)")
+    check_for_model(settings, var)
     report = evaluate_digits(vae, var, n_per_class=args.n_per_class, seed=seed, **settings)
     print(report.summary())
-    record = {"settings": settings, **report.as_dict()}
+    record = {"settings": {k: for_record(v) for k, v in settings.items()}, **report.as_dict()}
     if not args.skip_edits:
         edit_settings = {**settings, "cfg": args.edit_cfg}
         edits = evaluate_digit_edits(vae, var, seed=seed, **edit_settings)

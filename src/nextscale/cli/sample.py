@@ -11,8 +11,10 @@ from .common import (
     add_seed_arg,
     at_least,
     check_classes,
+    check_for_model,
     check_model_args,
     check_seed,
+    fine_model,
     load_models,
     parse_classes,
     resolve_device,
@@ -53,7 +55,7 @@ def register(sub) -> None:
     rejection.add_argument("--reject", metavar="CLASSIFIER", help=classifier)
     rejection.add_argument("--keep-top", type=float, metavar="F", help="draw N/F candidates per class and keep the "
                                                                        "N the classifier is most sure of")  # fmt: skip
-    add_sampler_args(p)
+    add_sampler_args(p, speed=True)
     add_seed_arg(p, "random seed (batch 0 uses it as is: the reference's g_seed)")
     add_device_arg(p)
     p.set_defaults(func=run)
@@ -78,9 +80,11 @@ def run(args) -> None:
     device = resolve_device(args.device)
     vae, var = load_models(args, device)
     check_classes(classes, var.num_classes)
+    check_for_model(settings, var)
+    fine = fine_model(args, vae, var, device)
     labels = RepeatedClasses(classes, args.n) if classes else None
     run_ = sample_many(vae, var, labels, count=args.n, batch_size=args.batch_size, seed=seed, out_dir=args.out,
-                       pngs=not args.no_png, **settings)  # fmt: skip
+                       pngs=not args.no_png, **settings, **fine)  # fmt: skip
     if run_.note:
         print(run_.note)
     pngs = "" if args.no_png else "PNGs, "
@@ -119,6 +123,8 @@ def run_per_class(args) -> None:
     try:
         vae, var = load_models(args, device)
         check_classes(classes, var.num_classes)
+        check_for_model(settings, var)
+        fine = fine_model(args, vae, var, device)
         scorer, record = None, {"model": args.model} if args.model else {"vae": args.vae, "var": args.var}
         if args.reject:
             from ..evaluation.features import ExportedNetwork
@@ -128,7 +134,8 @@ def run_per_class(args) -> None:
             record["classifier"] = {"file": args.reject, "sha256": classifier.name.removeprefix("file:")}
         out = sample_per_class(vae, var, args.out, per_class=args.per_class, classes=classes, seed=seed,
                                batch_size=args.batch_size, shard_size=args.shard_size, scorer=scorer,
-                               keep_top=args.keep_top, pngs=args.png, model=record, dist=dist, **settings)  # fmt: skip
+                               keep_top=args.keep_top, pngs=args.png, model=record, dist=dist, **settings,
+                               **fine)  # fmt: skip
         if dist.is_main:
             import json
 

@@ -114,21 +114,12 @@ class DigitsReport:
 def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float = SAMPLER.cfg, seed: int = 0,
                     batch_size: int = 250, progress: bool = True, **sample_kwargs) -> DigitsReport:  # fmt: skip
     judge = judge_for(seed)
-    labels = [c for c in range(var.num_classes) for _ in range(n_per_class)]
-    target = np.asarray(labels)
-
-    def score(guidance: float):
-        run = sample_many(vae, var, labels, batch_size=batch_size, seed=seed, progress=progress, cfg=guidance,
-                          keep_images=True, **sample_kwargs)  # fmt: skip
-        images = torch.from_numpy(run.images).permute(0, 3, 1, 2)
-        images8 = images_to_digits8(images.float() / 255)
-        return float((judge.predict(images8) == target).mean()), images
-
-    guided_acc, guided = score(cfg)
-    unguided_acc, _ = score(0.0)
     # The Fréchet distances go the way of `nextscale eval … --features digits`: uint8 images, the judge's features.
     network = DigitsFeatures(seed)
     test = _statistics(network, open_set("digits"))
+    guided_acc, guided = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, cfg=cfg, **sample_kwargs)
+    unguided = {**sample_kwargs, "cfg": 0.0, "cfg_schedule": "constant", "guidance_scales": None}  # none anywhere
+    unguided_acc, _ = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **unguided)
     return DigitsReport(
         n_per_class=n_per_class,
         cfg=cfg,
@@ -138,6 +129,28 @@ def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float 
         train_test_fd=frechet_distance(_statistics(network, open_set("digits-train")), test),
         classifier_test_accuracy=judge.test_accuracy(),
     )
+
+
+def judge_digit_samples(vae: VQVAE, var: VAR, *, n_per_class: int = 100, seed: int = 0, batch_size: int = 250,
+                        progress: bool = True, **sample_kwargs) -> tuple[float, float]:  # fmt: skip
+    """(share classified as the requested class, Fréchet distance to the real test digits ÷ real train ↔ test)
+    of `n_per_class` samples per class drawn with `sample_kwargs`: one option's quality, in two numbers."""
+    network = DigitsFeatures(seed)
+    test = _statistics(network, open_set("digits"))
+    accuracy, images = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **sample_kwargs)
+    fd = frechet_distance(Statistics.of(network(images)[0].numpy(), network.name), test)
+    return accuracy, fd / frechet_distance(_statistics(network, open_set("digits-train")), test)
+
+
+def _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **sample_kwargs):
+    """(accuracy, uint8 images (N, 3, H, W)) of samples drawn in class order with the same seeds every time."""
+    judge = judge_for(seed)
+    labels = [c for c in range(var.num_classes) for _ in range(n_per_class)]
+    run = sample_many(vae, var, labels, batch_size=batch_size, seed=seed, progress=progress, keep_images=True,
+                      **sample_kwargs)  # fmt: skip
+    images = torch.from_numpy(run.images).permute(0, 3, 1, 2)
+    predicted = judge.predict(images_to_digits8(images.float() / 255))
+    return float((predicted == np.asarray(labels)).mean()), images
 
 
 def _statistics(network, image_set) -> Statistics:

@@ -20,7 +20,7 @@ from ..seeding import batch_generator, check_seed
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .outputs import NpzWriter, save_grid, save_png, to_uint8
-from .sampler import check_sample_inputs, sample
+from .sampler import SETTING_NAMES, check_sample_inputs, sample
 
 GRID_IMAGES = 64
 
@@ -86,9 +86,10 @@ def sample_many(
         raise NextscaleError(f"nothing to sample: give a non-empty list of labels or a count ≥ 1, got {total!r}")
     if not is_int(batch_size) or batch_size < 1:
         raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
-    settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in ("cfg", "cfg_schedule", "top_k", "top_p",
-                                                                       "more_smooth")}  # fmt: skip
-    device = check_sample_inputs(var, vae, None, None, **settings)  # before anything in out_dir changes
+    settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in SETTING_NAMES}
+    device = check_sample_inputs(
+        var, vae, None, None, **settings, fine_var=sample_kwargs.get("fine_var"), handoff=sample_kwargs.get("handoff")
+    )  # before anything in out_dir changes
     check_compile_backend(sample_kwargs.get("compile"))
     check_precision(sample_kwargs.get("precision", "fp32"))
     side = vae.config.resolution

@@ -34,11 +34,13 @@ from ..seeding import check_seed, derive_seed
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .batches import check_disk
+from .guidance import for_record
 from .outputs import NpzWriter, save_grid, save_png, to_uint8
-from .sampler import check_sample_inputs, sample
+from .sampler import SETTING_NAMES, check_sample_inputs, sample
 
 RECORD, SHARDS, NPZ, PNGS = "samples.json", "shards", "samples.npz", "png"
 SHARD_NAME = re.compile(r"shard-(\d{5,})\.npy")
+BASE_SETTINGS = ("cfg", "cfg_schedule", "top_k", "top_p", "more_smooth")  # always recorded
 MIN_KEEP_TOP = 0.01  # at most 100 candidates per image kept
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 3, H, W) → class logits (N, C)
 
@@ -74,8 +76,10 @@ def sample_per_class(
     first process: under torchrun the others return once their shards are on disk).
     """
     dist = dist or Distributed()
+    settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in SETTING_NAMES}
+    fine = {"fine_var": sample_kwargs.get("fine_var"), "handoff": sample_kwargs.get("handoff")}
+    device = check_sample_inputs(var, vae, None, None, **settings, **fine)
     plan = _plan(var, vae, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs)
-    device = check_sample_inputs(var, vae, None, None, **plan["sampler"])
     check_precision(sample_kwargs.get("precision", "fp32"))
     if not is_int(batch_size) or batch_size < 1:
         raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
@@ -164,9 +168,13 @@ def _plan(var, vae, per_class, classes, seed, shard_size, scorer, keep_top, mode
         if not isinstance(keep_top, int | float) or not MIN_KEEP_TOP <= keep_top <= 1:
             raise NextscaleError(f"keep_top must be a fraction in [{MIN_KEEP_TOP}, 1], got {keep_top!r}")
         candidates = math.ceil(round(per_class / keep_top, 6))  # rounded first: 0.3 keeps 3 of 10, not of 11
-    settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in ("cfg", "cfg_schedule", "top_k", "top_p",
-                                                                       "more_smooth")}  # fmt: skip
+    # Settings at their defaults are left out, so that records made before a setting existed still resume.
+    settings = {k: for_record(sample_kwargs[k]) for k in SETTING_NAMES if k in sample_kwargs
+                and sample_kwargs[k] != getattr(SAMPLER, k)}  # fmt: skip
+    settings = {k: settings.get(k, getattr(SAMPLER, k)) for k in BASE_SETTINGS} | settings
     model = {**(model or {}), "weights": weights_fingerprint(vae, var)}  # the same path may hold other weights
+    if sample_kwargs.get("fine_var") is not None:
+        settings.update(handoff=sample_kwargs["handoff"], fine_weights=weights_fingerprint(sample_kwargs["fine_var"]))
     return {"format": 1, "model": model, "classes": classes, "per_class": per_class,
             "candidates_per_class": candidates, "keep_top": keep_top, "seed": check_seed(seed),
             "image_seeds": "nextscale.sampling.image_seed(seed, class, index)", "sampler": settings,

@@ -11,12 +11,13 @@ import numpy as np
 import torch
 
 from ..errors import NextscaleError
-from ..registry import CFG_SCHEDULES, SAMPLER
+from ..registry import SAMPLER
 from ..runtime import check_compile_backend, check_finite, check_precision, freed_memory_reused, is_int
 from ..seeding import seeded_generator
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from ..weights import check_compatible
+from .guidance import Guidance, Interval, PerScale, check_weights, make_guidance, per_scale
 
 
 @dataclass
@@ -73,11 +74,6 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, generator: Generators) -> t
     return ((logits - noise.log()) / tau).softmax(dim=-1)
 
 
-def guidance_weight(cfg: float, si: int, num_scales: int, schedule: str) -> float:
-    # The reference ramps guidance linearly from 0 at the 1×1 scale to `cfg` at the last.
-    return cfg * si / (num_scales - 1) if schedule == "linear" else cfg
-
-
 def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) -> torch.Tensor:
     """None: uniform random classes; int: all the same (negative = unconditional); sequence/tensor: as given.
 
@@ -124,25 +120,76 @@ def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) 
     return (labels if torch.is_tensor(labels) else torch.tensor([int(v) for v in values])).long().to(device)
 
 
-def check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth) -> None:
-    check_finite(cfg, "cfg")
-    if cfg_schedule not in CFG_SCHEDULES:
-        raise NextscaleError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, got {cfg_schedule!r}")
-    if not is_int(top_k) or top_k < 0:
-        raise NextscaleError(f"top_k must be an integer ≥ 0, got {top_k!r}")
-    check_finite(top_p, "top_p", 0.0, 1.0)
+SETTING_NAMES = ("cfg", "cfg_schedule", "top_k", "top_p", "more_smooth", "temperature", "guidance_scales")
+
+
+@dataclass
+class ScaleSettings:
+    """The sampler's settings resolved for one model: guidance, and a temperature, top-k and top-p per scale."""
+
+    guidance: Guidance
+    temperature: list[float]
+    top_k: list[int]
+    top_p: list[float]
+
+
+def _check_top_k(v, what):
+    if isinstance(v, bool) or not is_int(v) or v < 0:
+        raise NextscaleError(f"{what} must be an integer ≥ 0, got {v!r}")
+
+
+def _check_top_p(v, what):
+    if isinstance(v, bool):
+        raise NextscaleError(f"{what} must be a number in [0, 1], got {v!r}")
+    check_finite(v, what, 0.0, 1.0)
+
+
+def _check_temperature(v, what):
+    if isinstance(v, bool):
+        raise NextscaleError(f"{what} must be a number > 0, got {v!r}")
+    check_finite(v, what)
+    if v <= 0:
+        raise NextscaleError(f"{what} must be > 0, got {v!r}")
+
+
+def check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth, temperature=1.0, guidance_scales=None,
+                           num_scales: int | None = None) -> ScaleSettings | None:  # fmt: skip
+    """Checks every setting; with `num_scales`, also the lists' lengths, and returns them resolved per scale."""
+    guidance = make_guidance(cfg, cfg_schedule, guidance_scales)
     if not isinstance(more_smooth, bool):
         raise NextscaleError(f"more_smooth must be True or False, got {more_smooth!r}")
+    checks = (("temperature", temperature, _check_temperature), ("top_k", top_k, _check_top_k),
+              ("top_p", top_p, _check_top_p))  # fmt: skip
+    if num_scales is None:
+        for what, value, check in checks:
+            per_scale(value, len(value) if _is_list(value) else 1, what, check)
+        return None
+    check_weights(guidance, num_scales)
+    if isinstance(guidance, Interval | PerScale):  # a list of the wrong length names itself even where unused
+        inner = guidance
+        while isinstance(inner, Interval):
+            inner = inner.inner
+        if isinstance(inner, PerScale):
+            inner.weight(0, num_scales)
+    return ScaleSettings(guidance, *(per_scale(value, num_scales, what, check) for what, value, check in checks))
 
 
-def check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth) -> torch.device:
+def _is_list(value) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, str)
+
+
+def check_sample_inputs(var, vae, generator, seed, cfg=SAMPLER.cfg, cfg_schedule=SAMPLER.cfg_schedule,
+                        top_k=SAMPLER.top_k, top_p=SAMPLER.top_p, more_smooth=SAMPLER.more_smooth, temperature=1.0,
+                        guidance_scales=None, fine_var=None, handoff=None) -> torch.device:  # fmt: skip
     """Everything `sample` checks before it draws: the pair, the devices, the settings. Returns the device."""
     check_compatible(var, vae)
-    check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth)
+    check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth, temperature, guidance_scales,
+                           len(var.patch_nums))  # fmt: skip
     device = var.head.weight.device
     vae_device = vae.quantize.embedding.weight.device
     if vae_device != device:
         raise NextscaleError(f"the VAE is on {vae_device} and the VAR on {device}: move both to one device")
+    check_handoff(var, vae, fine_var, handoff, device)
     if generator is not None and seed is not None:
         raise NextscaleError("give a seed or a generator, not both")
     for g in generator if isinstance(generator, Sequence) else [generator]:
@@ -152,6 +199,30 @@ def check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top
             raise NextscaleError(f"the generator lives on {g.device}, the model on {device}: create it with "
                                  f"torch.Generator(device={str(device)!r})")  # fmt: skip
     return device
+
+
+def check_handoff(var, vae, fine_var, handoff, device) -> None:
+    """The fine model takes over at scale `handoff`: it must read the same tokens as `var` (same tokenizer,
+    scales and classes) and live on the same device."""
+    if fine_var is None and handoff is None:
+        return
+    if fine_var is None or handoff is None:
+        raise NextscaleError("a hand-off needs both fine_var and handoff (the first scale the fine model draws)")
+    if not isinstance(fine_var, VAR):
+        raise NextscaleError(f"fine_var must be a VAR transformer, not {type(fine_var).__name__}")
+    K = len(var.patch_nums)
+    if not is_int(handoff) or not 1 <= handoff < K:
+        raise NextscaleError(f"handoff must be a scale in 1..{K - 1} (the first the fine model draws), got {handoff!r}")
+    if tuple(fine_var.patch_nums) != tuple(var.patch_nums) or fine_var.num_classes != var.num_classes:
+        raise NextscaleError(f"the fine model has scales {tuple(fine_var.patch_nums)} and {fine_var.num_classes} "
+                             f"classes, the model {tuple(var.patch_nums)} and {var.num_classes}: they must share "
+                             "the tokenizer and the classes")  # fmt: skip
+    try:
+        check_compatible(fine_var, vae)
+    except NextscaleError as e:
+        raise NextscaleError(f"the fine model does not fit the tokenizer: {e}") from None
+    if fine_var.head.weight.device != device:
+        raise NextscaleError(f"the fine model is on {fine_var.head.weight.device}, the model on {device}")
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:
@@ -182,7 +253,8 @@ def step_function(var: VAR, backend: str | None):
         compiled = torch.compile(scale_step, backend=backend, dynamic=False)
         # One graph per scale: dynamo's default limit (8) would send the finest scales of a 10-scale pyramid,
         # the costliest, back to eager. (A number, not `var`: the cache holds the model weakly.)
-        limit = max(64, 2 * len(var.patch_nums))
+        # Guided and trimmed batches, a hand-off's second model and a short last batch each add graphs.
+        limit = max(64, 8 * len(var.patch_nums))
 
         def step(*args):
             with torch._dynamo.config.patch(recompile_limit=limit):
@@ -220,10 +292,14 @@ def sample(
     generator: Generators = None,
     seed: int | None = None,
     cfg: float = SAMPLER.cfg,
-    cfg_schedule: str = SAMPLER.cfg_schedule,
-    top_k: int = SAMPLER.top_k,
-    top_p: float = SAMPLER.top_p,
+    cfg_schedule: str | Guidance = SAMPLER.cfg_schedule,
+    guidance_scales: slice | None = None,
+    temperature: float | Sequence[float] = 1.0,
+    top_k: int | Sequence[int] = SAMPLER.top_k,
+    top_p: float | Sequence[float] = SAMPLER.top_p,
     more_smooth: bool = SAMPLER.more_smooth,
+    fine_var: VAR | None = None,
+    handoff: int | None = None,
     forced: ForcedTokens | None = None,
     return_fhats: bool = False,
     precision: str = "fp32",
@@ -242,6 +318,14 @@ def sample(
     Defaults are the reference README's FID settings (`nextscale.registry.SAMPLER`); `cfg`≈4 for looks.
     `more_smooth` (Gumbel-softmax embeddings) is for visualisation only.
 
+    Guidance: `cfg_schedule` is `linear` (the reference), `constant`, `power:P`, `list:w0,w1,…` or a
+    `nextscale.sampling.guidance.Guidance` object; `guidance_scales=slice(A, B)` keeps guidance on scales
+    A ≤ si < B only. From the first scale after which no scale needs guidance, the unconditional half of the
+    batch and its KV cache are dropped; with no guidance at all (`cfg=0`) the batch is B rows from the start.
+    `temperature`, `top_k` and `top_p` take a number or one entry per scale. `fine_var` with `handoff=k` draws
+    scales ≥ k with `fine_var` (coarse-to-fine hand-off), whose KV cache is first filled by teacher forcing
+    through the tokens of scales < k; both models must share the tokenizer.
+
     Speed: `precision="bf16"` runs under bf16 autocast (for GPUs; CPUs are fast only in fp32); `compile`
     names a `torch.compile` backend ("inductor", …) for the transformer step, compiled once per model and
     specialised per scale (shapes are static within a scale). `channels_last_decode` decodes on NHWC
@@ -250,7 +334,10 @@ def sample(
     (`nextscale.runtime.freed_memory_reused`; `reuse_memory=False` leaves the allocator alone) and hands it
     back when it returns. `on_scale(si)` is called after each scale.
     """
-    device = check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth)
+    device = check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth,
+                                 temperature, guidance_scales, fine_var, handoff)  # fmt: skip
+    settings = check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth, temperature, guidance_scales,
+                                      len(var.patch_nums))  # fmt: skip
     if generator is None and seed is not None:
         generator = seeded_generator(seed, device)
     if isinstance(generator, Sequence) and labels is None:
@@ -258,31 +345,75 @@ def sample(
     labels = resolve_labels(var, labels, batch_size, generator, device)
     if isinstance(generator, Sequence) and len(generator) != len(labels):
         raise NextscaleError(f"{len(generator)} generators for {len(labels)} images: give one per image")
-    step = step_function(var, compile)
+    steps = {id(m): step_function(m, compile) for m in (var, fine_var) if m is not None}
     memory = freed_memory_reused() if device.type == "cpu" and reuse_memory else contextlib.nullcontext()
     with memory, autocast_for(device, precision):
-        return _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_smooth, forced,
-                       return_fhats, step, channels_last_decode, on_scale)  # fmt: skip
+        return _sample(var, vae, labels, generator, settings, more_smooth, forced, return_fhats, steps,
+                       channels_last_decode, on_scale, fine_var, handoff)  # fmt: skip
 
 
-def _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_smooth, forced, return_fhats,
-            step, channels_last_decode, on_scale) -> SampleOutput:  # fmt: skip
+class _Rows:
+    """One transformer's view of the batch: its condition, AdaLN modulations and KV caches, for the B
+    conditional rows and, while guidance needs them, the B unconditional rows after them."""
+
+    def __init__(self, var: VAR, labels: torch.Tensor, guided: bool):
+        self.var, self.B = var, labels.shape[0]
+        rows = torch.cat((labels, torch.full_like(labels, var.num_classes))) if guided else labels
+        self.cond_BD = var.class_emb(rows)  # conditional rows first
+        self.modulations = var.modulations(self.cond_BD)  # the condition is the same at every scale
+        self.kv_caches = var.new_kv_caches(len(rows), dtype=cache_dtype(labels.device))
+        self.lvl_pos = var.level_position()
+
+    @property
+    def guided(self) -> bool:
+        return self.cond_BD.shape[0] == 2 * self.B
+
+    def drop_unconditional(self) -> None:
+        """Keeps the conditional rows only: the rest of the pyramid costs half."""
+        B = self.B
+        self.cond_BD = self.cond_BD[:B]
+        self.modulations = [tuple(t[:B] for t in m) for m in self.modulations]
+        for cache in self.kv_caches:  # copies, so that the unconditional half's memory goes
+            cache.k, cache.v = cache.k[:B].clone(), cache.v[:B].clone()
+
+    def first_input(self) -> torch.Tensor:
+        var = self.var
+        return self.cond_BD.unsqueeze(1) + var.pos_start.expand(self.cond_BD.shape[0], 1, -1) + self.lvl_pos[:, :1]
+
+    def scale_input(self, si: int, next_map_BlC: torch.Tensor) -> torch.Tensor:
+        """Scale si's input (si ≥ 1) from the tokenizer's map after scale si − 1, (B, l, Cvae)."""
+        begin, end = self.var.begin_ends[si]
+        x = self.var.word_embed(next_map_BlC) + self.lvl_pos[:, begin:end]
+        return x.repeat(2, 1, 1) if self.guided else x
+
+
+def _sample(var, vae, labels, generator, settings: ScaleSettings, more_smooth, forced, return_fhats, steps,
+            channels_last_decode, on_scale, fine_var, handoff) -> SampleOutput:  # fmt: skip
     B, patch_nums, K = labels.shape[0], var.patch_nums, len(var.patch_nums)
-    quantize = vae.quantize
-    cond_BD = var.class_emb(torch.cat((labels, torch.full_like(labels, var.num_classes))))  # cond rows first
-    lvl_pos = var.level_position()
-    x_BLC = cond_BD.unsqueeze(1) + var.pos_start.expand(2 * B, 1, -1) + lvl_pos[:, :1]
-    kv_caches = var.new_kv_caches(2 * B, dtype=cache_dtype(labels.device))
-    modulations = var.modulations(cond_BD)  # the condition is the same at every scale
+    guidance, quantize = settings.guidance, vae.quantize
+    needs_uncond = [guidance.needs_unconditional(si, K) for si in range(K)]
+    rows = _Rows(var, labels, guided=any(needs_uncond))
+    x_BLC = rows.first_input()
     pn_last = patch_nums[-1]
-    f_hat = cond_BD.new_zeros(B, vae.config.z_channels, pn_last, pn_last)
-    tokens, fhats = [], []
+    f_hat = rows.cond_BD.new_zeros(B, vae.config.z_channels, pn_last, pn_last)
+    tokens, fhats, inputs = [], [], []  # inputs: each scale's tokenizer map, for a hand-off's teacher forcing
     for si, pn in enumerate(patch_nums):
+        guided = any(needs_uncond[si:])
+        if fine_var is not None and si == handoff:
+            rows = _handoff(fine_var, labels, guided, inputs)
+            x_BLC = rows.scale_input(si, inputs[-1])
+        elif rows.guided and not guided:
+            rows.drop_unconditional()
+            x_BLC = x_BLC[:B]
         ratio = si / (K - 1)
-        logits_BlV = step(var, x_BLC, cond_BD, kv_caches, modulations)
-        t = guidance_weight(cfg, si, K, cfg_schedule)
-        logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
-        idx_Bl = draw_tokens(filter_top_k_top_p_(logits_BlV, top_k, top_p), generator)
+        logits_BlV = steps[id(rows.var)](rows.var, x_BLC, rows.cond_BD, rows.kv_caches, rows.modulations)
+        if rows.guided:
+            t = guidance.weight(si, K)
+            logits_BlV = (1 + t) * logits_BlV[:B] - t * logits_BlV[B:]
+        if settings.temperature[si] != 1:  # exactly the reference's logits at temperature 1
+            logits_BlV = logits_BlV / settings.temperature[si]
+        filtered = filter_top_k_top_p_(logits_BlV, settings.top_k[si], settings.top_p[si])
+        idx_Bl = draw_tokens(filtered, generator)
         tokens.append(idx_Bl)
         if more_smooth:
             tau = max(0.27 * (1 - ratio * 0.95), 0.005)  # MaskGIT-style temperature, sharper at fine scales
@@ -299,10 +430,20 @@ def _sample(var, vae, labels, generator, cfg, cfg_schedule, top_k, top_p, more_s
         if return_fhats:
             fhats.append(f_hat.clone())
         if si != K - 1:
-            begin, end = var.begin_ends[si + 1]
-            x_BLC = var.word_embed(next_map.flatten(2).transpose(1, 2)) + lvl_pos[:, begin:end]
-            x_BLC = x_BLC.repeat(2, 1, 1)
+            inputs.append(next_map.flatten(2).transpose(1, 2))
+            x_BLC = rows.scale_input(si + 1, inputs[-1])
         if on_scale is not None:
             on_scale(si)
     images = vae.fhat_to_img(f_hat, channels_last=channels_last_decode).float().add_(1).mul_(0.5).contiguous()
     return SampleOutput(images=images, tokens=tokens, labels=labels, fhats=fhats if return_fhats else None)
+
+
+def _handoff(fine_var: VAR, labels: torch.Tensor, guided: bool, inputs: list) -> _Rows:
+    """The fine model's view of the batch, its KV cache filled by teacher forcing through the coarse scales'
+    tokens, scale by scale as sampling fills it (so `fine_var` = the model reproduces plain sampling exactly);
+    only the blocks run: the coarse scales' logits are not needed."""
+    rows = _Rows(fine_var, labels, guided)
+    fine_var.run_blocks(rows.first_input(), rows.cond_BD, None, rows.kv_caches, rows.modulations)
+    for si, next_map in enumerate(inputs[:-1], start=1):
+        fine_var.run_blocks(rows.scale_input(si, next_map), rows.cond_BD, None, rows.kv_caches, rows.modulations)
+    return rows

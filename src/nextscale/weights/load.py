@@ -8,7 +8,15 @@ from pathlib import Path
 
 from ..errors import CheckpointError, NextscaleError
 from ..pretrained import CONFIG_NAME
-from ..registry import BUILTIN, HUB_REPO, MODEL_NAMES, RELEASED, RELEASED_TOKENIZER_FILE, architecture
+from ..registry import (
+    BUILTIN,
+    BUILTIN_TOKENIZER,
+    HUB_REPO,
+    MODEL_NAMES,
+    RELEASED,
+    RELEASED_TOKENIZER_FILE,
+    architecture,
+)
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .reference import read_reference_file, vae_from_state_dict, var_from_state_dict
@@ -67,7 +75,7 @@ def load_vae(source: str | os.PathLike, *, device="cpu", patch_nums=None) -> VQV
     directory with `vae/`), or a reference `.pth` file."""
     name = str(source)
     if name in BUILTIN:
-        return VQVAE.from_pretrained(BUILTIN[name] / "vae", device=device)
+        return VQVAE.from_pretrained(BUILTIN[BUILTIN_TOKENIZER[name]] / "vae", device=device)
     if name in RELEASED:
         (path,) = fetch_released(RELEASED_TOKENIZER_FILE)
         return load_vae(path, device=device, patch_nums=patch_nums or architecture(name)[0].patch_nums)
