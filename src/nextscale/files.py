@@ -80,6 +80,17 @@ def _refuse_a_file_above(path: Path, what: str) -> None:
         raise NextscaleError(f"{what} {path} is not writable: {blocking} is a file")
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in 16 MB blocks (shards and networks can be gigabytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def first_line(error: BaseException) -> str:
     """An exception's message on one line (its type where it has none)."""
     lines = [line for line in str(error).splitlines() if line.strip()]

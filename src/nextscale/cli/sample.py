@@ -131,7 +131,7 @@ def run_per_class(args) -> None:
 
             classifier = ExportedNetwork(args.reject, device, what="--reject")
             scorer = lambda images: classifier(images)[1]  # noqa: E731 (its logits)
-            record["classifier"] = {"file": args.reject, "sha256": classifier.name.removeprefix("file:")}
+            record["classifier"] = {"file": args.reject, "sha256": classifier.sha256}
         out = sample_per_class(vae, var, args.out, per_class=args.per_class, classes=classes, seed=seed,
                                batch_size=args.batch_size, shard_size=args.shard_size, scorer=scorer,
                                keep_top=args.keep_top, pngs=args.png, model=record, dist=dist, **settings,

@@ -11,7 +11,6 @@ its size and checksum when opened, and a bad one is named.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,18 +20,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..errors import NextscaleError
-from ..files import atomic_write, atomic_write_text, first_line
+from ..files import atomic_write, atomic_write_text, file_sha256, first_line
 from . import stack_items
 
 INDEX, PLAN, FORMAT = "index.json", "tokenize.json", 1
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -72,7 +63,7 @@ class TokenDataset(Dataset):
             if size != expected:
                 raise NextscaleError(f"{data}: truncated or missing token shard ({size} bytes, expected {expected}); "
                                      "rerun nextscale tokenize to rewrite it")  # fmt: skip
-            if verify and _sha256(data) != meta["sha256"]:
+            if verify and file_sha256(data) != meta["sha256"]:
                 raise NextscaleError(f"{data}: corrupt token shard (its checksum does not match {root / name}); "
                                      "rerun nextscale tokenize to rewrite it")  # fmt: skip
             if len(meta.get("orientations", [])) != self.orientations:
@@ -175,6 +166,6 @@ def _shard_complete(out: Path, k: int) -> bool:
 def _write_shard(out: Path, k: int, rows: np.ndarray, labels: list[int], sources: list[str]) -> None:
     data = out / f"shard-{k:05d}.u16"
     atomic_write(data, lambda tmp: rows.tofile(tmp))
-    meta = {"file": data.name, "records": len(labels), "bytes": rows.nbytes, "sha256": _sha256(data),
+    meta = {"file": data.name, "records": len(labels), "bytes": rows.nbytes, "sha256": file_sha256(data),
             "labels": labels, "sources": sources, "orientations": ["original", "flipped"][: rows.shape[1]]}  # fmt: skip
     atomic_write_text(out / f"shard-{k:05d}.json", json.dumps(meta) + "\n")

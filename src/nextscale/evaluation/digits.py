@@ -113,21 +113,18 @@ class DigitsReport:
 
 def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float = SAMPLER.cfg, seed: int = 0,
                     batch_size: int = 250, progress: bool = True, **sample_kwargs) -> DigitsReport:  # fmt: skip
-    judge = judge_for(seed)
-    # The Fréchet distances go the way of `nextscale eval … --features digits`: uint8 images, the judge's features.
-    network = DigitsFeatures(seed)
-    test = _statistics(network, open_set("digits"))
     guided_acc, guided = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, cfg=cfg, **sample_kwargs)
     unguided = {**sample_kwargs, "cfg": 0.0, "cfg_schedule": "constant", "guidance_scales": None}  # none anywhere
     unguided_acc, _ = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **unguided)
+    sample_fd, train_test_fd = _frechet_distances(guided, seed)
     return DigitsReport(
         n_per_class=n_per_class,
         cfg=cfg,
         guided_accuracy=guided_acc,
         unguided_accuracy=unguided_acc,
-        sample_fd=frechet_distance(Statistics.of(network(guided)[0].numpy(), network.name), test),
-        train_test_fd=frechet_distance(_statistics(network, open_set("digits-train")), test),
-        classifier_test_accuracy=judge.test_accuracy(),
+        sample_fd=sample_fd,
+        train_test_fd=train_test_fd,
+        classifier_test_accuracy=judge_for(seed).test_accuracy(),
     )
 
 
@@ -135,11 +132,9 @@ def judge_digit_samples(vae: VQVAE, var: VAR, *, n_per_class: int = 100, seed: i
                         progress: bool = True, **sample_kwargs) -> tuple[float, float]:  # fmt: skip
     """(share classified as the requested class, Fréchet distance to the real test digits ÷ real train ↔ test)
     of `n_per_class` samples per class drawn with `sample_kwargs`: one option's quality, in two numbers."""
-    network = DigitsFeatures(seed)
-    test = _statistics(network, open_set("digits"))
     accuracy, images = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **sample_kwargs)
-    fd = frechet_distance(Statistics.of(network(images)[0].numpy(), network.name), test)
-    return accuracy, fd / frechet_distance(_statistics(network, open_set("digits-train")), test)
+    sample_fd, train_test_fd = _frechet_distances(images, seed)
+    return accuracy, sample_fd / train_test_fd
 
 
 def _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **sample_kwargs):
@@ -151,6 +146,15 @@ def _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **sample_
     images = torch.from_numpy(run.images).permute(0, 3, 1, 2)
     predicted = judge.predict(images_to_digits8(images.float() / 255))
     return float((predicted == np.asarray(labels)).mean()), images
+
+
+def _frechet_distances(images: torch.Tensor, seed: int) -> tuple[float, float]:
+    """(samples ↔ real test digits, real train ↔ test): the way `nextscale eval … --features digits` measures,
+    from uint8 images through the judge's features."""
+    network = DigitsFeatures(seed)
+    test = _statistics(network, open_set("digits"))
+    samples = Statistics.of(network(images)[0].numpy(), network.name)
+    return frechet_distance(samples, test), frechet_distance(_statistics(network, open_set("digits-train")), test)
 
 
 def _statistics(network, image_set) -> Statistics:

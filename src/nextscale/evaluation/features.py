@@ -11,7 +11,6 @@ Inception Score where the network has them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 import warnings
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import NextscaleError
-from ..files import first_line
+from ..files import file_sha256, first_line
 
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -155,7 +154,8 @@ class ExportedNetwork(FeatureNetwork):
         except Exception as e:
             raise NextscaleError(f"{what} {path}: not a loadable {path.suffix} program ({first_line(e)})") from None
         self.path, self.what = path, what
-        self.name = f"file:{_sha256(path)[:16]}"
+        self.sha256 = file_sha256(path)
+        self.name = f"file:{self.sha256[:16]}"
         self.gives_logits = None
 
     @torch.no_grad()
@@ -174,14 +174,6 @@ class ExportedNetwork(FeatureNetwork):
         # A single output serves as the logits too: a classifier's logits are features as well.
         self.gives_logits = logits is not None
         return features, features if logits is None else logits
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_network(name: str | os.PathLike = "inception", *, device="cpu", inception_weights=None,

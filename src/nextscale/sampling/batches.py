@@ -14,13 +14,12 @@ from tqdm.auto import tqdm
 
 from ..errors import NextscaleError
 from ..files import claim_output_dir
-from ..registry import SAMPLER
-from ..runtime import check_compile_backend, check_precision, freed_memory_reused, is_int
+from ..runtime import freed_memory_reused, is_int
 from ..seeding import batch_generator, check_seed
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .outputs import NpzWriter, save_grid, save_png, to_uint8
-from .sampler import SETTING_NAMES, check_sample_inputs, sample
+from .sampler import check_sample_kwargs, sample
 
 GRID_IMAGES = 64
 
@@ -86,12 +85,7 @@ def sample_many(
         raise NextscaleError(f"nothing to sample: give a non-empty list of labels or a count ≥ 1, got {total!r}")
     if not is_int(batch_size) or batch_size < 1:
         raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
-    settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in SETTING_NAMES}
-    device = check_sample_inputs(
-        var, vae, None, None, **settings, fine_var=sample_kwargs.get("fine_var"), handoff=sample_kwargs.get("handoff")
-    )  # before anything in out_dir changes
-    check_compile_backend(sample_kwargs.get("compile"))
-    check_precision(sample_kwargs.get("precision", "fp32"))
+    device = check_sample_kwargs(var, vae, sample_kwargs)  # before anything in out_dir changes
     side = vae.config.resolution
     out = Path(out_dir) if out_dir is not None else None
     note, writer = None, None

@@ -29,14 +29,14 @@ from ..distributed import Distributed
 from ..errors import NextscaleError
 from ..files import atomic_write, atomic_write_text, ensure_writable_dir
 from ..registry import SAMPLER
-from ..runtime import check_precision, freed_memory_reused, is_int, versions
+from ..runtime import freed_memory_reused, is_int, versions
 from ..seeding import check_seed, derive_seed
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .batches import check_disk
 from .guidance import for_record
 from .outputs import NpzWriter, save_grid, save_png, to_uint8
-from .sampler import SETTING_NAMES, check_sample_inputs, sample
+from .sampler import SETTING_NAMES, check_sample_kwargs, sample
 
 RECORD, SHARDS, NPZ, PNGS = "samples.json", "shards", "samples.npz", "png"
 SHARD_NAME = re.compile(r"shard-(\d{5,})\.npy")
@@ -76,11 +76,8 @@ def sample_per_class(
     first process: under torchrun the others return once their shards are on disk).
     """
     dist = dist or Distributed()
-    settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in SETTING_NAMES}
-    fine = {"fine_var": sample_kwargs.get("fine_var"), "handoff": sample_kwargs.get("handoff")}
-    device = check_sample_inputs(var, vae, None, None, **settings, **fine)
+    device = check_sample_kwargs(var, vae, sample_kwargs)
     plan = _plan(var, vae, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs)
-    check_precision(sample_kwargs.get("precision", "fp32"))
     if not is_int(batch_size) or batch_size < 1:
         raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
     out = Path(out_dir)
@@ -106,7 +103,7 @@ def sample_per_class(
     if record.get("complete"):
         return out / NPZ
     mine = missing[dist.rank :: dist.world]
-    bar = tqdm(total=sum(_shard_range(k, total, shard_size).stop - k * shard_size for k in mine), unit="img",
+    bar = tqdm(total=sum(len(_shard_range(k, total, shard_size)) for k in mine), unit="img",
                desc=f"sampling (rank {dist.rank})" if dist.enabled else "sampling",
                disable=not progress or not dist.is_main)  # fmt: skip
     memory = freed_memory_reused() if device.type == "cpu" else nullcontext()

@@ -180,11 +180,13 @@ def _is_list(value) -> bool:
 
 def check_sample_inputs(var, vae, generator, seed, cfg=SAMPLER.cfg, cfg_schedule=SAMPLER.cfg_schedule,
                         top_k=SAMPLER.top_k, top_p=SAMPLER.top_p, more_smooth=SAMPLER.more_smooth, temperature=1.0,
-                        guidance_scales=None, fine_var=None, handoff=None) -> torch.device:  # fmt: skip
-    """Everything `sample` checks before it draws: the pair, the devices, the settings. Returns the device."""
+                        guidance_scales=None, fine_var=None,
+                        handoff=None) -> tuple[torch.device, ScaleSettings]:  # fmt: skip
+    """Everything `sample` checks before it draws: the pair, the devices, the settings. Returns the device and the
+    settings resolved per scale."""
     check_compatible(var, vae)
-    check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth, temperature, guidance_scales,
-                           len(var.patch_nums))  # fmt: skip
+    settings = check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth, temperature, guidance_scales,
+                                      len(var.patch_nums))  # fmt: skip
     device = var.head.weight.device
     vae_device = vae.quantize.embedding.weight.device
     if vae_device != device:
@@ -198,6 +200,17 @@ def check_sample_inputs(var, vae, generator, seed, cfg=SAMPLER.cfg, cfg_schedule
         if g is not None and not same_device(g.device, device):
             raise NextscaleError(f"the generator lives on {g.device}, the model on {device}: create it with "
                                  f"torch.Generator(device={str(device)!r})")  # fmt: skip
+    return device, settings
+
+
+def check_sample_kwargs(var, vae, sample_kwargs: dict) -> torch.device:
+    """What `sample` would check of `sample_kwargs` (the settings, a hand-off, precision, compile backend), for
+    callers that must refuse them before they write anything. Returns the device."""
+    settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in SETTING_NAMES}
+    device, _ = check_sample_inputs(var, vae, None, None, **settings, fine_var=sample_kwargs.get("fine_var"),
+                                    handoff=sample_kwargs.get("handoff"))  # fmt: skip
+    check_compile_backend(sample_kwargs.get("compile"))
+    check_precision(sample_kwargs.get("precision", "fp32"))
     return device
 
 
@@ -334,10 +347,8 @@ def sample(
     (`nextscale.runtime.freed_memory_reused`; `reuse_memory=False` leaves the allocator alone) and hands it
     back when it returns. `on_scale(si)` is called after each scale.
     """
-    device = check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth,
-                                 temperature, guidance_scales, fine_var, handoff)  # fmt: skip
-    settings = check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth, temperature, guidance_scales,
-                                      len(var.patch_nums))  # fmt: skip
+    device, settings = check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth,
+                                           temperature, guidance_scales, fine_var, handoff)  # fmt: skip
     if generator is None and seed is not None:
         generator = seeded_generator(seed, device)
     if isinstance(generator, Sequence) and labels is None:
