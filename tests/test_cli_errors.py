@@ -299,6 +299,16 @@ CASES = {
     "edit: handoff too far": ([*EDIT, "--fine-model", "{m}", "--handoff", "9"], "--handoff must be a scale in 1..3"),
     "sample: png without per-class": ([*SAMPLE, "--png"], "--png goes with --per-class"),
     "sample: shard size without per-class": ([*SAMPLE, "--shard-size", "8"], "--shard-size goes with --per-class"),
+    "sample: unconditional with per-class": ([*PER_CLASS, "--unconditional"], "drop --unconditional"),
+    "sample: unconditional with a class": ([*SAMPLE, "--unconditional", "--class", "1"], "not allowed with"),
+    # serve
+    "serve: port 70000": (["serve", "--port", "70000"], r"--port must be in \[0, 65535\]"),
+    "serve: port -1": (["serve", "--port", "-1"], r"--port must be in \[0, 65535\]"),
+    "serve: max images 0": (["serve", "--max-images", "0"], "--max-images must be at least 1"),
+    "serve: vae without var": (["serve", "--vae", "{m}"], "name a model"),
+    "serve: model and vae": (["serve", "--model", "digits", "--vae", "{m}", "--var", "{m}"], "not both"),
+    "serve: unknown model": (["serve", "--model", "{d}/nothing", "--port", "0"], "nothing"),
+    "serve: device banana": (["serve", "--device", "banana", "--port", "0"], "unknown device"),
     # demo
     "demo: out without .png": (["demo", "--out", "{d}/demo"], "must end in .png"),
     "demo: unwritable out": (["demo", "--out", "{d}/afile/demo.png"], "not writable"),

@@ -71,6 +71,9 @@ def test_masks_of_any_size_and_the_reference_resize_rule():
     assert masks[0].all() and masks[2].sum() == 12
     pil = Image.fromarray((big.numpy() * 255).astype(np.uint8))
     assert torch.equal(region_on_token_grid(pil, 4), grid)
+    wide = torch.zeros(64, 96)  # a mask drawn on a whole 3:2 photo: cropped to its centre, as the photo is
+    wide[16:48, 32:64] = 1
+    assert torch.equal(region_on_token_grid(wide, 4), grid)
 
 
 def test_feathered_blend_keeps_the_original_far_from_the_region(tiny_models):

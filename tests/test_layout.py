@@ -27,7 +27,7 @@ ORDER = [
     {"editing"},
     {"training"},
     {"evaluation"},
-    {"golden", "bench", "demo"},  # tools
+    {"golden", "bench", "demo", "web"},  # tools
     {"cli", "__main__", "__init__"},
 ]
 
@@ -134,7 +134,8 @@ def test_every_released_name_has_an_architecture_and_a_recipe():
 def test_every_imported_package_is_declared():
     import tomllib
 
-    declared = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["web"]  # serve checks for its extra
     declared = {re.split(r"[<>=\[ ;]", d)[0].lower().replace("-", "_") for d in declared}
     distribution = {"PIL": "pillow", "sklearn": "scikit_learn"}
     stdlib = set(sys.stdlib_module_names)

@@ -15,9 +15,12 @@ from nextscale.sampling import sample
 
 def test_scale_callback_sees_every_scale(tiny_models):
     vae, var = tiny_models
-    seen = []
-    sample(var, vae, [0], seed=0, on_scale=seen.append)
+    seen, fhats = [], []
+    out = sample(var, vae, [0], seed=0, on_scale=lambda si, f_hat: (seen.append(si), fhats.append(f_hat.clone())))
     assert seen == list(range(len(var.patch_nums)))
+    # f̂ grows scale by scale, and the last one is what the final image decodes from
+    assert all(not torch.equal(a, b) for a, b in zip(fhats, fhats[1:]))
+    assert torch.equal(vae.fhat_to_img(fhats[-1], channels_last=True).float().add_(1).mul_(0.5), out.images)
 
 
 def test_flop_counting_and_matmul_rate():

@@ -154,7 +154,7 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
 
     marks: list[float] = []
 
-    def on_scale(si: int) -> None:
+    def on_scale(si: int, f_hat) -> None:
         synchronize(device)
         marks.append(time.perf_counter())
 

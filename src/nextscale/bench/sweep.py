@@ -78,7 +78,7 @@ def time_option(vae, var, fine_var, option: Option, batch: int, runs: int, warmu
     labels = torch.arange(batch, device=device) % var.num_classes
     whole, tokens, marks = [], [], {}
 
-    def on_scale(si):
+    def on_scale(si, f_hat):
         if si == K - 1:
             synchronize(device)
             marks["tokens"] = time.perf_counter()

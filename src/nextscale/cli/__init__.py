@@ -12,7 +12,7 @@ from .. import __version__
 from ..errors import NextscaleError
 from ..files import first_line
 from ..runtime import reuse_freed_memory
-from . import bench, demo, edit, evaluate, evaluate_tokenizer, sample, tokens, train
+from . import bench, demo, edit, evaluate, evaluate_tokenizer, sample, serve, tokens, train
 from .common import Parser
 
 COMMANDS = (
@@ -22,6 +22,7 @@ COMMANDS = (
     tokens,
     evaluate,
     evaluate_tokenizer,
+    serve,
     demo,
     bench,
 )  # train: train-tokenizer, train; tokens: tokenize, export

@@ -36,7 +36,10 @@ def register(sub) -> None:
     add_model_args(p)
     classes = "class ids, space- or comma-separated (default: random classes, drawn by the sampler; with " \
               "--per-class: every class)"  # fmt: skip
-    p.add_argument("--class", dest="classes", nargs="+", metavar="C", help=classes)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--class", dest="classes", nargs="+", metavar="C", help=classes)
+    which.add_argument("--unconditional", action="store_true", help="draw from the null class (no class; guidance "
+                                                                     "then changes nothing)")  # fmt: skip
     p.add_argument("--n", type=int, help="images per listed class, or in total without --class (default 1)")
     p.add_argument("--per-class", type=int, metavar="N", help="N images of every class (or of each --class) for "
                                                               "evaluation: sharded, resumable, shuffled")  # fmt: skip
@@ -83,6 +86,8 @@ def run(args) -> None:
     check_for_model(settings, var)
     fine = fine_model(args, vae, var, device)
     labels = RepeatedClasses(classes, args.n) if classes else None
+    if args.unconditional:
+        labels = RepeatedClasses([var.num_classes], args.n)  # the null class's id is the number of classes
     run_ = sample_many(vae, var, labels, count=args.n, batch_size=args.batch_size, seed=seed, out_dir=args.out,
                        pngs=not args.no_png, **settings, **fine)  # fmt: skip
     if run_.note:
@@ -103,6 +108,8 @@ def common_checks(args) -> tuple[dict, int, list[int] | None]:
 
 
 def run_per_class(args) -> None:
+    if args.unconditional:
+        raise NextscaleError("--per-class draws every class (or each --class): drop --unconditional")
     if args.n is not None:
         raise NextscaleError("give --n or --per-class, not both")
     if args.no_png:

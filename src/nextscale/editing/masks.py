@@ -49,15 +49,20 @@ def box_region(box: Box, size: int) -> torch.Tensor:
 def region_on_token_grid(region: torch.Tensor | Image.Image, pn_last: int) -> torch.Tensor:
     """A region mask of any size ((h, w) or (B, h, w); PIL: white = 1) → its cover of each last-scale token.
 
-    Area averaging first, so a full-resolution mask is not aliased by the per-scale bilinear resize.
+    Area averaging first, so a full-resolution mask is not aliased by the per-scale bilinear resize. A mask
+    that is not square is centre-cropped to a square first, as images are, so that a mask drawn on a whole
+    photo covers the same part of the picture the model sees.
     """
     if isinstance(region, Image.Image):
         region = torch.from_numpy(np.asarray(region.convert("L"), dtype=np.float32) / 255.0)
     if not torch.is_tensor(region) or region.ndim not in (2, 3) or min(region.shape[-2:]) < 1:
         what = f"shape {tuple(region.shape)}" if torch.is_tensor(region) else type(region).__name__
         raise NextscaleError(f"a region mask must be an image or an (h, w) / (B, h, w) tensor, got {what}")
-    region = region.float()
-    flat = region.view(-1, 1, *region.shape[-2:])
+    h, w = region.shape[-2:]
+    side = min(h, w)
+    top, left = int(round((h - side) / 2.0)), int(round((w - side) / 2.0))
+    region = region[..., top : top + side, left : left + side].float()
+    flat = region.reshape(-1, 1, side, side)
     return F.adaptive_avg_pool2d(flat, (pn_last, pn_last)).view(*region.shape[:-2], pn_last, pn_last)
 
 

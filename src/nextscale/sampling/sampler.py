@@ -318,7 +318,7 @@ def sample(
     precision: str = "fp32",
     compile: str | None = None,
     channels_last_decode: bool = True,
-    on_scale: Callable[[int], None] | None = None,
+    on_scale: Callable[[int, torch.Tensor], None] | None = None,
     reuse_memory: bool = True,
 ) -> SampleOutput:
     """Generates images with classifier-free guidance.
@@ -345,7 +345,8 @@ def sample(
     activations (faster; images equal to the reference's up to ~1e-6 relative, tokens unaffected; False gives
     the reference's bits). On a CPU the call keeps freed memory for reuse while it runs
     (`nextscale.runtime.freed_memory_reused`; `reuse_memory=False` leaves the allocator alone) and hands it
-    back when it returns. `on_scale(si)` is called after each scale.
+    back when it returns. `on_scale(si, f_hat)` is called after each scale with f̂ so far (B, Cvae, h, w):
+    `vae.fhat_to_img(f_hat)` is the image the scales up to si make (the pyramid as it grows).
     """
     device, settings = check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth,
                                            temperature, guidance_scales, fine_var, handoff)  # fmt: skip
@@ -444,7 +445,7 @@ def _sample(var, vae, labels, generator, settings: ScaleSettings, more_smooth, f
             inputs.append(next_map.flatten(2).transpose(1, 2))
             x_BLC = rows.scale_input(si + 1, inputs[-1])
         if on_scale is not None:
-            on_scale(si)
+            on_scale(si, f_hat)
     images = vae.fhat_to_img(f_hat, channels_last=channels_last_decode).float().add_(1).mul_(0.5).contiguous()
     return SampleOutput(images=images, tokens=tokens, labels=labels, fhats=fhats if return_fhats else None)
 

@@ -1,0 +1,195 @@
+"""The model the server holds, and what it does with it: requests checked into jobs, jobs run with each scale's
+image sent as it is drawn, and the command line that draws the same images from the shell."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import registry
+from ..errors import NextscaleError
+from ..seeding import MAX_SEED, batch_generator
+from ..tokenizer import VQVAE
+from ..transformer import VAR
+from . import inputs
+from .inputs import BadRequest
+
+MAX_IMAGES = 16  # one batch of `nextscale sample`'s default --batch-size, so one seed reproduces them all
+MAX_CFG = 100.0  # far past any useful guidance; much larger weights overflow the logits
+SAMPLE_FIELDS = ("class", "seed", "cfg", "top_k", "top_p", "n")
+EDIT_FIELDS = ("image", "filename", "box", "mask", "mask_filename", "mode", "class", "seed", "cfg", "top_k", "top_p")
+
+
+def png_base64(image_HW3: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image_HW3).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def pngs(images: torch.Tensor) -> list[str]:
+    from ..sampling.outputs import to_uint8
+
+    return [png_base64(image) for image in to_uint8(images)]
+
+
+def class_names(var: VAR) -> list[str]:
+    """ImageNet's names for 1,000-class models (torchvision's weight metadata carries them offline), else ids."""
+    if var.num_classes == 1000:
+        from torchvision.models import ResNet50_Weights
+
+        return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    return [str(c) for c in range(var.num_classes)]
+
+
+def digit_examples() -> dict[str, str]:
+    """One digit of each class from the held-out split, as PNGs to edit: they ship with scikit-learn."""
+    from ..data.digits import digits8_to_images, digits_splits
+
+    test = digits_splits()[1]
+    first = [int(np.flatnonzero(test.labels == digit)[0]) for digit in range(10)]
+    images = digits8_to_images(test.images8[first]).add(1).mul(0.5)
+    return {f"digit-{digit}": png for digit, png in enumerate(pngs(images))}
+
+
+@dataclass
+class Request:
+    """A checked request: what the sampler gets, and the shell command that does the same."""
+
+    kind: str  # "sample" or "edit"
+    settings: dict  # cfg, top_k, top_p
+    seed: int
+    label: int | None  # None: unconditional
+    n: int = 1
+    picture: Image.Image | None = None  # already the model's square view
+    mask: torch.Tensor | tuple | None = None  # a box, or the mask's cover of the last scale's tokens
+    mode: str = "inpaint"
+    command: str = ""
+    stream: bool = True  # whether each scale's images are wanted
+
+
+class Session:
+    """One model in memory; `model_args` name it on the command line (["--model", "digits"], …)."""
+
+    def __init__(self, vae: VQVAE, var: VAR, model_args: list[str], title: str, device_arg: str | None = None,
+                 max_images: int = MAX_IMAGES):  # fmt: skip
+        self.vae, self.var = vae.eval(), var.eval()
+        self.model_args, self.title, self.device_arg = model_args, title, device_arg
+        self.max_images = max_images
+        self.device = var.head.weight.device
+        self.resolution = vae.config.resolution
+        self.names = class_names(var)
+        self.examples = digit_examples()
+
+    def info(self) -> dict:
+        s = registry.SAMPLER
+        return {
+            "model": self.title, "resolution": self.resolution, "scales": list(self.var.patch_nums),
+            "classes": self.names, "max_images": self.max_images, "examples": list(self.examples),
+            "defaults": {"cfg": s.cfg, "top_k": s.top_k, "top_p": s.top_p, "seed": 0, "n": 1},
+            "limits": {"upload_bytes": inputs.MAX_UPLOAD_BYTES, "side": inputs.MAX_SIDE},
+        }  # fmt: skip
+
+    # ---- requests → checked jobs ---------------------------------------------------------------------------
+
+    def _common(self, body: dict, kind: str) -> Request:
+        from ..sampling.sampler import check_sampler_settings
+
+        s = registry.SAMPLER
+        settings = {"cfg": inputs.number(body, "cfg", s.cfg, 0.0, MAX_CFG),
+                    "top_k": inputs.integer(body, "top_k", s.top_k, 0),
+                    "top_p": inputs.number(body, "top_p", s.top_p, 0.0, 1.0)}  # fmt: skip
+        try:
+            check_sampler_settings(**settings, cfg_schedule=s.cfg_schedule, more_smooth=False,
+                                   num_scales=len(self.var.patch_nums))  # fmt: skip
+        except NextscaleError as e:
+            raise BadRequest(str(e)) from None
+        seed = inputs.integer(body, "seed", 0, 0, MAX_SEED)
+        return Request(kind, settings, seed, inputs.class_id(body, self.names))
+
+    def sample_request(self, body: dict, stream: bool = True) -> Request:
+        inputs.check_fields(body, SAMPLE_FIELDS)
+        request = self._common(body, "sample")
+        request.stream = stream
+        request.n = inputs.integer(body, "n", 1, 1, self.max_images)
+        which = ["--unconditional"] if request.label is None else ["--class", str(request.label)]
+        batch = ["--batch-size", str(request.n)] if request.n > 16 else []  # one batch: one generator, as here
+        request.command = self._command("sample", *which, "--n", str(request.n), *batch, request=request,
+                                        out="samples")  # fmt: skip
+        return request
+
+    def edit_request(self, body: dict, stream: bool = True) -> Request:
+        from ..editing.edit import fit_square
+        from ..editing.masks import keep_masks_for, region_on_token_grid
+
+        inputs.check_fields(body, EDIT_FIELDS)
+        if ("box" in body) == ("mask" in body):
+            raise BadRequest("give exactly one of box [y0, x0, y1, x1] and mask (an image: white = repaint)")
+        request = self._common(body, "edit")
+        request.stream = stream
+        request.mode = body.get("mode", "inpaint")
+        if request.mode not in ("inpaint", "outpaint"):
+            raise BadRequest(f"mode must be inpaint or outpaint, got {request.mode!r}")
+        names = {field: inputs.filename(body, field, default) for field, default in
+                 (("filename", "input.png"), ("mask_filename", "mask.png"))}  # fmt: skip
+        # Only what the job needs waits in line: the model's view of the image, the mask's cover of the tokens.
+        request.picture = fit_square(inputs.image(body, "image"), self.resolution)
+        if "box" in body:
+            request.mask = inputs.box(body)
+            region = ["--box", ",".join(map(repr, request.mask))]
+        else:
+            request.mask = region_on_token_grid(inputs.image(body, "mask"), self.var.patch_nums[-1])
+            region = [f"--mask={names['mask_filename']}"]
+        try:
+            keep_masks_for(request.mask, request.mode, self.var.patch_nums)  # a mask that edits nothing
+        except NextscaleError as e:
+            raise BadRequest(str(e)) from None
+        mode = ["--outpaint"] if request.mode == "outpaint" else []
+        label = [] if request.label is None else ["--class", str(request.label)]
+        request.command = self._command("edit", f"--image={names['filename']}", *region, *mode, *label,
+                                        request=request, out="edited.png")  # fmt: skip
+        return request
+
+    def _command(self, command: str, *args: str, request: Request, out: str) -> str:
+        s = request.settings
+        device = [] if self.device_arg in (None, "auto") else ["--device", self.device_arg]
+        return shlex.join(["nextscale", command, *self.model_args, *args, "--seed", str(request.seed),
+                           "--cfg", repr(s["cfg"]), "--top-k", str(s["top_k"]), "--top-p", repr(s["top_p"]),
+                           *device, "--out", out])  # fmt: skip
+
+    # ---- running a job (on the worker thread) ------------------------------------------------------------
+
+    def run(self, request: Request, emit: Callable[[dict], None]) -> dict:
+        """Draws the request, emitting each scale's images; returns the result's fields. The generator and the
+        call are those of `nextscale sample` / `nextscale edit` with the same settings (batch 0, image 0)."""
+        from ..editing import edit
+        from ..editing.edit import prepare_images
+        from ..sampling import sample
+
+        scales = self.var.patch_nums
+        emit({"event": "scales", "scales": list(scales), "resolution": self.resolution})
+
+        def on_scale(si: int, f_hat: torch.Tensor) -> None:
+            images = self.vae.fhat_to_img(f_hat, channels_last=True).float().add_(1).mul_(0.5)
+            emit({"event": "scale", "index": si, "side": scales[si], "images": pngs(images)})
+
+        generator = batch_generator(request.seed, 0, self.device)
+        common = dict(generator=generator, on_scale=on_scale if request.stream else None, **request.settings)
+        result = {"seed": request.seed, "command": request.command}
+        if request.kind == "sample":
+            labels = [self.var.num_classes if request.label is None else request.label] * request.n
+            out = sample(self.var, self.vae, labels, **common)
+            return {**result, "images": pngs(out.images), "labels": labels}
+        out = edit(self.var, self.vae, request.picture, request.mask, mode=request.mode, labels=request.label,
+                   **common)  # fmt: skip
+        return {
+            **result,
+            "images": pngs(out.images),
+            "input": pngs(prepare_images(request.picture, self.resolution))[0],
+        }

@@ -1,0 +1,363 @@
+"""The web API in-process (Starlette's test client): generation and editing on the built-in digits model, the
+per-scale stream, the command lines it prints (run here, they draw the same pixels), the line of jobs, and
+every bad request's 4xx with the server answering the next one."""
+
+import asyncio
+import base64
+import io
+import json
+import re
+import shlex
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("starlette", reason="the web extra (pip install 'nextscale[web]') is not installed")
+from starlette.testclient import TestClient  # noqa: E402
+
+from nextscale.cli import main  # noqa: E402
+from nextscale.web import Session, create_app  # noqa: E402
+from nextscale.web.inputs import MAX_UPLOAD_BYTES  # noqa: E402
+from nextscale.web.jobs import Line  # noqa: E402
+from nextscale.weights import load_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def session():
+    vae, var = load_model("digits")
+    return Session(vae, var, ["--model", "digits"], "digits")
+
+
+@pytest.fixture(scope="module")
+def client(session):
+    with TestClient(create_app(session)) as client:
+        yield client
+
+
+def pixels(base64_png: str) -> np.ndarray:
+    image = Image.open(io.BytesIO(base64.b64decode(base64_png)))
+    assert image.format == "PNG"
+    return np.asarray(image)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def run_command(command: str, **replace: str) -> None:
+    """Runs a command line the server printed, with some of its paths replaced."""
+    argv = shlex.split(command)
+    assert argv[0] == "nextscale"
+    for flag, value in replace.items():
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:  # --flag=value, for file names that may start with a dash
+            argv[next(i for i, a in enumerate(argv) if a.startswith(flag + "="))] = f"{flag}={value}"
+    assert main(argv[1:]) == 0
+
+
+def stream(client, path: str, body: dict) -> list[dict]:
+    with client.stream("POST", path, json=body) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        return [json.loads(line) for line in response.iter_lines() if line]
+
+
+def test_page_info_and_examples(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for element in ('id="generate-form"', 'id="edit-form"', 'id="pyramid"', 'src="/static/app.js"'):
+        assert element in page.text
+    assert "/stream`" in client.get("/static/app.js").text
+    assert client.get("/static/style.css").headers["content-type"].startswith("text/css")
+    info = client.get("/api/info").json()
+    assert info["resolution"] == 32 and info["scales"] == [1, 2, 3, 4, 6, 8]
+    assert info["classes"] == [str(d) for d in range(10)] and info["max_images"] == 16
+    assert info["examples"] == [f"digit-{d}" for d in range(10)]
+    example = Image.open(io.BytesIO(client.get("/api/examples/digit-4.png").content))
+    assert example.format == "PNG" and example.size == (32, 32)
+
+
+@pytest.mark.parametrize("label", [3, None], ids=["class", "unconditional"])
+def test_sample_draws_what_its_command_line_draws(client, tmp_path, label):
+    body = {"class": label, "n": 3, "seed": 7, "cfg": 2.5, "top_k": 50, "top_p": 0.9}
+    answer = client.post("/api/sample", json=body).json()
+    images = [pixels(p) for p in answer["images"]]
+    assert len(images) == 3 and all(image.shape == (32, 32, 3) for image in images)
+    assert answer["labels"] == [3] * 3 if label == 3 else [10] * 3  # 10: the null class
+    which = "--class 3" if label == 3 else "--unconditional"
+    assert answer["command"] == (f"nextscale sample --model digits {which} --n 3 --seed 7 --cfg 2.5 --top-k 50 "
+                                 "--top-p 0.9 --out samples")  # fmt: skip
+    run_command(answer["command"], **{"--out": str(tmp_path)})
+    for i, image in enumerate(images):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"{i:06d}.png")), image)
+
+
+def test_the_stream_sends_every_scale_then_the_result(client):
+    events = stream(client, "/api/sample/stream", {"class": "7", "n": "2", "seed": "3"})
+    kinds = [e["event"] for e in events]
+    assert kinds == ["started", "scales", *["scale"] * 6, "done"]
+    assert events[1]["scales"] == [1, 2, 3, 4, 6, 8] and events[1]["resolution"] == 32
+    scales = events[2:-1]
+    assert [e["index"] for e in scales] == list(range(6)) and [e["side"] for e in scales] == [1, 2, 3, 4, 6, 8]
+    for event in scales:
+        assert len(event["images"]) == 2 and all(pixels(p).shape == (32, 32, 3) for p in event["images"])
+    coarse, last = pixels(scales[0]["images"][0]), [pixels(p) for p in scales[-1]["images"]]
+    final = [pixels(p) for p in events[-1]["images"]]
+    assert all(np.array_equal(a, b) for a, b in zip(last, final))  # the last scale is the result
+    assert not np.array_equal(coarse, final[0])  # and the 1×1 scale is not
+
+
+@pytest.mark.parametrize("region", ["box", "mask"])
+def test_edit_does_what_its_command_line_does(client, tmp_path, region, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the command names the files as the page uploaded them
+    example = client.get("/api/examples/digit-4.png").content
+    (tmp_path / "-digit.png").write_bytes(example)
+    body = {"image": b64(example), "filename": "-digit.png", "seed": 2, "class": 4}
+    if region == "box":
+        body["box"] = [0.25, 0.3, 0.6, 0.75]
+    else:
+        mask = Image.new("L", (96, 64), 0)  # not square: cropped to its centre, as the image is
+        mask.paste(255, (0, 0, 96, 24))
+        mask.save(tmp_path / "my mask.png")
+        body.update(mask="data:image/png;base64," + b64(png_bytes(mask)), mask_filename="my mask.png",
+                    mode="outpaint")  # fmt: skip
+    events = stream(client, "/api/edit/stream", body)
+    assert [e["event"] for e in events] == ["started", "scales", *["scale"] * 6, "done"]
+    result = events[-1]
+    assert np.array_equal(pixels(result["input"]), np.asarray(Image.open(tmp_path / "-digit.png").convert("RGB")))
+    edited = pixels(result["images"][0])
+    assert edited.shape == (32, 32, 3) and not np.array_equal(edited, pixels(result["input"]))
+    expected = "--box 0.25,0.3,0.6,0.75" if region == "box" else "'--mask=my mask.png' --outpaint"
+    assert f"nextscale edit --model digits --image=-digit.png {expected} --class 4 --seed 2" in result["command"]
+    run_command(result["command"].replace("--out edited.png", f"--out {tmp_path / 'out.png'}"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), edited)
+
+
+def bomb() -> bytes:
+    """A 20,000² PNG of a few kilobytes: 400 megapixels if decoded."""
+    return png_bytes(Image.new("1", (20_000, 20_000)))
+
+
+IMAGE = png_bytes(Image.new("RGB", (40, 30), (250, 250, 250)))
+EDIT = {"image": b64(IMAGE), "box": [0.2, 0.2, 0.6, 0.6]}
+# fmt: off
+BAD = {
+    "class out of range": ("sample", {"class": 10}, 400, r"class 10 is out of range: this model has classes 0\.\.9"),
+    "class negative": ("sample", {"class": -1}, 400, "class -1 is out of range"),
+    "class by unknown name": ("sample", {"class": "cat"}, 400, "'cat' is not one of this model's 10 class names"),
+    "class not whole": ("sample", {"class": 2.5}, 400, "class must be an integer, got 2.5"),
+    "too many images": ("sample", {"n": 17}, 400, r"n must be in \[1, 16\], got 17"),
+    "no images": ("sample", {"n": 0}, 400, r"n must be in \[1, 16\], got 0"),
+    "seed not a number": ("sample", {"seed": "abc"}, 400, "seed must be an integer, got 'abc'"),
+    "seed negative": ("sample", {"seed": -1}, 400, "seed must be in"),
+    "seed a list": ("sample", {"seed": [1]}, 400, "seed must be an integer"),
+    "cfg not a number": ("sample", {"cfg": "lots"}, 400, "cfg must be a number, got 'lots'"),
+    "cfg not finite": ("sample", {"cfg": "nan"}, 400, "cfg must be a finite number"),
+    "cfg negative": ("sample", {"cfg": -1}, 400, r"cfg must be in \[0, 100\], got -1"),
+    "top-k negative": ("sample", {"top_k": -5}, 400, "top_k must be at least 0"),
+    "top-k empty": ("sample", {"top_k": ""}, 400, "top_k must be an integer, got ''"),
+    "top-p over 1": ("sample", {"top_p": 1.5}, 400, r"top_p must be in \[0, 1\], got 1.5"),
+    "unknown field": ("sample", {"colour": "red"}, 400, "unknown field 'colour'"),
+    "not an image": ("edit", {**EDIT, "image": b64(b"hello, not an image")}, 400, "image is not an image this server reads"),
+    "not base64": ("edit", {**EDIT, "image": "@@@"}, 400, "image is not valid base64"),
+    "image missing": ("edit", {"box": [0, 0, 1, 1]}, 400, "image must be an image file in base64"),
+    "over 10 MB": ("edit", {**EDIT, "image": b64(bytes(MAX_UPLOAD_BYTES + 1))}, 413, "image is 10.0 MB: the limit is 10 MB"),
+    "over 4096 px": ("edit", {**EDIT, "image": b64(png_bytes(Image.new("L", (5000, 2))))}, 413, "image is 5000×2 pixels: the limit is 4096"),
+    "decompression bomb": ("edit", {**EDIT, "image": b64(bomb())}, 413, "image claims hundreds of megapixels .* limit is 4096"),
+    "large but no bomb": ("edit", {**EDIT, "image": b64(png_bytes(Image.new("1", (9000, 5000))))}, 413, "image is 9000×5000 pixels"),
+    "mask not an image": ("edit", {"image": EDIT["image"], "mask": b64(b"GIF89a")}, 400, "mask is not an image"),
+    "box outside the image": ("edit", {**EDIT, "box": [0.2, 0.2, 1.4, 0.6]}, 400, "reaches outside the image"),
+    "box negative": ("edit", {**EDIT, "box": "-0.1,0,0.5,0.5"}, 400, "reaches outside the image"),
+    "box empty": ("edit", {**EDIT, "box": [0.5, 0.2, 0.5, 0.6]}, 400, "is empty"),
+    "box of three": ("edit", {**EDIT, "box": [0.1, 0.2, 0.3]}, 400, "box must be four numbers"),
+    "box of words": ("edit", {**EDIT, "box": ["a", 0, 1, 1]}, 400, r"box\[0\] must be a number"),
+    "box and mask": ("edit", {**EDIT, "mask": EDIT["image"]}, 400, "give exactly one of box"),
+    "neither box nor mask": ("edit", {"image": EDIT["image"]}, 400, "give exactly one of box"),
+    "empty mask": ("edit", {"image": EDIT["image"], "mask": b64(png_bytes(Image.new("L", (8, 8))))}, 400, "the mask is empty"),
+    "outpaint everything": ("edit", {**EDIT, "box": [0, 0, 1, 1], "mode": "outpaint"}, 400, "out-painting would generate nothing"),
+    "mode unknown": ("edit", {**EDIT, "mode": "repaint"}, 400, "mode must be inpaint or outpaint"),
+    "edit class out of range": ("edit", {**EDIT, "class": 12}, 400, "class 12 is out of range"),
+    "filename not a string": ("edit", {**EDIT, "filename": {"a": 1}}, 400, "filename must be a file name"),
+    "cfg of 400 digits": ("sample", {"cfg": 10**400}, 400, "cfg must be a finite number"),
+    "cfg too large": ("sample", {"cfg": 1e300}, 400, r"cfg must be in \[0, 100\]"),
+    "box of 400 digits": ("edit", {**EDIT, "box": [10**400, 0, 1, 1]}, 400, r"box\[0\] must be a finite number"),
+    "class a boolean": ("sample", {"class": True}, 400, "class must be an integer"),
+    "class an object": ("sample", {"class": {"id": 3}}, 400, "class must be an integer"),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("stream_path", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_requests_get_a_4xx_that_names_the_problem(client, case, stream_path):
+    kind, body, status, message = BAD[case]
+    response = client.post(f"/api/{kind}/stream" if stream_path else f"/api/{kind}", json=body)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert re.search(message, response.json()["error"]), response.json()
+    assert client.get("/api/info").status_code == 200  # still up
+
+
+@pytest.mark.parametrize(
+    "content, content_type, status, message",
+    [
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b"[1, 2]", "application/json", 400, "must be a JSON object"),
+        (b"\xff\xfe", "application/json", 400, "not valid JSON"),
+        (b"[" * 100_000, "application/json", 400, "not valid JSON"),
+        (b"class=3", "application/x-www-form-urlencoded", 415, "send the fields as JSON"),
+        (b" " * (30 * 2**20), "application/json", 413, "over the"),
+    ],
+    ids=["broken", "list", "binary", "deep", "form", "huge"],
+)
+def test_bodies_that_are_not_json_fields(client, content, content_type, status, message):
+    response = client.post("/api/sample", content=content, headers={"content-type": content_type})
+    assert response.status_code == status and message in response.json()["error"]
+
+
+def test_class_names_and_wrapped_base64(client):
+    from nextscale.web.inputs import BadRequest, class_id
+
+    names = ["crane", "goldfish", "crane"]  # ImageNet names two classes "crane"
+    assert class_id({"class": "Goldfish"}, names) == 1 and class_id({"class": " 2 "}, names) == 2
+    with pytest.raises(BadRequest, match=r"'crane' names 2 classes \(0, 2\): give the id"):
+        class_id({"class": "crane"}, names)
+    wrapped = "\n".join(EDIT["image"][i : i + 76] for i in range(0, len(EDIT["image"]), 76))  # as `base64` prints
+    assert client.post("/api/edit", json={**EDIT, "image": wrapped}).status_code == 200
+
+
+def test_the_app_serves_again_after_a_restart(session):
+    app = create_app(session)
+    for _ in range(2):  # the lifespan closes the line; the next one opens it again
+        with TestClient(app) as client:
+            assert client.post("/api/sample", json={"class": 1}).status_code == 200
+
+
+def test_unknown_paths_and_methods(client):
+    assert client.get("/api/examples/nope.png").status_code == 404
+    assert "digit-0" in client.get("/api/examples/nope.png").json()["error"]
+    assert client.get("/static/../app.py").status_code == 404
+    assert client.get("/api/sample").status_code == 405
+
+
+def test_a_second_request_waits_its_turn_and_hears_its_place(session, monkeypatch):
+    gate, run = threading.Event(), session.run
+
+    def held(request, emit):
+        gate.wait(60)
+        return run(request, emit)
+
+    monkeypatch.setattr(session, "run", held)
+    app = create_app(session)
+    with TestClient(app) as client:
+        first = {}
+        thread = threading.Thread(target=lambda: first.update(events=stream(client, "/api/sample/stream", {})))
+        thread.start()
+        while len(app.state.line) < 1:
+            threading.Event().wait(0.01)
+
+        def open_gate_once_both_wait():
+            while len(app.state.line) < 2:
+                threading.Event().wait(0.01)
+            gate.set()
+
+        opener = threading.Thread(target=open_gate_once_both_wait)
+        opener.start()
+        second = stream(client, "/api/sample/stream", {"seed": 1})
+        thread.join(60)
+        opener.join(60)
+    assert [e["event"] for e in second[:2]] == ["queued", "started"] and second[0]["position"] == 1
+    assert first["events"][0] == {"event": "started"} and first["events"][-1]["event"] == "done"
+    assert second[-1]["event"] == "done" and second[-1]["seed"] == 1
+
+
+def test_jobs_run_one_at_a_time_and_hear_their_place_in_line():
+    async def scenario():
+        line, release, order = Line(), threading.Event(), []
+
+        def blocking(emit):
+            release.wait(10)
+            order.append("first")
+            return {"who": "first"}
+
+        def quick(name):
+            def work(emit):
+                order.append(name)
+                return {"who": name}
+
+            return work
+
+        first = line.submit(blocking)
+        second, third = line.submit(quick("second")), line.submit(quick("third"))
+        assert len(line) == 3
+        assert await second.events.get() == {"event": "queued", "position": 1}
+        assert await third.events.get() == {"event": "queued", "position": 2}
+        gone = line.submit(quick("gone"))
+        line.cancel(gone)  # a closed tab: dropped from the line, never run
+        release.set()
+        results = [[e async for e in line.events(job)] for job in (first, second, third)]
+        assert results[0] == [{"event": "started"}, {"event": "done", "who": "first"}]
+        assert results[1] == [{"event": "started"}, {"event": "done", "who": "second"}]
+        assert results[2] == [{"event": "queued", "position": 1}, {"event": "started"},
+                              {"event": "done", "who": "third"}]  # fmt: skip
+        assert order == ["first", "second", "third"] and len(line) == 0
+        line.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_job_stops_at_its_next_scale_when_nobody_listens_and_errors_reach_the_listener():
+    async def scenario():
+        line, steps = Line(), []
+
+        def long_work(emit):
+            for step in range(1000):
+                steps.append(step)
+                emit({"event": "scale", "index": step})
+            return {}
+
+        job = line.submit(long_work)
+        events = line.events(job)
+        assert (await anext(events))["event"] == "started"
+        await events.aclose()  # the listener goes away
+        while len(line):
+            await asyncio.sleep(0.01)
+        assert len(steps) < 1000
+
+        def broken(emit):
+            raise RuntimeError("CUDA out of memory\nmore details")
+
+        failed = [e async for e in line.events(line.submit(broken))]
+        assert failed[-1] == {"event": "error", "status": 500, "error": "generation failed: CUDA out of memory"}
+        line.close()
+
+    asyncio.run(scenario())
+
+
+def test_serve_without_the_web_extra_says_how_to_get_it(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    assert main(["serve", "--port", "0"]) == 2
+    assert "pip install 'nextscale[web]'" in capsys.readouterr().err
+
+
+def test_a_taken_port_is_refused_before_the_model_loads(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", "no-such-model", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
