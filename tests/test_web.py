@@ -235,6 +235,16 @@ def test_class_names_and_wrapped_base64(client):
     assert client.post("/api/edit", json={**EDIT, "image": wrapped}).status_code == 200
 
 
+def test_released_models_get_imagenet_names_offline():
+    from types import SimpleNamespace
+
+    from nextscale.web.session import class_names
+
+    names = class_names(SimpleNamespace(num_classes=1000))  # from torchvision's weight metadata: no download
+    assert len(names) == 1000 and names[1] == "goldfish" and names[207] == "golden retriever"
+    assert class_names(SimpleNamespace(num_classes=4)) == ["0", "1", "2", "3"]
+
+
 def test_the_app_serves_again_after_a_restart(session):
     app = create_app(session)
     for _ in range(2):  # the lifespan closes the line; the next one opens it again
@@ -338,6 +348,45 @@ def test_a_job_stops_at_its_next_scale_when_nobody_listens_and_errors_reach_the_
 
         failed = [e async for e in line.events(line.submit(broken))]
         assert failed[-1] == {"event": "error", "status": 500, "error": "generation failed: CUDA out of memory"}
+        line.close()
+
+    asyncio.run(scenario())
+
+
+def test_requests_whose_client_leaves_cancel_their_job():
+    from starlette.requests import ClientDisconnect
+
+    from nextscale.web.app import JobStream, result_of
+
+    async def scenario():
+        line, release = Line(), threading.Event()
+
+        def held(emit):
+            release.wait(10)
+            emit({"event": "scale", "index": 0})  # the next scale: where a cancelled job stops
+            return {}
+
+        class GoneClient:
+            async def is_disconnected(self):
+                return True
+
+        job = line.submit(held)
+        answer = await result_of(line, job, GoneClient())  # the JSON endpoints poll for the client
+        assert answer.status_code == 499 and job.cancelled.is_set()
+
+        async def send(message):  # the stream's client is gone: sending fails
+            raise OSError("connection reset")
+
+        async def receive():
+            await asyncio.sleep(10)
+
+        streamed = line.submit(held)
+        with pytest.raises(ClientDisconnect):
+            await JobStream(line, streamed)({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
+        assert streamed.cancelled.is_set()
+        release.set()
+        while len(line):
+            await asyncio.sleep(0.01)
         line.close()
 
     asyncio.run(scenario())
