@@ -35,10 +35,13 @@ def run(args) -> None:
     from ..web import Session, serve
     from ..web.server import bind
 
-    bind(args.host, args.port).close()  # a taken port fails now, not after the model loads
-    device = resolve_device(args.device)
-    vae, var = load_models(args, device)
-    model_args = ["--model", args.model] if args.model else ["--vae", args.vae, "--var", args.var]
-    title = args.model or f"{args.vae} + {args.var}"
-    device_arg = None if args.device == "auto" else args.device
-    serve(Session(vae, var, model_args, title, device_arg, max_images=args.max_images), args.host, args.port)
+    sock = bind(args.host, args.port)  # a taken port fails now, not after the model loads
+    try:
+        device = resolve_device(args.device)
+        vae, var = load_models(args, device)
+        model_args = ["--model", args.model] if args.model else ["--vae", args.vae, "--var", args.var]
+        title = args.model or f"{args.vae} + {args.var}"
+        device_arg = None if args.device == "auto" else args.device
+        serve(Session(vae, var, model_args, title, device_arg, max_images=args.max_images), sock=sock)
+    finally:
+        sock.close()

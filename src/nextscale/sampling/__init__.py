@@ -3,7 +3,15 @@ class for evaluation, split over processes and resumable."""
 
 from .batches import RepeatedClasses, SampleRun, sample_many
 from .per_class import image_seed, sample_per_class
-from .sampler import ForcedTokens, SampleOutput, cached_teacher_forcing, filter_top_k_top_p_, sample, step_function
+from .sampler import (
+    ForcedTokens,
+    SampleOutput,
+    cached_teacher_forcing,
+    fhat_to_images,
+    filter_top_k_top_p_,
+    sample,
+    step_function,
+)
 
 __all__ = [
     "ForcedTokens",
@@ -11,6 +19,7 @@ __all__ = [
     "SampleOutput",
     "SampleRun",
     "cached_teacher_forcing",
+    "fhat_to_images",
     "filter_top_k_top_p_",
     "image_seed",
     "sample",

@@ -346,7 +346,7 @@ def sample(
     the reference's bits). On a CPU the call keeps freed memory for reuse while it runs
     (`nextscale.runtime.freed_memory_reused`; `reuse_memory=False` leaves the allocator alone) and hands it
     back when it returns. `on_scale(si, f_hat)` is called after each scale with f̂ so far (B, Cvae, h, w):
-    `vae.fhat_to_img(f_hat)` is the image the scales up to si make (the pyramid as it grows).
+    `fhat_to_images(vae, f_hat)` is the image the scales up to si make (the pyramid as it grows).
     """
     device, settings = check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth,
                                            temperature, guidance_scales, fine_var, handoff)  # fmt: skip
@@ -446,8 +446,13 @@ def _sample(var, vae, labels, generator, settings: ScaleSettings, more_smooth, f
             x_BLC = rows.scale_input(si + 1, inputs[-1])
         if on_scale is not None:
             on_scale(si, f_hat)
-    images = vae.fhat_to_img(f_hat, channels_last=channels_last_decode).float().add_(1).mul_(0.5).contiguous()
+    images = fhat_to_images(vae, f_hat, channels_last_decode)
     return SampleOutput(images=images, tokens=tokens, labels=labels, fhats=fhats if return_fhats else None)
+
+
+def fhat_to_images(vae: VQVAE, f_hat: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """f̂ → float32 images in [0, 1], as the sampler returns them (also for an `on_scale` hook's partial f̂)."""
+    return vae.fhat_to_img(f_hat, channels_last=channels_last).float().add_(1).mul_(0.5).contiguous()
 
 
 def _handoff(fine_var: VAR, labels: torch.Tensor, guided: bool, inputs: list) -> _Rows:

@@ -34,17 +34,18 @@ def is_loopback(sock: socket.socket) -> bool:
     return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
 
 
-def serve(session: Session, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Serves the page until Ctrl-C. Nothing is written to disk: uploads and results live in memory."""
+def serve(session: Session, host: str = "127.0.0.1", port: int = 7860, sock: socket.socket | None = None) -> None:
+    """Serves the page until Ctrl-C, on `sock` if given (already bound, as `bind` leaves it), else on host:port.
+    Nothing is written to disk: uploads and results live in memory."""
     import uvicorn
 
-    sock = bind(host, port)
+    sock = bind(host, port) if sock is None else sock
     server = uvicorn.Server(uvicorn.Config(create_app(session), log_level="warning", timeout_graceful_shutdown=5))
     print(f"nextscale serve: {session.title} ({session.resolution}×{session.resolution}) at {url_of(sock)}  "
           "(Ctrl-C stops)", flush=True)  # fmt: skip
     if not is_loopback(sock):
-        print(f"nextscale serve: note: listening on {host}, so anyone who can reach this machine can use it",
-              flush=True)  # fmt: skip
+        print(f"nextscale serve: note: listening on {sock.getsockname()[0]}, so anyone who can reach this machine "
+              "can use it", flush=True)  # fmt: skip
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl-C, then raises it again for the caller

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from .. import registry
 from ..errors import NextscaleError
@@ -27,16 +26,16 @@ SAMPLE_FIELDS = ("class", "seed", "cfg", "top_k", "top_p", "n")
 EDIT_FIELDS = ("image", "filename", "box", "mask", "mask_filename", "mode", "class", "seed", "cfg", "top_k", "top_p")
 
 
-def png_base64(image_HW3: np.ndarray) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(image_HW3).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def pngs(images: torch.Tensor) -> list[str]:
-    from ..sampling.outputs import to_uint8
+    """Images in [0, 1] → base64 PNGs, encoded as `nextscale sample` writes its files."""
+    from ..sampling.outputs import save_png, to_uint8
 
-    return [png_base64(image) for image in to_uint8(images)]
+    encoded = []
+    for image in to_uint8(images):
+        buffer = io.BytesIO()
+        save_png(image, buffer)
+        encoded.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return encoded
 
 
 def class_names(var: VAR) -> list[str]:
@@ -67,7 +66,7 @@ class Request:
     seed: int
     label: int | None  # None: unconditional
     n: int = 1
-    picture: Image.Image | None = None  # already the model's square view
+    picture: torch.Tensor | None = None  # the model's square view of the image, (1, 3, R, R) in [0, 1]
     mask: torch.Tensor | tuple | None = None  # a box, or the mask's cover of the last scale's tokens
     mode: str = "inpaint"
     command: str = ""
@@ -125,7 +124,7 @@ class Session:
         return request
 
     def edit_request(self, body: dict, stream: bool = True) -> Request:
-        from ..editing.edit import fit_square
+        from ..editing.edit import prepare_images
         from ..editing.masks import keep_masks_for, region_on_token_grid
 
         inputs.check_fields(body, EDIT_FIELDS)
@@ -139,7 +138,7 @@ class Session:
         names = {field: inputs.filename(body, field, default) for field, default in
                  (("filename", "input.png"), ("mask_filename", "mask.png"))}  # fmt: skip
         # Only what the job needs waits in line: the model's view of the image, the mask's cover of the tokens.
-        request.picture = fit_square(inputs.image(body, "image"), self.resolution)
+        request.picture = prepare_images(inputs.image(body, "image"), self.resolution)
         if "box" in body:
             request.mask = inputs.box(body)
             region = ["--box", ",".join(map(repr, request.mask))]
@@ -169,15 +168,13 @@ class Session:
         """Draws the request, emitting each scale's images; returns the result's fields. The generator and the
         call are those of `nextscale sample` / `nextscale edit` with the same settings (batch 0, image 0)."""
         from ..editing import edit
-        from ..editing.edit import prepare_images
-        from ..sampling import sample
+        from ..sampling import fhat_to_images, sample
 
         scales = self.var.patch_nums
         emit({"event": "scales", "scales": list(scales), "resolution": self.resolution})
 
         def on_scale(si: int, f_hat: torch.Tensor) -> None:
-            images = self.vae.fhat_to_img(f_hat, channels_last=True).float().add_(1).mul_(0.5)
-            emit({"event": "scale", "index": si, "side": scales[si], "images": pngs(images)})
+            emit({"event": "scale", "index": si, "side": scales[si], "images": pngs(fhat_to_images(self.vae, f_hat))})
 
         generator = batch_generator(request.seed, 0, self.device)
         common = dict(generator=generator, on_scale=on_scale if request.stream else None, **request.settings)
@@ -188,8 +185,4 @@ class Session:
             return {**result, "images": pngs(out.images), "labels": labels}
         out = edit(self.var, self.vae, request.picture, request.mask, mode=request.mode, labels=request.label,
                    **common)  # fmt: skip
-        return {
-            **result,
-            "images": pngs(out.images),
-            "input": pngs(prepare_images(request.picture, self.resolution))[0],
-        }
+        return {**result, "images": pngs(out.images), "input": pngs(request.picture)[0]}
