@@ -18,8 +18,11 @@ TEST_DEVICE = os.environ.get("NEXTSCALE_TEST_DEVICE", "cpu")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cpu_only: checks that only mean something on the CPU (skipped when "
-                                       "NEXTSCALE_TEST_DEVICE names another device)")  # fmt: skip
+    config.addinivalue_line(
+        "markers",
+        "cpu_only: checks that only mean something on the CPU (skipped when "
+        "NEXTSCALE_TEST_DEVICE names another device)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):

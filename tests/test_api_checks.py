@@ -55,7 +55,7 @@ def test_sampler_refuses_bad_labels(tiny_models, labels, message):
     if isinstance(labels, str):
         labels = object()
     with pytest.raises(NextscaleError, match=message):
-        sample(var, vae, labels, seed=0)
+        sample(vae, var, labels, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -75,14 +75,14 @@ def test_sampler_refuses_bad_settings(tiny_models, settings, message):
     vae, var = tiny_models
     labels = settings.pop("labels", [0])
     with pytest.raises(NextscaleError, match=message):
-        sample(var, vae, labels, **{"seed": 0, **settings})
+        sample(vae, var, labels, **{"seed": 0, **settings})
 
 
 def test_a_generator_on_another_device_is_named(tiny_models):
     """A CPU generator cannot draw on another device: refused before any work, with the fix in the message."""
     vae, var = (m.to("meta") for m in tiny_models)  # another device, on any machine
     with pytest.raises(NextscaleError, match=r"the generator lives on cpu, the model on meta.*device='meta'"):
-        sample(var, vae, [0], generator=torch.Generator())
+        sample(vae, var, [0], generator=torch.Generator())
 
 
 @pytest.mark.parametrize(
@@ -104,15 +104,33 @@ def test_edit_refuses_bad_input(tiny_models, kwargs, message):
     vae, var = tiny_models
     args = {"images": torch.rand(1, 3, 8, 8), "mask": (0.25, 0.25, 0.75, 0.75), **kwargs}
     with pytest.raises(NextscaleError, match=message):
-        edit(var, vae, args.pop("images"), args.pop("mask"), seed=0, **args)
+        edit(vae, var, args.pop("images"), args.pop("mask"), seed=0, **args)
 
 
 def test_seed_and_generator_together_and_models_on_two_devices_are_refused(tiny_models):
     vae, var = tiny_models
     with pytest.raises(NextscaleError, match="a seed or a generator, not both"):
-        sample(var, vae, [0], seed=0, generator=torch.Generator())
+        sample(vae, var, [0], seed=0, generator=torch.Generator())
     with pytest.raises(NextscaleError, match="the VAE is on meta and the VAR on cpu"):
-        sample(var, vae.to("meta"), [0], seed=0)
+        sample(vae.to("meta"), var, [0], seed=0)
+
+
+def test_a_swapped_pair_is_named_in_one_line(tiny_models):
+    from nextscale import save_model
+    from nextscale.sampling import sample_many
+
+    vae, var = tiny_models
+    swapped = "swapped: pass \\(vae, var\\), the tokenizer first"
+    for call in (
+        lambda: sample(var, vae, [0], seed=0),
+        lambda: edit(var, vae, torch.rand(1, 3, 8, 8), (0.25, 0.25, 0.75, 0.75), seed=0),
+        lambda: sample_many(var, vae, [0]),
+        lambda: save_model(var, vae, "unused"),
+    ):
+        with pytest.raises(NextscaleError, match=swapped):
+            call()
+    with pytest.raises(NextscaleError, match="the first model must be the tokenizer"):
+        sample(var, var, [0], seed=0)
 
 
 @pytest.mark.parametrize(
@@ -125,4 +143,4 @@ def test_seed_and_generator_together_and_models_on_two_devices_are_refused(tiny_
 def test_outpaint_masks_are_checked_for_what_outpainting_generates(tiny_models, mask, message):
     vae, var = tiny_models
     with pytest.raises(NextscaleError, match=message):
-        edit(var, vae, torch.rand(1, 3, 8, 8), mask, mode="outpaint", seed=0)
+        edit(vae, var, torch.rand(1, 3, 8, 8), mask, mode="outpaint", seed=0)

@@ -39,8 +39,22 @@ def test_fewer_scales_mean_fewer_tokens():
 
 def torchrun(tmp_path, *extra: str) -> list[dict]:
     out = tmp_path / f"bench{'-'.join(extra)}.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "nextscale", "bench", "--train", *TINY, "--json", str(out), *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "nextscale",
+        "bench",
+        "--train",
+        *TINY,
+        "--json",
+        str(out),
+        *extra,
+    ]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     mode = "fsdp" if "--fsdp" in extra else "ddp"
@@ -66,12 +80,23 @@ def test_two_processes_fsdp_holds_less_state_per_rank_than_ddp(tmp_path):
 
 
 def test_the_matrix_launches_torchrun_on_a_free_port():
-    cmd = train_command(2, True, "x.json", preset="tiny", batch_size=4, device="cpu", precision=None, steps=1,
-                        warmup=0, patch_nums=(1, 2))  # fmt: skip
+    cmd = train_command(
+        2,
+        True,
+        "x.json",
+        preset="tiny",
+        batch_size=4,
+        device="cpu",
+        precision=None,
+        steps=1,
+        warmup=0,
+        patch_nums=(1, 2),
+    )
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
     assert "--fsdp" in cmd and "--bench-scales" in cmd and "1,2" in cmd
-    alone = train_command(1, False, "x.json", preset="tiny", batch_size=4, device="cpu", precision=None, steps=1,
-                          warmup=0)  # fmt: skip
+    alone = train_command(
+        1, False, "x.json", preset="tiny", batch_size=4, device="cpu", precision=None, steps=1, warmup=0
+    )
     assert alone[1:3] == ["-m", "nextscale"] and "--fsdp" not in alone
 
 

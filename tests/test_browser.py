@@ -50,8 +50,9 @@ def server(tmp_path_factory):
         folder.mkdir()
     env = {**os.environ, "HOME": str(folders["home"]), "TMPDIR": str(folders["tmp"]), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "nextscale", "serve", "--model", "digits", "--port", "0", "--device", "cpu"]
-    process = subprocess.Popen(command, cwd=folders["cwd"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=folders["cwd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         url = wait_for_url(process, timeout=180)
         yield url
@@ -93,8 +94,13 @@ def browser(server, tmp_path_factory):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tmp_path_factory.mktemp("chromium-profile")
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,1150",
-                     f"--user-data-dir={profile}"):  # fmt: skip
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1000,1150",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.implicitly_wait(0)
@@ -189,8 +195,9 @@ def test_upload_a_digit_drag_a_box_and_edit(page, tmp_path):
     assert [f.find_element("tag name", "figcaption").text for f in figures] == ["input", "result"]
     assert shown_png(figures[0].find_element("tag name", "img")).size == (32, 32)
     assert shown_png(results(page)[0]).size == (32, 32)
-    assert re.search(r"--image=my-digit\.png --box [0-9.]+,[0-9.]+,[0-9.]+,[0-9.]+ --seed 0",
-                     page.find_element("id", "command").text)  # fmt: skip
+    assert re.search(
+        r"--image=my-digit\.png --box [0-9.]+,[0-9.]+,[0-9.]+,[0-9.]+ --seed 0", page.find_element("id", "command").text
+    )
     screenshot(page, "serve-edit.png")
 
 

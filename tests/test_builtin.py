@@ -17,7 +17,7 @@ def test_shipped_model_is_small_loads_strictly_and_samples_every_class():
     small = [p for p in BUILTIN["digits-small"].rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in small) < 3 * 2**20
     vae, var = load_model("digits")  # strict: any missing or unexpected key raises
-    out = sample(var, vae, list(range(10)), seed=0, cfg=3.0)
+    out = sample(vae, var, list(range(10)), seed=0, cfg=3.0)
     assert out.images.shape == (10, 3, 32, 32) and torch.isfinite(out.images).all()
     assert out.labels.tolist() == list(range(10))
 
@@ -80,8 +80,9 @@ def test_the_shipped_digits_split_is_scikit_learns():
     from nextscale.data import digits_splits
 
     digits = load_digits()
-    x_tr, x_te, y_tr, y_te = train_test_split(digits.images, digits.target, test_size=0.2, random_state=0,
-                                              stratify=digits.target)  # fmt: skip
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        digits.images, digits.target, test_size=0.2, random_state=0, stratify=digits.target
+    )
     train, test = digits_splits(0)
     assert np.array_equal(train.images8, x_tr) and np.array_equal(train.labels, y_tr)
     assert np.array_equal(test.images8, x_te) and np.array_equal(test.labels, y_te)
@@ -91,7 +92,7 @@ def test_the_small_digits_model_takes_over_the_fine_scales():
     vae, var = load_model("digits")
     small_vae, small = load_model("digits-small")  # strict, and on the digits tokenizer
     assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), small_vae.state_dict().values()))
-    plain = sample(var, vae, [7] * 4, seed=3)
-    handed = sample(var, vae, [7] * 4, seed=3, fine_var=small, handoff=4)
+    plain = sample(vae, var, [7] * 4, seed=3)
+    handed = sample(vae, var, [7] * 4, seed=3, fine_var=small, handoff=4)
     assert all(torch.equal(a, b) for a, b in zip(plain.tokens[:4], handed.tokens[:4]))
     assert not all(torch.equal(a, b) for a, b in zip(plain.tokens[4:], handed.tokens[4:]))

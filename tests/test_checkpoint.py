@@ -32,7 +32,7 @@ def test_save_pretrained_round_trip_is_bit_exact(tiny_models, tmp_path):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
         assert a.config == b.config
-    x = sample(var, vae, [0, 1], seed=3, cfg=1.0)
+    x = sample(vae, var, [0, 1], seed=3, cfg=1.0)
     y = sample(var2, vae2, [0, 1], seed=3, cfg=1.0)
     assert torch.equal(x.images, y.images)
 

@@ -26,8 +26,26 @@ def run_cli(capsys, *argv):
 
 
 def test_sample_writes_pngs_grid_and_npz(model_dir, tmp_path, capsys, device):
-    args = ["sample", "--model", model_dir, "--class", "0,2", "3", "--n", "2", "--batch-size", "4", "--seed", "1",
-            "--cfg", "2", "--top-k", "8", "--device", device]  # fmt: skip
+    args = [
+        "sample",
+        "--model",
+        model_dir,
+        "--class",
+        "0,2",
+        "3",
+        "--n",
+        "2",
+        "--batch-size",
+        "4",
+        "--seed",
+        "1",
+        "--cfg",
+        "2",
+        "--top-k",
+        "8",
+        "--device",
+        device,
+    ]
     out = tmp_path / "out"
     code, stdout, _ = run_cli(capsys, *args, "--out", out)
     assert code == 0 and "wrote 6 images" in stdout
@@ -43,9 +61,9 @@ def test_sample_writes_pngs_grid_and_npz(model_dir, tmp_path, capsys, device):
     assert code == 0 and np.array_equal(np.load(tmp_path / "again" / "samples.npz")["arr_0"], npz["arr_0"])
     # batch 0 is `sample(seed=S)` itself; batch 1 has its own seed, derived from (S, 1)
     vae, var = load_model(model_dir, device=device)
-    first = sample(var, vae, [0, 0, 2, 2], seed=1, cfg=2.0, top_k=8)
+    first = sample(vae, var, [0, 0, 2, 2], seed=1, cfg=2.0, top_k=8)
     assert np.array_equal(npz["arr_0"][:4], to_uint8(first.images))
-    second = sample(var, vae, [3, 3], generator=batch_generator(1, 1, device), cfg=2.0, top_k=8)
+    second = sample(vae, var, [3, 3], generator=batch_generator(1, 1, device), cfg=2.0, top_k=8)
     assert np.array_equal(npz["arr_0"][4:], to_uint8(second.images))
 
 
@@ -67,7 +85,7 @@ def test_random_classes_are_drawn_by_the_sampler_as_the_reference_does(model_dir
     args = ["sample", "--model", model_dir, "--n", "3", "--seed", "7", "--device", device, "--out", tmp_path / "o"]
     assert run_cli(capsys, *args)[0] == 0
     vae, var = load_model(model_dir, device=device)
-    reference_like = sample(var, vae, None, batch_size=3, seed=7)
+    reference_like = sample(vae, var, None, batch_size=3, seed=7)
     npz = np.load(tmp_path / "o" / "samples.npz")
     assert npz["arr_1"].tolist() == reference_like.labels.tolist()
     assert np.array_equal(npz["arr_0"], to_uint8(reference_like.images))

@@ -48,12 +48,20 @@ def test_training_steps_of_both_stages_run_on_the_device(digits8, device, tmp_pa
     config = TrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_every=3, save_every=3)
     spy = GeneratorDeviceSpy()
     with spy:
-        vae, tok_metrics = train_tokenizer(vae_config, train, test, config, tmp_path / "tok", device=device,
-                                           options=TokenizerOptions(revive_every=1, eval_batches=1),
-                                           progress=False)  # fmt: skip
+        vae, tok_metrics = train_tokenizer(
+            vae_config,
+            train,
+            test,
+            config,
+            tmp_path / "tok",
+            device=device,
+            options=TokenizerOptions(revive_every=1, eval_batches=1),
+            progress=False,
+        )
         options = VAROptions(cond_drop_rate=0.5, drop_path_rate=0.2, eval_batches=1)  # label dropout draws
-        var, var_metrics = train_var(var_config, vae, train, test, config, tmp_path / "var", options=options,
-                                     device=device, progress=False)  # fmt: skip
+        var, var_metrics = train_var(
+            var_config, vae, train, test, config, tmp_path / "var", options=options, device=device, progress=False
+        )
     spy.check()
     assert {op for op, *_ in spy.draws} >= {"rand", "randint"}  # label dropout and code revival were drawn
     assert var.head.weight.device.type == device.type and vae.encoder.conv_in.weight.device.type == device.type
@@ -71,12 +79,12 @@ def test_sampling_and_editing_run_on_the_device(tiny_models_on_device, device):
     vae, var = tiny_models_on_device
     spy = GeneratorDeviceSpy()
     with spy:
-        a = sample(var, vae, [0, 1, 3], seed=4, cfg=2.0, top_k=8, top_p=0.9, more_smooth=True)
-        b = sample(var, vae, None, batch_size=2, seed=4)  # labels drawn by the generator too
+        a = sample(vae, var, [0, 1, 3], seed=4, cfg=2.0, top_k=8, top_p=0.9, more_smooth=True)
+        b = sample(vae, var, None, batch_size=2, seed=4)  # labels drawn by the generator too
         images = torch.rand(2, 3, 8, 8, device=device)
-        edited = edit(var, vae, images, (0.25, 0.25, 0.75, 0.75), labels=[1, 2], seed=0, cfg=2.0)
+        edited = edit(vae, var, images, (0.25, 0.25, 0.75, 0.75), labels=[1, 2], seed=0, cfg=2.0)
     spy.check()
-    again = sample(var, vae, [0, 1, 3], seed=4, cfg=2.0, top_k=8, top_p=0.9, more_smooth=True)
+    again = sample(vae, var, [0, 1, 3], seed=4, cfg=2.0, top_k=8, top_p=0.9, more_smooth=True)
     assert all(torch.equal(x, y) for x, y in zip(a.tokens, again.tokens))
     assert a.images.device.type == device.type and b.labels.device.type == device.type
     assert edited.images.shape == (2, 3, 8, 8) and torch.isfinite(edited.images).all()
@@ -84,15 +92,15 @@ def test_sampling_and_editing_run_on_the_device(tiny_models_on_device, device):
 
 def test_bf16_path_runs_on_the_device(tiny_models_on_device):
     vae, var = tiny_models_on_device
-    out = sample(var, vae, [0, 1], seed=4, cfg=2.0, precision="bf16")
+    out = sample(vae, var, [0, 1], seed=4, cfg=2.0, precision="bf16")
     assert out.images.dtype == torch.float32 and out.images.shape[0] == 2
     assert all(t.dtype == torch.long for t in out.tokens)
 
 
 def test_compiled_step_draws_the_tokens_of_the_plain_one(tiny_models_on_device, device):
     vae, var = tiny_models_on_device
-    plain = sample(var, vae, [0, 1, 2], seed=4, cfg=2.0, top_k=8)
+    plain = sample(vae, var, [0, 1, 2], seed=4, cfg=2.0, top_k=8)
     backends = ["eager"] + (["inductor"] if device.type == "cuda" else [])  # inductor on CPU: minutes of C++
     for backend in backends:
-        compiled = sample(var, vae, [0, 1, 2], seed=4, cfg=2.0, top_k=8, compile=backend)
+        compiled = sample(vae, var, [0, 1, 2], seed=4, cfg=2.0, top_k=8, compile=backend)
         assert all(torch.equal(a, b) for a, b in zip(plain.tokens, compiled.tokens)), backend

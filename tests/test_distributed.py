@@ -19,16 +19,40 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.cpu_only
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}  # 2 processes on 2 cores
-COMMON = ["--data", "digits", "--preset", "tiny", "--batch-size", "16", "--eval-every", "1000", "--device", "cpu",
-          "--quiet", "--lr", "3e-3", "--warmup-steps", "2"]  # fmt: skip
+COMMON = [
+    "--data",
+    "digits",
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "16",
+    "--eval-every",
+    "1000",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--lr",
+    "3e-3",
+    "--warmup-steps",
+    "2",
+]
 
 
 def command(args: list[str], nproc: int) -> list[str]:
     if nproc == 1:
         return [sys.executable, "-m", "nextscale", *args]
     # --standalone: a rendezvous on localhost port 0, i.e. a free port picked by the OS
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "nextscale", *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "nextscale",
+        *args,
+    ]
 
 
 def run(args: list[str], nproc: int = 1, expect: int = 0) -> subprocess.CompletedProcess:
@@ -121,8 +145,9 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
 
 def interrupted(args: list[str], nproc: int, run_dir: Path, sig: int) -> subprocess.Popen:
     """Starts a run and sends `sig` to every process of it once its checkpoint of step 10 is published."""
-    process = subprocess.Popen(command(args, nproc), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command(args, nproc), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     wait_for(run_dir / "ckpt-00000010", process)
     os.killpg(process.pid, sig) if sig == signal.SIGKILL else process.send_signal(sig)
     process.wait(timeout=120)

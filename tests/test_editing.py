@@ -21,8 +21,17 @@ def test_box_api_reproduces_the_golden_inpaint_run(index):
     meta, tensors = read_reference(str(files[index]))
     vae, var = build_models(meta, tensors)
     run = meta["sampling"]["inpaint"]
-    out = edit(var, vae, (tensors["in.img"] + 1) / 2, tuple(run["edit_box"]), labels=tensors["in.labels"],
-               seed=run["g_seed"], cfg=run["cfg"], top_k=run["top_k"], top_p=run["top_p"])  # fmt: skip
+    out = edit(
+        vae,
+        var,
+        (tensors["in.img"] + 1) / 2,
+        tuple(run["edit_box"]),
+        labels=tensors["in.labels"],
+        seed=run["g_seed"],
+        cfg=run["cfg"],
+        top_k=run["top_k"],
+        top_p=run["top_p"],
+    )
     for k, tokens in enumerate(out.tokens):
         assert torch.equal(tokens, tensors[f"out.sample.inpaint.idx.{k}"])
     assert golden.relative_error(out.images, tensors["out.sample.inpaint.img"]) <= golden.IMAGE_TOL
@@ -31,7 +40,7 @@ def test_box_api_reproduces_the_golden_inpaint_run(index):
 def test_kept_positions_hold_the_input_tokens_at_every_scale(tiny_models):
     vae, var = tiny_models
     images = torch.rand(2, 3, vae.config.resolution, vae.config.resolution)
-    out = edit(var, vae, images, (0.25, 0.25, 0.75, 0.75), labels=[1, 2], seed=0, cfg=2.0)
+    out = edit(vae, var, images, (0.25, 0.25, 0.75, 0.75), labels=[1, 2], seed=0, cfg=2.0)
     given = vae.img_to_idx(images * 2 - 1)
     for si, (keep, final, drawn) in enumerate(zip(out.keep_masks, out.final_tokens, out.tokens)):
         keep = keep.expand_as(final)
@@ -41,7 +50,7 @@ def test_kept_positions_hold_the_input_tokens_at_every_scale(tiny_models):
             assert keep.all()
     # the image was decoded from exactly those tokens: the forced ones entered f̂ at every scale
     torch.testing.assert_close(vae.idx_to_img(out.final_tokens).add(1).div(2), out.images)
-    again = edit(var, vae, images, (0.25, 0.25, 0.75, 0.75), labels=[1, 2], seed=0, cfg=2.0)
+    again = edit(vae, var, images, (0.25, 0.25, 0.75, 0.75), labels=[1, 2], seed=0, cfg=2.0)
     assert torch.equal(again.images, out.images)
 
 
@@ -49,14 +58,14 @@ def test_all_keep_mask_returns_the_reconstruction(tiny_models):
     vae, var = tiny_models
     images = torch.rand(2, 3, vae.config.resolution, vae.config.resolution)
     keep_all = [torch.ones(1, pn * pn, dtype=torch.bool) for pn in var.patch_nums]
-    out = edit(var, vae, images, keep_all, seed=3, cfg=1.0)
+    out = edit(vae, var, images, keep_all, seed=3, cfg=1.0)
     torch.testing.assert_close(out.images, vae.reconstruct(images * 2 - 1).add(1).div(2))
 
 
 def test_keep_coarse_scales_and_outpaint(tiny_models):
     vae, var = tiny_models
     images = torch.rand(1, 3, vae.config.resolution, vae.config.resolution)
-    out = edit(var, vae, images, (0.0, 0.0, 1.0, 0.5), mode="outpaint", keep_coarse_scales=2, seed=1)
+    out = edit(vae, var, images, (0.0, 0.0, 1.0, 0.5), mode="outpaint", keep_coarse_scales=2, seed=1)
     assert out.keep_masks[1].all()  # the first two scales are forced whole
     region = box_region((0.0, 0.0, 1.0, 0.5), var.patch_nums[-1])
     assert torch.equal(out.keep_masks[-1].view(region.shape), region.bool())  # out-paint keeps the region
@@ -79,7 +88,7 @@ def test_masks_of_any_size_and_the_reference_resize_rule():
 def test_feathered_blend_keeps_the_original_far_from_the_region(tiny_models):
     vae, var = tiny_models
     images = torch.rand(1, 3, vae.config.resolution, vae.config.resolution)
-    out = edit(var, vae, images, (0.5, 0.5, 1.0, 1.0), feather=1.0, seed=2)
+    out = edit(vae, var, images, (0.5, 0.5, 1.0, 1.0), feather=1.0, seed=2)
     torch.testing.assert_close(out.images[..., :2, :2], images[..., :2, :2])
 
 
@@ -95,7 +104,7 @@ def test_feathered_blend_keeps_the_original_far_from_the_region(tiny_models):
 def test_bad_masks(tiny_models, mask, message):
     vae, var = tiny_models
     with pytest.raises(NextscaleError, match=message):
-        edit(var, vae, torch.rand(1, 3, 8, 8), mask, seed=0)
+        edit(vae, var, torch.rand(1, 3, 8, 8), mask, seed=0)
 
 
 @pytest.fixture
@@ -113,8 +122,23 @@ def edit_setup(tiny_models, tmp_path):
 
 def test_edit_cli_writes_an_image_and_says_it_resized(edit_setup, capsys):
     model, d = edit_setup
-    code = main(["edit", "--model", str(model), "--image", str(d / "in.png"), "--mask", str(d / "mask.png"),
-                 "--class", "1", "--seed", "0", "--out", str(d / "out.png")])  # fmt: skip
+    code = main(
+        [
+            "edit",
+            "--model",
+            str(model),
+            "--image",
+            str(d / "in.png"),
+            "--mask",
+            str(d / "mask.png"),
+            "--class",
+            "1",
+            "--seed",
+            "0",
+            "--out",
+            str(d / "out.png"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0 and Image.open(d / "out.png").size == (8, 8)
     assert "resized and centre-cropped from 20×12" in captured.err
@@ -122,8 +146,22 @@ def test_edit_cli_writes_an_image_and_says_it_resized(edit_setup, capsys):
     folder.mkdir()
     for i in range(2):
         Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(folder / f"{i}.png")
-    code = main(["edit", "--model", str(model), "--image", str(folder), "--box", "0.25,0.25,0.75,0.75",
-                 "--outpaint", "--seed", "0", "--out", str(d / "edited")])  # fmt: skip
+    code = main(
+        [
+            "edit",
+            "--model",
+            str(model),
+            "--image",
+            str(folder),
+            "--box",
+            "0.25,0.25,0.75,0.75",
+            "--outpaint",
+            "--seed",
+            "0",
+            "--out",
+            str(d / "edited"),
+        ]
+    )
     assert code == 0 and sorted(p.name for p in (d / "edited").glob("*.png")) == ["0.png", "1.png"]
 
 

@@ -127,8 +127,22 @@ def digits_run(tmp_path_factory):
         mp.setattr(tok, "lpips_candidates", lambda: [out.parent / "nothing-here"])
         stdout = io.StringIO()  # capsys is per test; the run (its judge trains for a while) is per module
         with contextlib.redirect_stdout(stdout):
-            code = main(["eval-tokenizer", "--tokenizer", "digits", "--data", "digits", "--features", "digits",
-                         "--limit", "64", "--json", str(out), "--quiet"])  # fmt: skip
+            code = main(
+                [
+                    "eval-tokenizer",
+                    "--tokenizer",
+                    "digits",
+                    "--data",
+                    "digits",
+                    "--features",
+                    "digits",
+                    "--limit",
+                    "64",
+                    "--json",
+                    str(out),
+                    "--quiet",
+                ]
+            )
     return code, stdout.getvalue(), json.loads(out.read_text())
 
 
@@ -154,8 +168,20 @@ def test_a_folder_of_images(tmp_path, capsys):
         (tmp_path / c).mkdir()
         for i in range(2):
             Image.new("RGB", (40, 48), (60 * i, 100, 200)).save(tmp_path / c / f"{i}.png")
-    code = main(["eval-tokenizer", "--tokenizer", "digits", "--data", str(tmp_path), "--features", "digits",
-                 "--workers", "0", "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "eval-tokenizer",
+            "--tokenizer",
+            "digits",
+            "--data",
+            str(tmp_path),
+            "--features",
+            "digits",
+            "--workers",
+            "0",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "4 images at 32×32" in out
 

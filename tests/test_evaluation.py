@@ -165,8 +165,10 @@ def fake_inception(tmp_path_factory):
 
     from torch_fidelity import feature_extractor_inceptionv3 as tfi
 
-    with mock.patch.object(tfi, "load_state_dict_from_url", lambda *a, **k: {}), \
-         mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None):  # fmt: skip
+    with (
+        mock.patch.object(tfi, "load_state_dict_from_url", lambda *a, **k: {}),
+        mock.patch.object(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None),
+    ):
         net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     path = tmp_path_factory.mktemp("inception") / "weights-inception-2015-12-05-6726825d.pth"
     torch.save(net.state_dict(), path)
@@ -234,7 +236,7 @@ def test_per_class_samples_are_shuffled_and_each_image_depends_on_its_seed_only(
         cls, index = [2, 5, 7][order[position] // 3], order[position] % 3
         assert labels[position] == cls
         vae, var = digits_model
-        alone = to_uint8(sample(var, vae, [cls], seed=image_seed(4, cls, index)).images)[0]
+        alone = to_uint8(sample(vae, var, [cls], seed=image_seed(4, cls, index)).images)[0]
         assert np.abs(alone.astype(int) - images[position]).max() <= 2  # tokens equal; decode bits may differ
     other_batching = read(per_class(tmp_path, digits_model, batch_size=3, shard_size=5))
     assert np.abs(other_batching[0].astype(int) - images).max() <= 2
@@ -288,8 +290,13 @@ def test_the_digits_protocol_from_the_command_line(tmp_path, features_file, caps
     assert main(["sample", "--model", "digits", "--per-class", "4", "--out", str(out), "--png", "--device", "cpu"]) == 0
     assert len(list((out / "png").glob("*.png"))) == 40
     record = json.loads((out / "samples.json").read_text())
-    assert record["plan"]["sampler"] == {"cfg": 1.5, "cfg_schedule": "linear", "top_k": 900, "top_p": 0.96,
-                                         "more_smooth": False}  # fmt: skip
+    assert record["plan"]["sampler"] == {
+        "cfg": 1.5,
+        "cfg_schedule": "linear",
+        "top_k": 900,
+        "top_p": 0.96,
+        "more_smooth": False,
+    }
     assert record["runs"][0]["world_size"] == 1 and "torch" in record["runs"][0]["versions"]
     report = tmp_path / "r.json"
     argv = ["eval", str(out / "samples.npz"), "--ref", "digits", "--features", "digits", "--json", str(report)]
@@ -302,8 +309,21 @@ def test_the_digits_protocol_from_the_command_line(tmp_path, features_file, caps
     # any exported network serves every metric
     np.savez(tmp_path / "ref16.npz", arr_0=random_images(30, 5))
     np.savez(tmp_path / "s16.npz", arr_0=random_images(20, 6, shift=20))
-    assert main(["eval", str(tmp_path / "s16.npz"), "--ref", str(tmp_path / "ref16.npz"), "--features",
-                 str(features_file), "--metrics", "fid,is,prc,kid"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "s16.npz"),
+                "--ref",
+                str(tmp_path / "ref16.npz"),
+                "--features",
+                str(features_file),
+                "--metrics",
+                "fid,is,prc,kid",
+            ]
+        )
+        == 0
+    )
     assert "KID" in capsys.readouterr().out
 
 
@@ -315,8 +335,23 @@ def test_the_exported_digits_network_is_the_built_in_one_and_serves_rejection(tm
     built_in, exported = load_network("digits")(images), load_network(path)(images)
     for a, b in zip(built_in, exported):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    argv = ["sample", "--model", "digits", "--per-class", "3", "--class", "1", "--reject", str(path), "--keep-top",
-            "0.5", "--out", str(tmp_path / "kept"), "--device", "cpu"]  # fmt: skip
+    argv = [
+        "sample",
+        "--model",
+        "digits",
+        "--per-class",
+        "3",
+        "--class",
+        "1",
+        "--reject",
+        str(path),
+        "--keep-top",
+        "0.5",
+        "--out",
+        str(tmp_path / "kept"),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     assert "3 images in shuffled order, from 6 drawn" in capsys.readouterr().out
     record = json.loads((tmp_path / "kept" / "samples.json").read_text())
@@ -326,8 +361,21 @@ def test_the_exported_digits_network_is_the_built_in_one_and_serves_rejection(tm
 def test_two_processes_write_the_samples_file_of_one(tmp_path):
     from tests.test_distributed import run
 
-    args = ["sample", "--model", "digits", "--per-class", "3", "--batch-size", "4", "--shard-size", "4",
-            "--device", "cpu", "--seed", "7"]  # fmt: skip
+    args = [
+        "sample",
+        "--model",
+        "digits",
+        "--per-class",
+        "3",
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "4",
+        "--device",
+        "cpu",
+        "--seed",
+        "7",
+    ]
     run([*args, "--out", str(tmp_path / "one")], nproc=1)
     run([*args, "--out", str(tmp_path / "two")], nproc=2)
     one, two = read(tmp_path / "one" / "samples.npz"), read(tmp_path / "two" / "samples.npz")

@@ -61,8 +61,16 @@ def test_reference_bits_with_the_nchw_decode():
     meta, tensors = golden.read_reference(str(golden_files()[0]))
     vae, var = golden.build_models(meta, tensors)
     run = meta["sampling"]["cfg1.5_topk_topp"]
-    out = sample(var, vae, tensors["in.labels"], seed=run["g_seed"], cfg=run["cfg"], top_k=run["top_k"],
-                 top_p=run["top_p"], channels_last_decode=False)  # fmt: skip
+    out = sample(
+        vae,
+        var,
+        tensors["in.labels"],
+        seed=run["g_seed"],
+        cfg=run["cfg"],
+        top_k=run["top_k"],
+        top_p=run["top_p"],
+        channels_last_decode=False,
+    )
     # bit for bit where the thread count matches the reference run's; always within the tight float tolerance
     assert golden.relative_error(out.images, tensors["out.sample.cfg1.5_topk_topp.img"]) <= golden.FLOAT_TOL
 
@@ -85,10 +93,33 @@ def test_cli_seed_draws_the_reference_sampling_runs(path, tmp_path, capsys):
     assert runs
     for run, s in runs.items():
         out = tmp_path / run
-        argv = ["sample", "--vae", tmp_path / "vae.pth", "--var", tmp_path / "var.pth", "--class", *labels,
-                "--n", 1, "--batch-size", len(labels), "--seed", s["g_seed"], "--cfg", repr(float(s["cfg"])),
-                "--top-k", s["top_k"], "--top-p", repr(float(s["top_p"])), "--device", "cpu", "--no-png",
-                "--out", out, *(["--more-smooth"] if s["more_smooth"] else [])]  # fmt: skip
+        argv = [
+            "sample",
+            "--vae",
+            tmp_path / "vae.pth",
+            "--var",
+            tmp_path / "var.pth",
+            "--class",
+            *labels,
+            "--n",
+            1,
+            "--batch-size",
+            len(labels),
+            "--seed",
+            s["g_seed"],
+            "--cfg",
+            repr(float(s["cfg"])),
+            "--top-k",
+            s["top_k"],
+            "--top-p",
+            repr(float(s["top_p"])),
+            "--device",
+            "cpu",
+            "--no-png",
+            "--out",
+            out,
+            *(["--more-smooth"] if s["more_smooth"] else []),
+        ]
         assert main([str(a) for a in argv]) == 0, capsys.readouterr().err
         drawn = np.load(out / "samples.npz")["arr_0"].astype(int)
         expected = to_uint8(tensors[f"out.sample.{run}.img"]).astype(int)

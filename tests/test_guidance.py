@@ -30,7 +30,7 @@ def models(request):
 
 def draw(models, **settings):
     vae, var = models
-    return sample(var, vae, LABELS, seed=11, **({"top_k": 0, "top_p": 0.0} | settings))
+    return sample(vae, var, LABELS, seed=11, **({"top_k": 0, "top_p": 0.0} | settings))
 
 
 def rows_seen(var) -> tuple[list[int], object]:
@@ -198,8 +198,18 @@ def test_a_per_class_record_keeps_every_setting_as_json(tmp_path):
     from nextscale.weights import load_model
 
     vae, var = load_model("digits")
-    sample_per_class(vae, var, tmp_path, per_class=1, classes=[4], progress=False, cfg_schedule="list:0,1,1,2,2,3",
-                     guidance_scales=slice(None, -1), top_k=[900, 900, 900, 900, 64, 64], temperature=0.9)  # fmt: skip
+    sample_per_class(
+        vae,
+        var,
+        tmp_path,
+        per_class=1,
+        classes=[4],
+        progress=False,
+        cfg_schedule="list:0,1,1,2,2,3",
+        guidance_scales=slice(None, -1),
+        top_k=[900, 900, 900, 900, 64, 64],
+        temperature=0.9,
+    )
     sampler = json.loads((tmp_path / "samples.json").read_text())["plan"]["sampler"]
     assert sampler["cfg_schedule"] == "list:0,1,1,2,2,3" and sampler["guidance_scales"] == ":-1"
     assert sampler["top_k"] == [900, 900, 900, 900, 64, 64] and sampler["temperature"] == 0.9

@@ -99,19 +99,19 @@ def test_top_k_keeps_ties_and_top_p_keeps_the_maximum():
 
 def test_sampler_is_reproducible_and_respects_labels(tiny_models):
     vae, var = tiny_models
-    a = sample(var, vae, [0, 1, 2], seed=7, cfg=2.0, top_k=8, top_p=0.9)
-    b = sample(var, vae, [0, 1, 2], generator=torch.Generator().manual_seed(7), cfg=2.0, top_k=8, top_p=0.9)
+    a = sample(vae, var, [0, 1, 2], seed=7, cfg=2.0, top_k=8, top_p=0.9)
+    b = sample(vae, var, [0, 1, 2], generator=torch.Generator().manual_seed(7), cfg=2.0, top_k=8, top_p=0.9)
     assert all(torch.equal(x, y) for x, y in zip(a.tokens, b.tokens))
     assert (
         a.images.shape == (3, 3, vae.config.resolution, vae.config.resolution)
         and 0 <= a.images.min()
         and a.images.max() <= 1
     )
-    c = sample(var, vae, None, batch_size=5, seed=1)
+    c = sample(vae, var, None, batch_size=5, seed=1)
     assert c.labels.shape == (5,) and int(c.labels.max()) < var.num_classes
-    u = sample(var, vae, -1, batch_size=2, seed=1)
+    u = sample(vae, var, -1, batch_size=2, seed=1)
     assert u.labels.tolist() == [var.num_classes] * 2
-    const = sample(var, vae, [0, 1, 2], seed=7, cfg=2.0, cfg_schedule="constant", top_k=8, top_p=0.9)
+    const = sample(vae, var, [0, 1, 2], seed=7, cfg=2.0, cfg_schedule="constant", top_k=8, top_p=0.9)
     assert not all(torch.equal(x, y) for x, y in zip(const.tokens, a.tokens))
 
 
@@ -138,8 +138,16 @@ def test_every_preset_builds():
 def test_cosine_and_phi_variants_of_the_quantizer():
     from nextscale.tokenizer import VQVAE, VQVAEConfig
 
-    base = dict(vocab_size=16, z_channels=4, ch=8, ch_mult=(1, 2), num_res_blocks=1, using_sa=False,
-                norm_groups=4, patch_nums=(1, 2, 4))  # fmt: skip
+    base = dict(
+        vocab_size=16,
+        z_channels=4,
+        ch=8,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        using_sa=False,
+        norm_groups=4,
+        patch_nums=(1, 2, 4),
+    )
     img = torch.rand(2, 3, 8, 8) * 2 - 1
     for share, keys in ((0, "quantize.quant_resi.0.weight"), (1, "quantize.quant_resi.qresi.weight")):
         vae = VQVAE(VQVAEConfig(share_quant_resi=share, using_znorm=True, **base)).eval()

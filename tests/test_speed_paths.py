@@ -16,7 +16,7 @@ from nextscale.sampling import fhat_to_images, sample
 def test_scale_callback_sees_every_scale(tiny_models):
     vae, var = tiny_models
     seen, fhats = [], []
-    out = sample(var, vae, [0], seed=0, on_scale=lambda si, f_hat: (seen.append(si), fhats.append(f_hat.clone())))
+    out = sample(vae, var, [0], seed=0, on_scale=lambda si, f_hat: (seen.append(si), fhats.append(f_hat.clone())))
     assert seen == list(range(len(var.patch_nums)))
     # f̂ grows scale by scale, and the last one is what the final image decodes from
     assert all(not torch.equal(a, b) for a, b in zip(fhats, fhats[1:]))
@@ -37,8 +37,24 @@ def test_bench_reports_every_phase(tmp_path, capsys):
     assert whole.flops == result.phases[0].flops + result.phases[1].flops > 0
     assert whole.seconds > 0 and whole.ratio > 0 and len(result.per_scale_seconds) == 4
     assert result.training["tokens_per_second"] > 0 and result.training["ratio"] > 0
-    assert main(["bench", "--preset", "tiny", "--batch-size", "2", "--runs", "1", "--device", "cpu",
-                 "--json", str(tmp_path / "b.json")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "bench",
+                "--preset",
+                "tiny",
+                "--batch-size",
+                "2",
+                "--runs",
+                "1",
+                "--device",
+                "cpu",
+                "--json",
+                str(tmp_path / "b.json"),
+            ]
+        )
+        == 0
+    )
     assert "whole sample" in capsys.readouterr().out
     assert json.loads((tmp_path / "b.json").read_text())["phases"][2]["ratio"] > 0
 
@@ -49,12 +65,24 @@ def test_compiled_step_covers_a_ten_scale_pyramid(capfd):
     from nextscale.transformer import VAR, VARConfig
 
     pn = tuple(range(1, 11))
-    vae = VQVAE(VQVAEConfig(vocab_size=16, z_channels=4, ch=8, ch_mult=(1,), num_res_blocks=1, using_sa=False,
-                            using_mid_sa=False, norm_groups=4, patch_nums=pn)).eval()  # fmt: skip
-    var = VAR(VARConfig(depth=1, embed_dim=16, num_heads=2, num_classes=3, vocab_size=16, latent_channels=4,
-                        patch_nums=pn)).eval()  # fmt: skip
-    plain = sample(var, vae, [0, 1], seed=0)
-    compiled = sample(var, vae, [0, 1], seed=0, compile="eager")
+    vae = VQVAE(
+        VQVAEConfig(
+            vocab_size=16,
+            z_channels=4,
+            ch=8,
+            ch_mult=(1,),
+            num_res_blocks=1,
+            using_sa=False,
+            using_mid_sa=False,
+            norm_groups=4,
+            patch_nums=pn,
+        )
+    ).eval()
+    var = VAR(
+        VARConfig(depth=1, embed_dim=16, num_heads=2, num_classes=3, vocab_size=16, latent_channels=4, patch_nums=pn)
+    ).eval()
+    plain = sample(vae, var, [0, 1], seed=0)
+    compiled = sample(vae, var, [0, 1], seed=0, compile="eager")
     assert all(torch.equal(a, b) for a, b in zip(plain.tokens, compiled.tokens))
     assert "recompile_limit" not in capfd.readouterr().err
 
@@ -136,6 +164,6 @@ def test_sampling_loop_never_reads_a_tensor_back_to_the_host(tiny_models, monkey
 
     for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__"):
         monkeypatch.setattr(torch.Tensor, name, refuse)
-    out = sample(var, vae, [0, 1], seed=0, cfg=2.0, top_k=8, top_p=0.9, more_smooth=True)
+    out = sample(vae, var, [0, 1], seed=0, cfg=2.0, top_k=8, top_p=0.9, more_smooth=True)
     monkeypatch.undo()
     assert out.images.shape[0] == 2

@@ -60,12 +60,15 @@ def test_stopped_and_resumed_runs_end_with_the_same_weights(digits8, tmp_path):
     vae_config, var_config = tiny_for_digits()
     train, test = digits8
     options = TokenizerOptions(revive_every=2)  # revival draws random numbers: they must replay too
-    whole, _ = train_tokenizer(vae_config, train, test, settings(6), tmp_path / "t-whole", options=options,
-                               progress=False)  # fmt: skip
-    train_tokenizer(vae_config, train, test, settings(6), tmp_path / "t-split", options=options, progress=False,
-                    stop_after=3)  # fmt: skip
-    resumed, _ = train_tokenizer(vae_config, train, test, settings(6), tmp_path / "t-split", options=options,
-                                 progress=False)  # fmt: skip
+    whole, _ = train_tokenizer(
+        vae_config, train, test, settings(6), tmp_path / "t-whole", options=options, progress=False
+    )
+    train_tokenizer(
+        vae_config, train, test, settings(6), tmp_path / "t-split", options=options, progress=False, stop_after=3
+    )
+    resumed, _ = train_tokenizer(
+        vae_config, train, test, settings(6), tmp_path / "t-split", options=options, progress=False
+    )
     assert same_weights(whole, resumed)
 
     # Random label dropout and drop path, the progressive curriculum over scales, and an EMA: all must replay.
@@ -186,8 +189,9 @@ def test_a_recipe_fills_in_what_was_not_given():
     from nextscale.cli import build_parser
     from nextscale.cli.train import apply_recipe
 
-    args = build_parser().parse_args(["train", "--tokenizer", "x", "--data", "d", "--run-dir", "r", "--recipe",
-                                      "var-d30", "--lr", "1e-4"])  # fmt: skip
+    args = build_parser().parse_args(
+        ["train", "--tokenizer", "x", "--data", "d", "--run-dir", "r", "--recipe", "var-d30", "--lr", "1e-4"]
+    )
     apply_recipe(args, 1_281_167)
     steps = 350 * (1_281_167 // 1024)
     assert (args.batch_size, args.steps, args.warmup_steps, args.depth) == (1024, steps, steps // 50, 30)
@@ -239,8 +243,9 @@ def test_image_folder_with_a_corrupt_file_trains_with_a_warning(tmp_path):
     vae_config, _ = preset_configs("tiny")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        _, metrics = train_tokenizer(vae_config, data, None, settings(6, batch_size=8), tmp_path / "run",
-                                     progress=False)  # fmt: skip
+        _, metrics = train_tokenizer(
+            vae_config, data, None, settings(6, batch_size=8), tmp_path / "run", progress=False
+        )
     assert metrics["psnr"] > 0
     assert {str(w.message).split(":")[0] for w in seen} <= {f"skipping unreadable image {root / 'a' / 'broken.png'}"}
 
@@ -249,16 +254,35 @@ def test_training_commands_end_to_end(tmp_path, capsys):
     from nextscale.cli import main
     from nextscale.weights import load_model
 
-    common = ["--data", "digits", "--steps", "2", "--batch-size", "8", "--eval-every", "2", "--device", "cpu",
-              "--quiet"]  # fmt: skip
+    common = [
+        "--data",
+        "digits",
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--eval-every",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     tok = ["train-tokenizer", "--preset", "tiny", "--run-dir", str(tmp_path / "tok"), *common]
     assert main(tok) == 0
     assert "tokenizer saved to" in capsys.readouterr().out
     assert main(tok) == 2  # the run directory holds a run: refuse to overwrite it
     assert "pass --resume" in capsys.readouterr().err
     assert main([*tok, "--resume"]) == 0  # already at its last step: nothing more to do
-    var = ["train", "--tokenizer", str(tmp_path / "tok" / "model"), "--preset", "tiny", "--run-dir",
-           str(tmp_path / "var"), *common]  # fmt: skip
+    var = [
+        "train",
+        "--tokenizer",
+        str(tmp_path / "tok" / "model"),
+        "--preset",
+        "tiny",
+        "--run-dir",
+        str(tmp_path / "var"),
+        *common,
+    ]
     assert main(var) == 0
     by_name = ["train", "--tokenizer", "digits", "--preset", "tiny", "--run-dir", str(tmp_path / "named"), *common]
     assert main(by_name) == 0  # a built-in model's name works wherever a tokenizer is taken
@@ -275,8 +299,9 @@ def test_adversarial_option_trains_a_discriminator(digits8, tmp_path):
     vae_config, _ = preset_configs("tiny")
     train, test = digits8
     options = TokenizerOptions(adversarial_weight=0.1, revive_every=0)
-    _, metrics = train_tokenizer(vae_config, train, test, settings(2), tmp_path / "gan", options=options,
-                                 progress=False)  # fmt: skip
+    _, metrics = train_tokenizer(
+        vae_config, train, test, settings(2), tmp_path / "gan", options=options, progress=False
+    )
     assert metrics["psnr"] > 0
     from nextscale.training.checkpoint import SafeReader
 
@@ -339,8 +364,9 @@ def test_the_adaptive_adversarial_weight_trains(digits8, tmp_path):
     vae_config, _ = preset_configs("tiny")
     train, test = digits8
     options = TokenizerOptions(adversarial_weight=0.5, adversarial_start=1, revive_every=0)
-    train_tokenizer(vae_config, train, test, settings(3, log_every=1), tmp_path / "gan", options=options,
-                    progress=False)  # fmt: skip
+    train_tokenizer(
+        vae_config, train, test, settings(3, log_every=1), tmp_path / "gan", options=options, progress=False
+    )
     records = [json.loads(line) for line in (tmp_path / "gan" / "log.jsonl").read_text().splitlines()]
     weights = [r["adversarial_weight"] for r in records if "adversarial_weight" in r]
     assert len(weights) == 2 and all(0 < w < 0.5 * 1e4 for w in weights)
@@ -351,11 +377,13 @@ def test_checkpointed_and_compiled_steps_train_the_same_weights(digits8, tmp_pat
     train, test = digits8
     vae, opts = VQVAE(vae_config), VAROptions(cond_drop_rate=0.5, drop_path_rate=0.2)
     plain, _ = train_var(var_config, vae, train, test, settings(3), tmp_path / "a", options=opts, progress=False)
-    recomputed, _ = train_var(var_config, vae, train, test, settings(3, grad_checkpointing=True), tmp_path / "b",
-                              options=opts, progress=False)  # fmt: skip
+    recomputed, _ = train_var(
+        var_config, vae, train, test, settings(3, grad_checkpointing=True), tmp_path / "b", options=opts, progress=False
+    )
     assert same_weights(plain, recomputed)  # the drop-path masks are inputs: the recomputation sees the same
-    compiled, _ = train_var(var_config, vae, train, test, settings(3, compile="eager"), tmp_path / "c",
-                            options=opts, progress=False)  # fmt: skip
+    compiled, _ = train_var(
+        var_config, vae, train, test, settings(3, compile="eager"), tmp_path / "c", options=opts, progress=False
+    )
     assert same_weights(plain, compiled)
 
 
@@ -367,8 +395,12 @@ def test_dataloader_workers_do_not_change_what_a_step_sees(tmp_path):
             Image.new("RGB", (13, 11), (i * 20, 90 if label == "a" else 180, 40 + i)).save(root / label / f"{i}.png")
     data = ImageFolderDataset(root, resolution=8, train=True, hflip=True)  # random crops and flips
     vae_config, _ = preset_configs("tiny")
-    runs = [train_tokenizer(vae_config, data, None, settings(3, batch_size=8, workers=w), tmp_path / f"w{w}",
-                            progress=False)[0] for w in (0, 2)]  # fmt: skip
+    runs = [
+        train_tokenizer(
+            vae_config, data, None, settings(3, batch_size=8, workers=w), tmp_path / f"w{w}", progress=False
+        )[0]
+        for w in (0, 2)
+    ]
     assert same_weights(*runs)
 
 
@@ -414,7 +446,7 @@ def test_a_checkpoint_of_an_optimizer_that_never_stepped_resumes_exactly(digits8
     var = VAR(var_config, device="meta")
     var.to_empty(device="cpu")
     var.init_weights(**VAROptions().init_kwargs())
-    trainer = Trainer(VARStage(var, vae, train, test, settings(3)), settings(3), tmp_path / "run", progress=False)
+    trainer = Trainer(VARStage(vae, var, train, test, settings(3)), settings(3), tmp_path / "run", progress=False)
     trainer.start(False)
     trainer.save()  # step 0: AdamW has no state yet (as when fp16's scaler skips the first steps)
     resumed, _ = train_var(var_config, vae, train, test, settings(3), tmp_path / "run", resume=True, progress=False)

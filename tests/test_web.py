@@ -94,8 +94,9 @@ def test_sample_draws_what_its_command_line_draws(client, tmp_path, label):
     assert len(images) == 3 and all(image.shape == (32, 32, 3) for image in images)
     assert answer["labels"] == [3] * 3 if label == 3 else [10] * 3  # 10: the null class
     which = "--class 3" if label == 3 else "--unconditional"
-    assert answer["command"] == (f"nextscale sample --model digits {which} --n 3 --seed 7 --cfg 2.5 --top-k 50 "
-                                 "--top-p 0.9 --out samples")  # fmt: skip
+    assert answer["command"] == (
+        f"nextscale sample --model digits {which} --n 3 --seed 7 --cfg 2.5 --top-k 50 --top-p 0.9 --out samples"
+    )
     run_command(answer["command"], **{"--out": str(tmp_path)})
     for i, image in enumerate(images):
         assert np.array_equal(np.asarray(Image.open(tmp_path / f"{i:06d}.png")), image)
@@ -128,8 +129,7 @@ def test_edit_does_what_its_command_line_does(client, tmp_path, region, monkeypa
         mask = Image.new("L", (96, 64), 0)  # not square: cropped to its centre, as the image is
         mask.paste(255, (0, 0, 96, 24))
         mask.save(tmp_path / "my mask.png")
-        body.update(mask="data:image/png;base64," + b64(png_bytes(mask)), mask_filename="my mask.png",
-                    mode="outpaint")  # fmt: skip
+        body.update(mask="data:image/png;base64," + b64(png_bytes(mask)), mask_filename="my mask.png", mode="outpaint")
     events = stream(client, "/api/edit/stream", body)
     assert [e["event"] for e in events] == ["started", "scales", *["scale"] * 6, "done"]
     result = events[-1]
@@ -317,8 +317,11 @@ def test_jobs_run_one_at_a_time_and_hear_their_place_in_line():
         results = [[e async for e in line.events(job)] for job in (first, second, third)]
         assert results[0] == [{"event": "started"}, {"event": "done", "who": "first"}]
         assert results[1] == [{"event": "started"}, {"event": "done", "who": "second"}]
-        assert results[2] == [{"event": "queued", "position": 1}, {"event": "started"},
-                              {"event": "done", "who": "third"}]  # fmt: skip
+        assert results[2] == [
+            {"event": "queued", "position": 1},
+            {"event": "started"},
+            {"event": "done", "who": "third"},
+        ]
         assert order == ["first", "second", "third"] and len(line) == 0
         line.close()
 

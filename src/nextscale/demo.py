@@ -45,33 +45,43 @@ def one_per_class(data: DigitsDataset, num_classes: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_demo(out: str | Path = "outputs/demo.png", *, model: str = "digits", seed: int = 0, rows: int = 4,
-             device="cpu") -> Path:  # fmt: skip
+def run_demo(
+    out: str | Path = "outputs/demo.png", *, model: str = "digits", seed: int = 0, rows: int = 4, device="cpu"
+) -> Path:
     """Samples, reconstructions, one pyramid scale by scale, and edits, in one picture at `out`."""
     vae, var = load_model(model, device=device)
     n = var.num_classes
     sections = []
     labels = [c for _ in range(rows) for c in range(n)]
-    samples = sample(var, vae, labels, seed=seed, **DEMO_SAMPLING)
+    samples = sample(vae, var, labels, seed=seed, **DEMO_SAMPLING)
     sections.append(_section(f"class-conditional samples, one column per class 0..{n - 1}", samples.images, n))
 
     real = one_per_class(DigitsDataset("test"), n).to(device)
     recon = vae.reconstruct(real)
-    sections.append(_section("test digits (top) and their tokenizer reconstructions (bottom)",
-                             torch.cat([real, recon]).add(1).div(2), n))  # fmt: skip
+    sections.append(
+        _section(
+            "test digits (top) and their tokenizer reconstructions (bottom)", torch.cat([real, recon]).add(1).div(2), n
+        )
+    )
 
-    progression = sample(var, vae, [3], seed=seed + 1, return_fhats=True, **DEMO_SAMPLING)
+    progression = sample(vae, var, [3], seed=seed + 1, return_fhats=True, **DEMO_SAMPLING)
     steps = torch.cat([vae.fhat_to_img(f) for f in progression.fhats]).add(1).div(2)
     scales = " -> ".join(f"{pn}x{pn}" for pn in var.patch_nums)  # the default font has no arrows
     sections.append(_section(f"one sample, scale by scale ({scales})", steps, len(steps)))
 
     targets = [(c + 1) % n for c in range(n)]
-    inpainted = edit(var, vae, real.add(1).div(2), EDIT_BOX, labels=targets, seed=seed, **DEMO_SAMPLING)
-    outpainted = edit(var, vae, real.add(1).div(2), (0.25, 0.25, 0.75, 0.75), mode="outpaint", seed=seed,
-                      **DEMO_SAMPLING)  # fmt: skip
-    sections.append(_section("zero-shot editing: the test digits above with their centre repainted as digit + 1 (top), "
-                             "and out-painted around their centre (bottom)",
-                             torch.cat([inpainted.images, outpainted.images]), n))  # fmt: skip
+    inpainted = edit(vae, var, real.add(1).div(2), EDIT_BOX, labels=targets, seed=seed, **DEMO_SAMPLING)
+    outpainted = edit(
+        vae, var, real.add(1).div(2), (0.25, 0.25, 0.75, 0.75), mode="outpaint", seed=seed, **DEMO_SAMPLING
+    )
+    sections.append(
+        _section(
+            "zero-shot editing: the test digits above with their centre repainted as digit + 1 (top), "
+            "and out-painted around their centre (bottom)",
+            torch.cat([inpainted.images, outpainted.images]),
+            n,
+        )
+    )
 
     out = Path(out)
     picture = _stack(sections)

@@ -31,8 +31,10 @@ class Distributed:
     def local_batch(self, global_batch: int) -> slice:
         """This rank's share of a global batch; refuses a batch that does not divide equally."""
         if global_batch % self.world:
-            raise NextscaleError(f"--batch-size {global_batch} does not divide over {self.world} processes: "
-                                 f"use a multiple of {self.world}")  # fmt: skip
+            raise NextscaleError(
+                f"--batch-size {global_batch} does not divide over {self.world} processes: "
+                f"use a multiple of {self.world}"
+            )
         per = global_batch // self.world
         return slice(self.rank * per, (self.rank + 1) * per)
 
@@ -71,8 +73,9 @@ def setup(device: torch.device) -> tuple[Distributed, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), device_id=device
-                                if device.type == "cuda" else None)  # fmt: skip
+        dist.init_process_group(
+            backend, timeout=datetime.timedelta(minutes=30), device_id=device if device.type == "cuda" else None
+        )
     cpu_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
     return Distributed(rank, world, local_rank, cpu_group), device
 

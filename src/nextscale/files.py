@@ -152,8 +152,9 @@ def claim_output_dir(directory: str | os.PathLike, command: str, files: list[str
             previous = json.loads(manifest.read_text())
             previous = {"files": [str(f) for f in previous["files"]], "numbered": int(previous["numbered"])}
         except (OSError, ValueError, KeyError, TypeError):
-            raise NextscaleError(f"{manifest} is not a nextscale outputs list: remove it or pick another output "
-                                 "directory") from None  # fmt: skip
+            raise NextscaleError(
+                f"{manifest} is not a nextscale outputs list: remove it or pick another output directory"
+            ) from None
 
     def numbered_index(name: str, count: int) -> bool:
         return re.fullmatch(r"\d{6,}\.png", name) is not None and int(name[:-4]) < count
@@ -161,11 +162,18 @@ def claim_output_dir(directory: str | os.PathLike, command: str, files: list[str
     ours_before = set(previous["files"])
     existing = [p.name for p in directory.iterdir() if p.is_file()]
     wanted = set(files)
-    clash = [n for n in existing if (n in wanted or numbered_index(n, numbered))
-             and n not in ours_before and not numbered_index(n, previous["numbered"])]  # fmt: skip
+    clash = [
+        n
+        for n in existing
+        if (n in wanted or numbered_index(n, numbered))
+        and n not in ours_before
+        and not numbered_index(n, previous["numbered"])
+    ]
     if clash:
-        raise NextscaleError(f"{directory / sorted(clash)[0]} exists and was not written by nextscale "
-                             f"({len(clash)} such file(s)): pick another output directory")  # fmt: skip
+        raise NextscaleError(
+            f"{directory / sorted(clash)[0]} exists and was not written by nextscale "
+            f"({len(clash)} such file(s)): pick another output directory"
+        )
     removed = [n for n in existing if n in ours_before or numbered_index(n, previous["numbered"])]
     for name in removed:
         (directory / name).unlink()

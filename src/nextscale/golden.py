@@ -106,9 +106,9 @@ def compute_outputs(meta: dict, tensors: dict[str, torch.Tensor]) -> dict[str, t
         )
         if "keep_mask" in s:
             keep = scale_keep_masks(tensors[s["keep_mask"]], var.patch_nums)
-            result = edit(var, vae, mask=keep, input_tokens=idx, labels=labels, **settings)
+            result = edit(vae, var, mask=keep, input_tokens=idx, labels=labels, **settings)
         else:
-            result = sample(var, vae, labels, **settings)
+            result = sample(vae, var, labels, **settings)
         out[f"out.sample.{run}.img"] = result.images
         out.update({f"out.sample.{run}.idx.{k}": t for k, t in enumerate(result.tokens)})
     return out

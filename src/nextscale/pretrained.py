@@ -92,8 +92,9 @@ class PretrainedMixin:
     def read_config(cls, directory: str | os.PathLike):
         config_path = Path(directory) / CONFIG_NAME
         if not config_path.is_file():
-            raise CheckpointError(f"{config_path} not found: a saved model directory holds {CONFIG_NAME} and "
-                                  f"{WEIGHTS_NAME}")  # fmt: skip
+            raise CheckpointError(
+                f"{config_path} not found: a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+            )
         try:
             meta = json.loads(config_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -113,8 +114,9 @@ class PretrainedMixin:
         model = cls(config, device="meta")
         weights_path = directory / WEIGHTS_NAME
         if not weights_path.is_file():
-            raise CheckpointError(f"{weights_path} not found: a saved model directory holds {CONFIG_NAME} and "
-                                  f"{WEIGHTS_NAME}")  # fmt: skip
+            raise CheckpointError(
+                f"{weights_path} not found: a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+            )
         load_strict(model, read_safetensors(weights_path), str(weights_path), assign=True)
         return model.to(device).eval()
 

@@ -49,10 +49,26 @@ def _digits():
 
     # 32×32 images, 4× downsampling → 8×8 latents; a 256-code book is plenty for ten kinds of strokes.
     # Sized to train in minutes on a 2-core CPU and to ship under 20 MB.
-    vae = VQVAEConfig(vocab_size=256, z_channels=16, ch=16, ch_mult=(1, 2, 4), num_res_blocks=1,
-                      using_sa=False, using_mid_sa=True, norm_groups=8, patch_nums=DIGITS_PATCH_NUMS)  # fmt: skip
-    var = VARConfig(depth=4, embed_dim=128, num_heads=4, num_classes=10, vocab_size=256, latent_channels=16,
-                    patch_nums=DIGITS_PATCH_NUMS)  # fmt: skip
+    vae = VQVAEConfig(
+        vocab_size=256,
+        z_channels=16,
+        ch=16,
+        ch_mult=(1, 2, 4),
+        num_res_blocks=1,
+        using_sa=False,
+        using_mid_sa=True,
+        norm_groups=8,
+        patch_nums=DIGITS_PATCH_NUMS,
+    )
+    var = VARConfig(
+        depth=4,
+        embed_dim=128,
+        num_heads=4,
+        num_classes=10,
+        vocab_size=256,
+        latent_channels=16,
+        patch_nums=DIGITS_PATCH_NUMS,
+    )
     return vae, var
 
 
@@ -68,10 +84,19 @@ def _tiny():
     from .transformer import VARConfig
 
     patch_nums = (1, 2, 3, 4)
-    vae = VQVAEConfig(vocab_size=32, z_channels=4, ch=8, ch_mult=(1, 2), num_res_blocks=1, using_sa=False,
-                      norm_groups=4, patch_nums=patch_nums)  # fmt: skip
-    var = VARConfig(depth=2, embed_dim=32, num_heads=2, num_classes=4, vocab_size=32, latent_channels=4,
-                    patch_nums=patch_nums)  # fmt: skip
+    vae = VQVAEConfig(
+        vocab_size=32,
+        z_channels=4,
+        ch=8,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        using_sa=False,
+        norm_groups=4,
+        patch_nums=patch_nums,
+    )
+    var = VARConfig(
+        depth=2, embed_dim=32, num_heads=2, num_classes=4, vocab_size=32, latent_channels=4, patch_nums=patch_nums
+    )
     return vae, var
 
 
@@ -135,9 +160,18 @@ IMAGENET_TRAIN_IMAGES = 1_281_167
 def _reference(depth: int, batch: int, epochs: int, base_lr: float, alng: float, wpe: float, wd_end=None, reso=256):
     """Reference section 3.6: lr = base_lr × batch / 256, warm-up for epochs/50, `lin0` down to wpe × peak."""
     steps_per_epoch = -(-IMAGENET_TRAIN_IMAGES // batch)
-    train = dict(steps=epochs * steps_per_epoch, batch_size=batch, lr=base_lr * batch / 256,
-                 warmup_steps=epochs * steps_per_epoch // 50, schedule="lin0", lr_end_ratio=wpe, weight_decay=0.05,
-                 weight_decay_end=wd_end, grad_clip=2.0, precision="fp16")  # fmt: skip
+    train = dict(
+        steps=epochs * steps_per_epoch,
+        batch_size=batch,
+        lr=base_lr * batch / 256,
+        warmup_steps=epochs * steps_per_epoch // 50,
+        schedule="lin0",
+        lr_end_ratio=wpe,
+        weight_decay=0.05,
+        weight_decay_end=wd_end,
+        grad_clip=2.0,
+        precision="fp16",
+    )
     options = dict(cond_drop_rate=0.1, drop_path_rate=0.1 * depth / 24, init_adaln_gamma=alng)
     name = f"var-d{depth}"
     return Recipe("var", name, f"ImageNet-1k train, {reso} px", train, options, epochs=epochs)
@@ -145,8 +179,16 @@ def _reference(depth: int, batch: int, epochs: int, base_lr: float, alng: float,
 
 def _digits_recipe(stage: str, steps: int, batch: int, lr: float, warmup: int, wd: float, every: int, **options):
     """The built-in model's recipes (seed 0): what `nextscale demo --train` replays."""
-    train = dict(steps=steps, batch_size=batch, lr=lr, warmup_steps=warmup, weight_decay=wd, eval_every=every,
-                 save_every=every, seed=0)  # fmt: skip
+    train = dict(
+        steps=steps,
+        batch_size=batch,
+        lr=lr,
+        warmup_steps=warmup,
+        weight_decay=wd,
+        eval_every=every,
+        save_every=every,
+        seed=0,
+    )
     return Recipe(stage, "digits", "digits", train, options)
 
 
@@ -155,8 +197,17 @@ def _tokenizer_recipe(batch: int = 128, epochs: int = 40, lr: float = 1e-4, adve
     released no tokenizer training: these settings follow the open VQGAN-style recipes (LPIPS weight 1, a
     PatchGAN hinge loss at 0.5 with VQGAN's adaptive weight from step 20k, AdamW 1e-4, β = (0.9, 0.95))."""
     steps = epochs * (IMAGENET_TRAIN_IMAGES // batch)
-    train = dict(steps=steps, batch_size=batch, lr=lr, warmup_steps=0, schedule="cos", lr_end_ratio=0.1,
-                 weight_decay=0.0, grad_clip=1.0, precision="bf16")  # fmt: skip
+    train = dict(
+        steps=steps,
+        batch_size=batch,
+        lr=lr,
+        warmup_steps=0,
+        schedule="cos",
+        lr_end_ratio=0.1,
+        weight_decay=0.0,
+        grad_clip=1.0,
+        precision="bf16",
+    )
     options = dict(beta=0.25, perceptual_weight=1.0, adversarial_weight=0.5, adversarial_start=adversarial_start)
     return Recipe("tokenizer", "var-d16", "ImageNet-1k train, 256 px", train, options, epochs=epochs)
 

@@ -182,6 +182,10 @@ def versions(*extra: str) -> dict:
         except PackageNotFoundError:  # run from a source tree that was never installed
             return "unknown"
 
-    found = {"nextscale": installed("nextscale"), "torch": torch.__version__, "numpy": numpy.__version__,
-             "python": platform.python_version()}  # fmt: skip
+    found = {
+        "nextscale": installed("nextscale"),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
     return found | {name: installed(name) for name in extra}

@@ -66,13 +66,14 @@ class LoadResult:
 
     def row(self) -> str:
         gib, w = 2**30, self.weights_bytes
-        return (f"{self.format:<12}{self.load_s:>8.2f}{self.import_s:>9.2f}{self.rss_before_load / gib:>9.2f}"
-                f"{self.peak_after_load / gib:>10.2f}{self.peak_after_load / w:>7.2f}"
-                f"{self.peak_after_touching / gib:>10.2f}{self.peak_after_touching / w:>7.2f}")  # fmt: skip
+        return (
+            f"{self.format:<12}{self.load_s:>8.2f}{self.import_s:>9.2f}{self.rss_before_load / gib:>9.2f}"
+            f"{self.peak_after_load / gib:>10.2f}{self.peak_after_load / w:>7.2f}"
+            f"{self.peak_after_touching / gib:>10.2f}{self.peak_after_touching / w:>7.2f}"
+        )
 
 
-HEADER = (f"{'format':<12}{'load s':>8}{'import s':>9}{'base GiB':>9}{'peak GiB':>10}{'×w':>7}"
-          f"{'touched':>10}{'×w':>7}")  # fmt: skip
+HEADER = f"{'format':<12}{'load s':>8}{'import s':>9}{'base GiB':>9}{'peak GiB':>10}{'×w':>7}{'touched':>10}{'×w':>7}"
 
 
 def write_weights(preset: str, scratch: Path, seed: int = 0) -> dict[str, list[Path]]:

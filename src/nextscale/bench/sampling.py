@@ -130,9 +130,19 @@ class BenchResult:
         return "\n".join(lines)
 
 
-def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu", precision: str | None = None,
-                   compile: str | None = None, runs: int = 3, warmup: int = 1, train_batch_size: int = 0,
-                   seed: int = 0, reuse_memory: bool = True) -> BenchResult:  # fmt: skip
+def bench_sampling(
+    preset: str = "var-d16",
+    *,
+    batch_size: int = 4,
+    device="cpu",
+    precision: str | None = None,
+    compile: str | None = None,
+    runs: int = 3,
+    warmup: int = 1,
+    train_batch_size: int = 0,
+    seed: int = 0,
+    reuse_memory: bool = True,
+) -> BenchResult:
     """Times the sampler with random weights (speed does not depend on them), guidance on, top-k 900, top-p 0.96.
 
     The matmul rate is measured before every timed run and the median is used, so that a noisy machine slows
@@ -162,7 +172,7 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
         marks.clear()
         synchronize(device)
         started = time.perf_counter()
-        sample(var, vae, labels, seed=seed, on_scale=on_scale, reuse_memory=reuse_memory, **settings)
+        sample(vae, var, labels, seed=seed, on_scale=on_scale, reuse_memory=reuse_memory, **settings)
         synchronize(device)
         ended = time.perf_counter()
         per_scale = [b - a for a, b in zip([started, *marks[:-1]], marks)]
@@ -181,7 +191,7 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
     per_scale = [statistics.median(r[1][si] for r in results) for si in range(len(var.patch_nums))]
     memory = peak_memory_bytes(device)
 
-    total_flops = count_flops(lambda: sample(var, vae, labels, seed=seed, **{**settings, "compile": None}))
+    total_flops = count_flops(lambda: sample(vae, var, labels, seed=seed, **{**settings, "compile": None}))
     pn = var.patch_nums[-1]
     f_hat = torch.zeros(batch_size, vae.config.z_channels, pn, pn, device=device)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -194,12 +204,21 @@ def bench_sampling(preset: str = "var-d16", *, batch_size: int = 4, device="cpu"
     ]
     training = bench_training(var, train_batch_size, device, precision, rate) if train_batch_size else None
     return BenchResult(
-        preset=preset, device=str(device), machine=machine_name(device), precision=precision,
-        batch_size=batch_size, compile=compile, matmul_tflops=rate / 1e12, phases=phases,
-        per_scale_seconds=per_scale, images_per_second=batch_size / total, peak_memory_gib=memory / 2**30,
-        settings={k: v for k, v in settings.items() if k not in ("precision", "compile")}, training=training,
+        preset=preset,
+        device=str(device),
+        machine=machine_name(device),
+        precision=precision,
+        batch_size=batch_size,
+        compile=compile,
+        matmul_tflops=rate / 1e12,
+        phases=phases,
+        per_scale_seconds=per_scale,
+        images_per_second=batch_size / total,
+        peak_memory_gib=memory / 2**30,
+        settings={k: v for k, v in settings.items() if k not in ("precision", "compile")},
+        training=training,
         reuse_freed_memory=reusing_freed_memory(),
-    )  # fmt: skip
+    )
 
 
 def bench_training(var, batch_size: int, device: torch.device, precision: str, rate: float, runs: int = 3) -> dict:
@@ -230,8 +249,14 @@ def bench_training(var, batch_size: int, device: torch.device, precision: str, r
     flops = count_flops(step)
     var.eval()
     seconds = statistics.median(times)
-    return {"batch_size": batch_size, "seconds": seconds, "tokens_per_second": batch_size * cfg.num_tokens / seconds,
-            "flops": flops, "floor_seconds": flops / rate, "ratio": seconds / (flops / rate)}  # fmt: skip
+    return {
+        "batch_size": batch_size,
+        "seconds": seconds,
+        "tokens_per_second": batch_size * cfg.num_tokens / seconds,
+        "flops": flops,
+        "floor_seconds": flops / rate,
+        "ratio": seconds / (flops / rate),
+    }
 
 
 def machine_name(device: torch.device) -> str:

@@ -71,8 +71,9 @@ class SweepRow:
     frechet_ratio: float  # digits: Fréchet distance to real test digits ÷ real train ↔ test
 
 
-def time_option(vae, var, fine_var, option: Option, batch: int, runs: int, warmup: int,
-                precision: str) -> tuple[float, float]:  # fmt: skip
+def time_option(
+    vae, var, fine_var, option: Option, batch: int, runs: int, warmup: int, precision: str
+) -> tuple[float, float]:
     """Median (whole call, transformer part) seconds; the transformer part ends at the last scale's tokens."""
     K, device = len(var.patch_nums), var.head.weight.device
     labels = torch.arange(batch, device=device) % var.num_classes
@@ -86,7 +87,7 @@ def time_option(vae, var, fine_var, option: Option, batch: int, runs: int, warmu
     for i in range(warmup + runs):
         synchronize(device)
         started = time.perf_counter()
-        sample(var, vae, labels, seed=i, precision=precision, on_scale=on_scale, **option.settings(K, fine_var))
+        sample(vae, var, labels, seed=i, precision=precision, on_scale=on_scale, **option.settings(K, fine_var))
         synchronize(device)
         if i >= warmup:
             whole.append(time.perf_counter() - started)
@@ -94,9 +95,19 @@ def time_option(vae, var, fine_var, option: Option, batch: int, runs: int, warmu
     return statistics.median(whole), statistics.median(tokens)
 
 
-def sweep(preset: str = "var-d16", fine_depth: int = 8, *, batch: int = 4, runs: int = 3, warmup: int = 1,
-          precision: str = "fp32", device="cpu", n_per_class: int = 100, options=OPTIONS,
-          progress: bool = True) -> list[SweepRow]:  # fmt: skip
+def sweep(
+    preset: str = "var-d16",
+    fine_depth: int = 8,
+    *,
+    batch: int = 4,
+    runs: int = 3,
+    warmup: int = 1,
+    precision: str = "fp32",
+    device="cpu",
+    n_per_class: int = 100,
+    options=OPTIONS,
+    progress: bool = True,
+) -> list[SweepRow]:
     """Times every option on `preset` shapes (random weights; the hand-off's small model follows the released
     depth rule at `fine_depth`: width 64·depth, on the same scales) and measures it on the digits (with the
     shipped `digits-small`)."""
@@ -112,22 +123,31 @@ def sweep(preset: str = "var-d16", fine_depth: int = 8, *, batch: int = 4, runs:
     for option in options:
         seconds, token_seconds = time_option(vae, var, fine_var, option, batch, runs, warmup, precision)
         settings = option.settings(len(digits_var.patch_nums), digits_small)
-        accuracy, ratio = judge_digit_samples(digits_vae, digits_var, n_per_class=n_per_class, progress=progress,
-                                              **settings)  # fmt: skip
+        accuracy, ratio = judge_digit_samples(
+            digits_vae, digits_var, n_per_class=n_per_class, progress=progress, **settings
+        )
         rows.append(SweepRow(option.name, seconds, token_seconds, 0.0, 0.0, accuracy, ratio))
         if progress:
-            print(f"{option.name}: {seconds:.2f} s ({token_seconds:.2f} s tokens), accuracy {accuracy:.1%}, "
-                  f"Fréchet ratio {ratio:.2f}", flush=True)  # fmt: skip
+            print(
+                f"{option.name}: {seconds:.2f} s ({token_seconds:.2f} s tokens), accuracy {accuracy:.1%}, "
+                f"Fréchet ratio {ratio:.2f}",
+                flush=True,
+            )
     for row in rows:
         row.speedup, row.token_speedup = rows[0].seconds / row.seconds, rows[0].token_seconds / row.token_seconds
     return rows
 
 
 def table(rows: list[SweepRow], preset: str, batch: int, precision: str, device) -> str:
-    head = (f"| option | {preset}, batch {batch}, {precision}, {device}: whole sample s | speed-up | transformer s "
-            "| speed-up | digits accuracy | digits Fréchet ratio |\n" + "| --- " * 7 + "|")  # fmt: skip
-    lines = [f"| {r.option} | {r.seconds:.2f} | {r.speedup:.2f}× | {r.token_seconds:.2f} | {r.token_speedup:.2f}× | "
-             f"{r.accuracy:.1%} | {r.frechet_ratio:.2f} |" for r in rows]  # fmt: skip
+    head = (
+        f"| option | {preset}, batch {batch}, {precision}, {device}: whole sample s | speed-up | transformer s "
+        "| speed-up | digits accuracy | digits Fréchet ratio |\n" + "| --- " * 7 + "|"
+    )
+    lines = [
+        f"| {r.option} | {r.seconds:.2f} | {r.speedup:.2f}× | {r.token_seconds:.2f} | {r.token_speedup:.2f}× | "
+        f"{r.accuracy:.1%} | {r.frechet_ratio:.2f} |"
+        for r in rows
+    ]
     return "\n".join([head, *lines])
 
 

@@ -76,8 +76,11 @@ def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dic
     """Bytes this rank holds in parameters, their gradients and the optimizer's state tensors."""
     params = list(model.parameters())
     optim = sum(_local_bytes(v) for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v))
-    return {"params": sum(_local_bytes(p) for p in params), "grads": sum(_local_bytes(p.grad) for p in params),
-            "optimizer": optim}  # fmt: skip
+    return {
+        "params": sum(_local_bytes(p) for p in params),
+        "grads": sum(_local_bytes(p.grad) for p in params),
+        "optimizer": optim,
+    }
 
 
 def _hand_back_freed_memory() -> None:
@@ -92,9 +95,18 @@ def _hand_back_freed_memory() -> None:
         pass
 
 
-def bench_train_step(preset: str = "var-d16", batch_size: int = 2, device="cpu", precision: str | None = None,
-                     fsdp: bool = False, steps: int = 3, warmup: int = 1, patch_nums=None,
-                     grad_checkpointing: bool = False, seed: int = 0) -> list[dict]:  # fmt: skip
+def bench_train_step(
+    preset: str = "var-d16",
+    batch_size: int = 2,
+    device="cpu",
+    precision: str | None = None,
+    fsdp: bool = False,
+    steps: int = 3,
+    warmup: int = 1,
+    patch_nums=None,
+    grad_checkpointing: bool = False,
+    seed: int = 0,
+) -> list[dict]:
     """Times `steps` training steps (after `warmup` untimed ones) of the preset's transformer with random
     weights, in this process or in every process of torchrun's job (joined here when the environment has
     WORLD_SIZE and RANK, and left again if this call joined it). `batch_size` is the global batch;
@@ -107,8 +119,9 @@ def bench_train_step(preset: str = "var-d16", batch_size: int = 2, device="cpu",
     if steps < 1 or warmup < 0:
         raise NextscaleError(f"--train-steps must be at least 1 and --warmup at least 0, got {steps} and {warmup}")
     if fsdp and not launched_by_torchrun():
-        raise NextscaleError("--fsdp needs torchrun (e.g. torchrun --standalone --nproc_per_node 2 -m nextscale "
-                             "bench --train --fsdp …)")  # fmt: skip
+        raise NextscaleError(
+            "--fsdp needs torchrun (e.g. torchrun --standalone --nproc_per_node 2 -m nextscale bench --train --fsdp …)"
+        )
     check_training_device(device, precision)
     vae_config, var_config = architecture(preset)
     if patch_nums is not None:
@@ -118,8 +131,15 @@ def bench_train_step(preset: str = "var-d16", batch_size: int = 2, device="cpu",
     dist, device = setup(device)
     try:
         local = dist.local_batch(batch_size)
-        config = TrainConfig(steps=warmup + steps + 1, batch_size=batch_size, precision=precision, fsdp=fsdp,
-                             grad_checkpointing=grad_checkpointing, seed=seed, warmup_steps=0)  # fmt: skip
+        config = TrainConfig(
+            steps=warmup + steps + 1,
+            batch_size=batch_size,
+            precision=precision,
+            fsdp=fsdp,
+            grad_checkpointing=grad_checkpointing,
+            seed=seed,
+            warmup_steps=0,
+        )
         options = VAROptions()
         # As `nextscale.training.train_var` builds it: under FSDP the other ranks take rank 0's weights.
         torch.manual_seed(seed)
@@ -128,7 +148,7 @@ def bench_train_step(preset: str = "var-d16", batch_size: int = 2, device="cpu",
             var.to_empty(device="cpu")
             var.init_weights(**options.init_kwargs())
         vae = VQVAE(vae_config, device="cpu")
-        stage = VARStage(var, vae, _NoImages(var_config.num_classes), None, config, options, device, dist)
+        stage = VARStage(vae, var, _NoImages(var_config.num_classes), None, config, options, device, dist)
         with tempfile.TemporaryDirectory() as run_dir:  # the trainer writes nothing before `start`
             trainer = Trainer(stage, config, run_dir, dist=dist, device=device, progress=False)
         num_params = sum(p.numel() for p in stage.model.parameters())
@@ -171,15 +191,29 @@ def bench_train_step(preset: str = "var-d16", batch_size: int = 2, device="cpu",
 
         mode = "fsdp" if fsdp else "ddp" if dist.enabled else "single"
         record = {
-            "rank": dist.rank, "world": dist.world, "mode": mode, "preset": preset,
-            "patch_nums": list(var_config.patch_nums), "device": str(device), "machine": machine_name(device),
-            "precision": precision, "grad_checkpointing": grad_checkpointing, "batch_size": batch_size,
-            "local_batch": local.stop - local.start, "tokens_per_step": batch_size * L, "num_params": num_params,
-            "warmup": warmup, "steps": steps, "step_times_s": times, "step_s": statistics.median(times),
-            "matmul_gflops": statistics.median(rates) / 1e9, "local_flops": local_flops,
-            "peak_memory_gib": peak / GiB, "state_gib": sum(state.values()) / GiB,
+            "rank": dist.rank,
+            "world": dist.world,
+            "mode": mode,
+            "preset": preset,
+            "patch_nums": list(var_config.patch_nums),
+            "device": str(device),
+            "machine": machine_name(device),
+            "precision": precision,
+            "grad_checkpointing": grad_checkpointing,
+            "batch_size": batch_size,
+            "local_batch": local.stop - local.start,
+            "tokens_per_step": batch_size * L,
+            "num_params": num_params,
+            "warmup": warmup,
+            "steps": steps,
+            "step_times_s": times,
+            "step_s": statistics.median(times),
+            "matmul_gflops": statistics.median(rates) / 1e9,
+            "local_flops": local_flops,
+            "peak_memory_gib": peak / GiB,
+            "state_gib": sum(state.values()) / GiB,
             **{f"{k}_gib": v / GiB for k, v in state.items()},
-        }  # fmt: skip
+        }
         records = [record]
         if dist.enabled:
             records = [None] * dist.world
@@ -187,8 +221,12 @@ def bench_train_step(preset: str = "var-d16", batch_size: int = 2, device="cpu",
         flops = sum(r["local_flops"] for r in records)
         floor = flops / (sum(r["matmul_gflops"] for r in records) * 1e9)  # every rank's share of the machine
         for r in records:
-            r.update(flops=flops, floor_s=floor, ratio=r["step_s"] / floor if floor else float("inf"),
-                     tokens_per_s=r["tokens_per_step"] / r["step_s"])  # fmt: skip
+            r.update(
+                flops=flops,
+                floor_s=floor,
+                ratio=r["step_s"] / floor if floor else float("inf"),
+                tokens_per_s=r["tokens_per_step"] / r["step_s"],
+            )
         return records
     finally:
         if joined:
@@ -205,13 +243,38 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def train_command(nproc: int, fsdp: bool, json_path: str | Path, *, preset: str, batch_size: int, device: str,
-                  precision: str | None, steps: int, warmup: int, patch_nums=None,
-                  grad_checkpointing: bool = False) -> list[str]:  # fmt: skip
+def train_command(
+    nproc: int,
+    fsdp: bool,
+    json_path: str | Path,
+    *,
+    preset: str,
+    batch_size: int,
+    device: str,
+    precision: str | None,
+    steps: int,
+    warmup: int,
+    patch_nums=None,
+    grad_checkpointing: bool = False,
+) -> list[str]:
     """`nextscale bench --train …` for one configuration: under torchrun (`--standalone`: a free port) for
     more than one process."""
-    args = ["bench", "--train", "--preset", preset, "--batch-size", str(batch_size), "--device", device,
-            "--train-steps", str(steps), "--warmup", str(warmup), "--json", str(json_path)]  # fmt: skip
+    args = [
+        "bench",
+        "--train",
+        "--preset",
+        preset,
+        "--batch-size",
+        str(batch_size),
+        "--device",
+        device,
+        "--train-steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        "--json",
+        str(json_path),
+    ]
     if precision:
         args += ["--precision", precision]
     if patch_nums:
@@ -222,15 +285,35 @@ def train_command(nproc: int, fsdp: bool, json_path: str | Path, *, preset: str,
         args.append("--fsdp")
     if nproc == 1 and not fsdp:
         return [sys.executable, "-m", "nextscale", *args]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-            "-m", "nextscale", *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "nextscale",
+        *args,
+    ]
 
 
-def bench_training_matrix(preset: str = "var-d16", *, batch_size: int = 2, device: str = "cpu",
-                          precision: str | None = None, steps: int = 3, warmup: int = 1, patch_nums=None,
-                          grad_checkpointing: bool = False, nprocs=(1, 2), modes=MODES,
-                          out_json: str | Path | None = None, timeout: float | None = None,
-                          log=None) -> dict:  # fmt: skip
+def bench_training_matrix(
+    preset: str = "var-d16",
+    *,
+    batch_size: int = 2,
+    device: str = "cpu",
+    precision: str | None = None,
+    steps: int = 3,
+    warmup: int = 1,
+    patch_nums=None,
+    grad_checkpointing: bool = False,
+    nprocs=(1, 2),
+    modes=MODES,
+    out_json: str | Path | None = None,
+    timeout: float | None = None,
+    log=None,
+) -> dict:
     """Runs one process alone ("single") and, for every N > 1 in `nprocs`, N processes under each of `modes`
     ("ddp", "fsdp"), each configuration in fresh processes with OMP_NUM_THREADS = cores // N. Returns
     {"runs": [every configuration's per-rank records], "table": markdown}; `out_json` gets the same."""
@@ -244,16 +327,27 @@ def bench_training_matrix(preset: str = "var-d16", *, batch_size: int = 2, devic
         if batch_size % n:
             raise NextscaleError(f"--batch-size {batch_size} does not divide over {n} processes")
     if device.startswith("cuda") and torch.cuda.is_available() and max(nprocs) > torch.cuda.device_count():
-        raise NextscaleError(f"--nprocs {max(nprocs)} needs that many GPUs; this machine has "
-                             f"{torch.cuda.device_count()}")  # fmt: skip
+        raise NextscaleError(
+            f"--nprocs {max(nprocs)} needs that many GPUs; this machine has {torch.cuda.device_count()}"
+        )
     configs = [(n, m) for n in nprocs for m in (("single",) if n == 1 else modes)]
     runs = []
     with tempfile.TemporaryDirectory() as scratch:
         for i, (n, mode) in enumerate(configs):
             path = Path(scratch) / f"{i}-{n}-{mode}.json"
-            cmd = train_command(n, mode == "fsdp", path, preset=preset, batch_size=batch_size, device=device,
-                                precision=precision, steps=steps, warmup=warmup, patch_nums=patch_nums,
-                                grad_checkpointing=grad_checkpointing)  # fmt: skip
+            cmd = train_command(
+                n,
+                mode == "fsdp",
+                path,
+                preset=preset,
+                batch_size=batch_size,
+                device=device,
+                precision=precision,
+                steps=steps,
+                warmup=warmup,
+                patch_nums=patch_nums,
+                grad_checkpointing=grad_checkpointing,
+            )
             env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores() // n))}
             if log:
                 log(f"running {n} process{'es' if n > 1 else ''}, {mode}: {' '.join(cmd[1:])}")
@@ -291,17 +385,21 @@ def matrix_table(runs: list[list[dict]]) -> str:
     ]
     for records in runs:
         r = max(records, key=lambda r: r["step_s"])
-        lines.append(f"| {r['world']} | {r['mode']} | {r['tokens_per_s']:.1f} | {r['step_s']:.3f} | "
-                     f"{r['flops'] / 1e9:.1f} | {r['floor_s']:.3f} | {r['ratio']:.2f} | "
-                     f"{_per_rank(records, 'peak_memory_gib')} | {_per_rank(records, 'state_gib')} |")  # fmt: skip
+        lines.append(
+            f"| {r['world']} | {r['mode']} | {r['tokens_per_s']:.1f} | {r['step_s']:.3f} | "
+            f"{r['flops'] / 1e9:.1f} | {r['floor_s']:.3f} | {r['ratio']:.2f} | "
+            f"{_per_rank(records, 'peak_memory_gib')} | {_per_rank(records, 'state_gib')} |"
+        )
     by = {(rs[0]["world"], rs[0]["mode"]): rs for rs in runs}
     notes = []
     for (world, mode), records in by.items():
         if mode == "fsdp" and (world, "ddp") in by:
             ddp = max(r["state_gib"] for r in by[(world, "ddp")])
             fsdp = max(r["state_gib"] for r in records)
-            notes.append(f"FSDP ÷ DDP parameter + gradient + optimizer memory per rank ({world} processes, the "
-                         f"largest rank): {fsdp:.3f} / {ddp:.3f} GiB = {fsdp / ddp:.3f}")  # fmt: skip
+            notes.append(
+                f"FSDP ÷ DDP parameter + gradient + optimizer memory per rank ({world} processes, the "
+                f"largest rank): {fsdp:.3f} / {ddp:.3f} GiB = {fsdp / ddp:.3f}"
+            )
     return "\n".join(lines + ([""] + notes if notes else []))
 
 

@@ -6,10 +6,11 @@ Every failure a user can cause ends in one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from .. import __version__
-from ..errors import NextscaleError
+from ..errors import NextscaleError, SettingError
 from ..files import first_line
 from ..runtime import reuse_freed_memory
 from . import bench, demo, edit, evaluate, evaluate_tokenizer, sample, serve, tokens, train
@@ -37,12 +38,26 @@ def build_parser() -> Parser:
     return parser
 
 
+def flag_of(parser: Parser, command: str, setting: str) -> str:
+    """The option of `command` whose destination is the library parameter `setting` (the name itself where none
+    is)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    for action in sub._actions:
+        if action.dest == setting and action.option_strings:
+            return max(action.option_strings, key=len)
+    return setting
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not getattr(args, "no_reuse_memory", False):
         reuse_freed_memory()  # a command is its own process: keep freed blocks for reuse for its whole life
     try:
         args.func(args)
+    except SettingError as e:
+        print(f"nextscale {args.command}: error: {e.reworded(flag_of(parser, args.command, e.setting))}", file=sys.stderr)
+        return 2
     except NextscaleError as e:
         print(f"nextscale {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -55,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         if "out of memory" not in str(e).lower():
             raise
-        print(f"nextscale {args.command}: error: out of memory ({first_line(e)}); try a smaller --batch-size",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"nextscale {args.command}: error: out of memory ({first_line(e)}); try a smaller --batch-size",
+            file=sys.stderr,
+        )
         return 2
     return 0

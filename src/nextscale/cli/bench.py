@@ -14,8 +14,11 @@ def register(sub) -> None:
     batch = "images per sample (with --train or --train-matrix: the global batch of a training step)"
     p.add_argument("--batch-size", type=int, default=4, help=batch)
     add_device_arg(p)
-    p.add_argument("--precision", choices=TRAIN_PRECISIONS,
-                   help="default: bf16 on GPU, fp32 on CPU (fp16: --train and --train-matrix only)")  # fmt: skip
+    p.add_argument(
+        "--precision",
+        choices=TRAIN_PRECISIONS,
+        help="default: bf16 on GPU, fp32 on CPU (fp16: --train and --train-matrix only)",
+    )
     p.add_argument("--compile", help="a torch.compile backend for the transformer step (e.g. inductor)")
     p.add_argument("--runs", type=int, default=3, help="timed runs (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs (or training steps) first")
@@ -26,25 +29,35 @@ def register(sub) -> None:
     load = "time loading instead: the preset's weights in both formats, each in a fresh process"
     p.add_argument("--load", action="store_true", help=load)
     p.add_argument("--scratch", default="outputs/bench-weights", help="with --load: weight files go in SCRATCH/PRESET")
-    sweep = ("time each training-free speed-up (guidance off on the last scales, guidance-free, hand-off to a small "
-             "model, per-scale top-k) on --preset shapes and measure its quality on the digits (1,000 samples), "
-             "as one table")  # fmt: skip
+    sweep = (
+        "time each training-free speed-up (guidance off on the last scales, guidance-free, hand-off to a small "
+        "model, per-scale top-k) on --preset shapes and measure its quality on the digits (1,000 samples), "
+        "as one table"
+    )
     p.add_argument("--sweep", action="store_true", help=sweep)
     p.add_argument("--fine-depth", type=int, default=8, help="with --sweep: the hand-off's small model's depth")
     t = p.add_argument_group("training (the trainer's own step on random tokens, in one process or under torchrun)")
-    t.add_argument("--train", action="store_true",
-                   help="time the training step instead, in this process or in every process of a torchrun job: "
-                        "tokens/s, the ratio to the FLOP floor, peak memory and parameter + gradient + optimizer "
-                        "memory per rank")  # fmt: skip
+    t.add_argument(
+        "--train",
+        action="store_true",
+        help="time the training step instead, in this process or in every process of a torchrun job: "
+        "tokens/s, the ratio to the FLOP floor, peak memory and parameter + gradient + optimizer "
+        "memory per rank",
+    )
     t.add_argument("--fsdp", action="store_true", help="with --train under torchrun: FSDP2 instead of DDP")
-    t.add_argument("--train-matrix", action="store_true",
-                   help="run --train for 1 process and for each larger --nprocs under DDP and FSDP2, each in fresh "
-                        "processes (torchrun --standalone, OMP_NUM_THREADS = cores / processes), and print one "
-                        "table")  # fmt: skip
+    t.add_argument(
+        "--train-matrix",
+        action="store_true",
+        help="run --train for 1 process and for each larger --nprocs under DDP and FSDP2, each in fresh "
+        "processes (torchrun --standalone, OMP_NUM_THREADS = cores / processes), and print one "
+        "table",
+    )
     t.add_argument("--nprocs", default="1,2", help="with --train-matrix: the process counts")
-    t.add_argument("--bench-scales",
-                   help="with --train or --train-matrix: these scales instead of the preset's (e.g. 1,2,3,4: fewer "
-                        "tokens; the parameters change only by the position embedding)")  # fmt: skip
+    t.add_argument(
+        "--bench-scales",
+        help="with --train or --train-matrix: these scales instead of the preset's (e.g. 1,2,3,4: fewer "
+        "tokens; the parameters change only by the position embedding)",
+    )
     t.add_argument("--train-steps", type=int, default=3, help="timed training steps (the median is reported)")
     recompute = "with --train or --train-matrix: recompute each block's activations in the backward"
     t.add_argument("--grad-checkpointing", action="store_true", help=recompute)
@@ -62,16 +75,27 @@ def run(args) -> None:
     at_least(args.train_steps, 1, "--train-steps")
     check_compile_backend(args.compile)
     training = args.train or args.train_matrix
-    chosen = [flag for flag, on in (("--train", args.train), ("--train-matrix", args.train_matrix),
-                                    ("--load", args.load), ("--sweep", args.sweep)) if on]  # fmt: skip
+    chosen = [
+        flag
+        for flag, on in (
+            ("--train", args.train),
+            ("--train-matrix", args.train_matrix),
+            ("--load", args.load),
+            ("--sweep", args.sweep),
+        )
+        if on
+    ]
     if len(chosen) > 1:
         raise NextscaleError(f"choose one of --train, --train-matrix, --load and --sweep, not {' and '.join(chosen)}")
     at_least(args.fine_depth, 1, "--fine-depth")
     if args.fsdp and not args.train:
         raise NextscaleError("--fsdp applies to --train (--train-matrix runs DDP and FSDP itself)")
     if not training:
-        for flag, given in (("--bench-scales", args.bench_scales is not None), ("--grad-checkpointing",
-                            args.grad_checkpointing), ("--nprocs", args.nprocs != "1,2")):  # fmt: skip
+        for flag, given in (
+            ("--bench-scales", args.bench_scales is not None),
+            ("--grad-checkpointing", args.grad_checkpointing),
+            ("--nprocs", args.nprocs != "1,2"),
+        ):
             if given:
                 raise NextscaleError(f"{flag} applies to --train and --train-matrix")
     elif args.compile:
@@ -97,9 +121,17 @@ def run(args) -> None:
         return
     from ..bench import bench_sampling
 
-    result = bench_sampling(args.preset, batch_size=args.batch_size, device=device, precision=args.precision,
-                            compile=args.compile, runs=args.runs, warmup=args.warmup,
-                            train_batch_size=args.train_batch_size, reuse_memory=not args.no_reuse_memory)  # fmt: skip
+    result = bench_sampling(
+        args.preset,
+        batch_size=args.batch_size,
+        device=device,
+        precision=args.precision,
+        compile=args.compile,
+        runs=args.runs,
+        warmup=args.warmup,
+        train_batch_size=args.train_batch_size,
+        reuse_memory=not args.no_reuse_memory,
+    )
     print(result.table())
     if args.json:
         atomic_write_text(args.json, result.to_json() + "\n")
@@ -112,12 +144,24 @@ def run_sweep(args, device) -> None:
     from ..files import atomic_write_text
 
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
-    rows = sweep.sweep(args.preset, args.fine_depth, batch=args.batch_size, runs=args.runs, warmup=args.warmup,
-                       precision=precision, device=device)  # fmt: skip
+    rows = sweep.sweep(
+        args.preset,
+        args.fine_depth,
+        batch=args.batch_size,
+        runs=args.runs,
+        warmup=args.warmup,
+        precision=precision,
+        device=device,
+    )
     print(sweep.table(rows, args.preset, args.batch_size, precision, device.type))
     if args.json:
-        record = {"preset": args.preset, "batch_size": args.batch_size, "precision": precision,
-                  "device": str(device), "rows": sweep.as_dicts(rows)}  # fmt: skip
+        record = {
+            "preset": args.preset,
+            "batch_size": args.batch_size,
+            "precision": precision,
+            "device": str(device),
+            "rows": sweep.as_dicts(rows),
+        }
         atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
 
 
@@ -129,16 +173,27 @@ def run_training(args, device) -> None:
     from ..files import atomic_write_text
 
     scales = training.parse_scales(args.bench_scales)
-    settings = dict(preset=args.preset, batch_size=args.batch_size, precision=args.precision, steps=args.train_steps,
-                    warmup=args.warmup, patch_nums=scales, grad_checkpointing=args.grad_checkpointing)  # fmt: skip
+    settings = dict(
+        preset=args.preset,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        steps=args.train_steps,
+        warmup=args.warmup,
+        patch_nums=scales,
+        grad_checkpointing=args.grad_checkpointing,
+    )
     if args.train_matrix:
         try:
             nprocs = tuple(int(n) for n in args.nprocs.split(","))
         except ValueError:
             raise NextscaleError(f"--nprocs takes comma-separated process counts, got {args.nprocs!r}") from None
-        result = training.bench_training_matrix(device=str(device), nprocs=nprocs, out_json=args.json,
-                                                log=lambda m: print(m, file=sys.stderr, flush=True),
-                                                **settings)  # fmt: skip
+        result = training.bench_training_matrix(
+            device=str(device),
+            nprocs=nprocs,
+            out_json=args.json,
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+            **settings,
+        )
         print(result["table"])
         return
     records = training.bench_train_step(device=device, fsdp=args.fsdp, **settings)

@@ -27,8 +27,9 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None)
     g = p.add_argument_group("model (either --model, or --vae and --var; names work in all three)")
     g.add_argument("--model", default=default_model, help=f"a name ({names}) or a directory with vae/ and var/")
     g.add_argument("--vae", help="a tokenizer: a model name, a saved directory or a reference .pth file")
-    g.add_argument("--var", help="a transformer: a model name, a saved directory or a reference .pth "
-                                 "(or ar-ckpt-*.pth) file")  # fmt: skip
+    g.add_argument(
+        "--var", help="a transformer: a model name, a saved directory or a reference .pth (or ar-ckpt-*.pth) file"
+    )
 
 
 def add_device_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
@@ -69,36 +70,57 @@ def add_sampler_args(p: argparse.ArgumentParser, cfg: float = registry.SAMPLER.c
     s = registry.SAMPLER
     g = p.add_argument_group("sampler (defaults: the reference README's FID settings)")
     g.add_argument("--cfg", type=float, default=cfg, help="guidance weight (at the last scale for linear)")
-    schedules = ("linear: 0 at the 1x1 scale up to --cfg at the last (the reference); constant: --cfg; power:P: "
-                 "--cfg·(si/(K-1))^P; list:w0,w1,…: one weight per scale")  # fmt: skip
+    schedules = (
+        "linear: 0 at the 1x1 scale up to --cfg at the last (the reference); constant: --cfg; power:P: "
+        "--cfg·(si/(K-1))^P; list:w0,w1,…: one weight per scale"
+    )
     g.add_argument("--cfg-schedule", default=s.cfg_schedule, metavar="SCHEDULE", help=schedules)
-    g.add_argument("--guidance-scales", type=scale_slice, metavar="A:B",
-                   help="guidance on scales A ≤ si < B only (a Python slice; write --guidance-scales=-2: for a "
-                        "negative start); off elsewhere, where the unconditional half of the batch is dropped "
-                        "(default: every scale)")  # fmt: skip
+    g.add_argument(
+        "--guidance-scales",
+        type=scale_slice,
+        metavar="A:B",
+        help="guidance on scales A ≤ si < B only (a Python slice; write --guidance-scales=-2: for a "
+        "negative start); off elsewhere, where the unconditional half of the batch is dropped "
+        "(default: every scale)",
+    )
     temperature = "softmax temperature, or one per scale (comma-separated)"
     g.add_argument("--temperature", type=number_or_list(float), default=s.temperature, help=temperature)
-    g.add_argument("--top-k", type=number_or_list(int), default=s.top_k, help="keep the k most likely tokens "
-                                                                              "(0: all), or one per scale")  # fmt: skip
-    g.add_argument("--top-p", type=number_or_list(float), default=s.top_p, help="nucleus filtering (0: off), or "
-                                                                                "one per scale")  # fmt: skip
+    g.add_argument(
+        "--top-k",
+        type=number_or_list(int),
+        default=s.top_k,
+        help="keep the k most likely tokens (0: all), or one per scale",
+    )
+    g.add_argument(
+        "--top-p", type=number_or_list(float), default=s.top_p, help="nucleus filtering (0: off), or one per scale"
+    )
     g.add_argument("--more-smooth", action="store_true", help="Gumbel-softmax embeddings (for looks, not FID)")
     if speed:
-        g.add_argument("--fine-model", metavar="NAME|DIR", help="a smaller transformer on the same tokenizer that "
-                                                                 "draws the scales from --handoff on")  # fmt: skip
+        g.add_argument(
+            "--fine-model",
+            metavar="NAME|DIR",
+            help="a smaller transformer on the same tokenizer that draws the scales from --handoff on",
+        )
         g.add_argument("--handoff", type=int, metavar="K", help="the first scale --fine-model draws")
         g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast (GPUs)")
-        g.add_argument("--compile", nargs="?", const="inductor", help="torch.compile the transformer step "
-                                                                      "(a backend name)")  # fmt: skip
+        g.add_argument(
+            "--compile", nargs="?", const="inductor", help="torch.compile the transformer step (a backend name)"
+        )
 
 
 def sampler_settings(args) -> dict:
     """The sampler arguments, checked (the library's own checks, before any work)."""
     from ..sampling.sampler import check_sampler_settings
 
-    settings = dict(cfg=args.cfg, cfg_schedule=args.cfg_schedule, top_k=args.top_k, top_p=args.top_p,
-                    more_smooth=args.more_smooth, temperature=args.temperature,
-                    guidance_scales=args.guidance_scales)  # fmt: skip
+    settings = dict(
+        cfg=args.cfg,
+        cfg_schedule=args.cfg_schedule,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        more_smooth=args.more_smooth,
+        temperature=args.temperature,
+        guidance_scales=args.guidance_scales,
+    )
     try:
         check_sampler_settings(**settings)
     except NextscaleError as e:
@@ -113,9 +135,15 @@ def sampler_settings(args) -> dict:
     return settings
 
 
-SAMPLER_FLAGS = {"cfg_schedule": "--cfg-schedule", "cfg": "--cfg", "top_k": "--top-k", "top_p": "--top-p",
-                 "more_smooth": "--more-smooth", "temperature": "--temperature",
-                 "guidance_scales": "--guidance-scales"}  # fmt: skip
+SAMPLER_FLAGS = {
+    "cfg_schedule": "--cfg-schedule",
+    "cfg": "--cfg",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "more_smooth": "--more-smooth",
+    "temperature": "--temperature",
+    "guidance_scales": "--guidance-scales",
+}
 
 
 def check_for_model(settings: dict, var) -> None:
@@ -140,10 +168,12 @@ def fine_model(args, vae, var, device) -> dict:
 
     fine_vae, fine_var = load_model(args.fine_model, device=device)
     if weights_fingerprint(fine_vae) != weights_fingerprint(vae):
-        raise NextscaleError(f"--fine-model {args.fine_model} comes with another tokenizer than the model: the two "
-                             "transformers must share one")  # fmt: skip
+        raise NextscaleError(
+            f"--fine-model {args.fine_model} comes with another tokenizer than the model: the two "
+            "transformers must share one"
+        )
     try:
-        check_handoff(var, vae, fine_var, args.handoff, device)
+        check_handoff(vae, var, fine_var, args.handoff, device)
     except NextscaleError as e:
         raise flag_error(e, {"handoff": "--handoff"}) from None
     return {"fine_var": fine_var, "handoff": args.handoff}

@@ -26,9 +26,12 @@ from .common import (
 
 
 def register(sub) -> None:
-    p = sub.add_parser("edit", help="zero-shot in-painting, out-painting and class-conditional editing",
-                       description="Repaints a region of each image with the model. Image i draws from "
-                                   "--seed (i = 0, as the reference's g_seed) or a seed derived from it.")  # fmt: skip
+    p = sub.add_parser(
+        "edit",
+        help="zero-shot in-painting, out-painting and class-conditional editing",
+        description="Repaints a region of each image with the model. Image i draws from "
+        "--seed (i = 0, as the reference's g_seed) or a seed derived from it.",
+    )
     add_model_args(p)
     p.add_argument("--image", required=True, help="an image, or a folder of images")
     p.add_argument("--mask", help="a mask image: white = the region to generate (any size)")
@@ -36,8 +39,11 @@ def register(sub) -> None:
     p.add_argument("--outpaint", action="store_true", help="generate outside the region instead of inside")
     p.add_argument("--class", dest="classes", type=int, help="paint this class (default: unconditional)")
     p.add_argument("--keep-scales", type=int, default=0, help="force the input's first K scales everywhere")
-    p.add_argument("--feather", type=float, help="paste into the original pixels with a soft edge this wide "
-                                                  "(pixels; default: no paste)")  # fmt: skip
+    p.add_argument(
+        "--feather",
+        type=float,
+        help="paste into the original pixels with a soft edge this wide (pixels; default: no paste)",
+    )
     p.add_argument("--out", required=True, help="output .png (a folder, with a folder of images)")
     add_sampler_args(p, speed=True)
     add_seed_arg(p)
@@ -70,8 +76,10 @@ def image_jobs(image: Path, out: Path) -> list[tuple[Path, Path]]:
         stems = [p.stem for p in files]
         twins = sorted({s for s in stems if stems.count(s) > 1})
         if twins:
-            raise NextscaleError(f"{image} holds several images named {twins[0]}.* ({len(twins)} such name(s)): "
-                                 f"their results would all be {out / (twins[0] + '.png')}")  # fmt: skip
+            raise NextscaleError(
+                f"{image} holds several images named {twins[0]}.* ({len(twins)} such name(s)): "
+                f"their results would all be {out / (twins[0] + '.png')}"
+            )
         return [(p, out / f"{p.stem}.png") for p in files]
     if not image.is_file():
         raise NextscaleError(f"{image}: no such file")
@@ -122,9 +130,21 @@ def run(args) -> None:
             print(note)
     for i, ((src, dst), picture) in enumerate(zip(jobs, pictures)):
         if picture.size != (side, side):
-            print(f"{src}: resized and centre-cropped from {picture.width}×{picture.height} to the model's "
-                  f"{side}×{side}", file=sys.stderr)  # fmt: skip
-        result = edit(var, vae, picture, mask, mode=mode, labels=args.classes, keep_coarse_scales=args.keep_scales,
-                      feather=args.feather, generator=batch_generator(seed, i, device), **settings)  # fmt: skip
+            print(
+                f"{src}: resized and centre-cropped from {picture.width}×{picture.height} to the model's {side}×{side}",
+                file=sys.stderr,
+            )
+        result = edit(
+            vae,
+            var,
+            picture,
+            mask,
+            mode=mode,
+            labels=args.classes,
+            keep_coarse_scales=args.keep_scales,
+            feather=args.feather,
+            generator=batch_generator(seed, i, device),
+            **settings,
+        )
         save_png(to_uint8(result.images)[0], dst)
         print(f"wrote {dst}")

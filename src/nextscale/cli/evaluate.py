@@ -23,37 +23,59 @@ from .common import (
 )
 
 METRICS = ("fid", "is", "prc", "kid")
-DEFAULTS = {"features": "inception", "batch_size": 100, "n_per_class": 100, "edit_cfg": 3.0, "seed": 0,
-            **{name: getattr(registry.SAMPLER, name) for name in SAMPLER_FLAGS}}  # fmt: skip
+DEFAULTS = {
+    "features": "inception",
+    "batch_size": 100,
+    "n_per_class": 100,
+    "edit_cfg": 3.0,
+    "seed": 0,
+    **{name: getattr(registry.SAMPLER, name) for name in SAMPLER_FLAGS},
+}
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="FID/IS/precision/recall/KID of samples against a reference; --preset digits",
-                       description="Metrics by torch-fidelity's functions with the ADM evaluator's conventions: "
-                                   "FID from float64 statistics (a --ref .npz holding mu/sigma is used as they are), "
-                                   "IS over consecutive 5,000-image blocks in the file's order, precision/recall "
-                                   "with k=3 neighbours on the same pool features as FID.")  # fmt: skip
-    p.add_argument("samples", nargs="?", metavar="SAMPLES",
-                   help="an ADM .npz (arr_0 uint8 N×H×W×3), a folder of images, saved statistics (.npz with mu, "
-                        "sigma), or digits / digits-train")  # fmt: skip
+    p = sub.add_parser(
+        "eval",
+        help="FID/IS/precision/recall/KID of samples against a reference; --preset digits",
+        description="Metrics by torch-fidelity's functions with the ADM evaluator's conventions: "
+        "FID from float64 statistics (a --ref .npz holding mu/sigma is used as they are), "
+        "IS over consecutive 5,000-image blocks in the file's order, precision/recall "
+        "with k=3 neighbours on the same pool features as FID.",
+    )
+    p.add_argument(
+        "samples",
+        nargs="?",
+        metavar="SAMPLES",
+        help="an ADM .npz (arr_0 uint8 N×H×W×3), a folder of images, saved statistics (.npz with mu, "
+        "sigma), or digits / digits-train",
+    )
     p.add_argument("--ref", help="the reference set, in any form SAMPLES takes (e.g. VIRTUAL_imagenet256_labeled.npz)")
-    p.add_argument("--metrics", help=f"comma-separated, from {','.join(METRICS)} (default: all the inputs allow; "
-                                     "with only --save-stats, none)")  # fmt: skip
-    p.add_argument("--features", default=DEFAULTS["features"], help="the feature network: inception, digits, or a "
-                                                            "torch.export .pt2 (or TorchScript .pt) file mapping "
-                                                            "uint8 N×3×H×W images to N×D features")  # fmt: skip
-    p.add_argument("--inception-weights", help="the Inception weights file (default: downloaded once into torch's "
-                                               "hub folder)")  # fmt: skip
+    p.add_argument(
+        "--metrics",
+        help=f"comma-separated, from {','.join(METRICS)} (default: all the inputs allow; with only --save-stats, none)",
+    )
+    p.add_argument(
+        "--features",
+        default=DEFAULTS["features"],
+        help="the feature network: inception, digits, or a "
+        "torch.export .pt2 (or TorchScript .pt) file mapping "
+        "uint8 N×3×H×W images to N×D features",
+    )
+    p.add_argument(
+        "--inception-weights", help="the Inception weights file (default: downloaded once into torch's hub folder)"
+    )
     p.add_argument("--save-stats", metavar="FILE", help="write SAMPLES' feature mean and covariance here (.npz)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="images per feature batch")
     p.add_argument("--json", help="also write the numbers and settings here")
-    p.add_argument("--preset", choices=["digits"], help="digits: sample the digits model and judge it (the "
-                                                        "options below)")  # fmt: skip
+    p.add_argument(
+        "--preset", choices=["digits"], help="digits: sample the digits model and judge it (the options below)"
+    )
     digits = p.add_argument_group("--preset digits")
     digits.add_argument("--n-per-class", type=int, default=DEFAULTS["n_per_class"], help="samples per class")
     digits.add_argument("--skip-edits", action="store_true", help="skip the centre-editing measurement")
-    digits.add_argument("--edit-cfg", type=float, default=DEFAULTS["edit_cfg"],
-                        help="guidance for the editing measurement")  # fmt: skip
+    digits.add_argument(
+        "--edit-cfg", type=float, default=DEFAULTS["edit_cfg"], help="guidance for the editing measurement"
+    )
     add_model_args(p, default_model=None)
     add_sampler_args(p)
     add_seed_arg(p)
@@ -70,18 +92,30 @@ SET_OPTIONS = {
     "save_stats": "--save-stats",
     "batch_size": "--batch-size",
 }
-PRESET_OPTIONS = {"n_per_class": "--n-per-class", "skip_edits": "--skip-edits", "edit_cfg": "--edit-cfg",
-                  "model": "--model", "vae": "--vae", "var": "--var", "seed": "--seed", **SAMPLER_FLAGS}  # fmt: skip
+PRESET_OPTIONS = {
+    "n_per_class": "--n-per-class",
+    "skip_edits": "--skip-edits",
+    "edit_cfg": "--edit-cfg",
+    "model": "--model",
+    "vae": "--vae",
+    "var": "--var",
+    "seed": "--seed",
+    **SAMPLER_FLAGS,
+}
 
 
 def run(args) -> None:
     """Two modes; an option of the other mode is refused rather than silently ignored."""
-    given = lambda options: [flag for name, flag in options.items()  # noqa: E731
-                             if getattr(args, name) not in (None, False, DEFAULTS.get(name))]  # fmt: skip
+
+    def given(options):
+        return [flag for name, flag in options.items() if getattr(args, name) not in (None, False, DEFAULTS.get(name))]
+
     if args.preset == "digits":
         if given(SET_OPTIONS):
-            raise NextscaleError(f"--preset digits draws and judges its own samples: {given(SET_OPTIONS)[0]} is for "
-                                 "evaluating a sample set")  # fmt: skip
+            raise NextscaleError(
+                f"--preset digits draws and judges its own samples: {given(SET_OPTIONS)[0]} is for "
+                "evaluating a sample set"
+            )
         return run_digits(args)
     if not args.samples:
         raise NextscaleError("give SAMPLES to evaluate (with --ref REF), or --preset digits")
@@ -107,8 +141,7 @@ def run_metrics(args) -> None:
     samples = open_set(args.samples, "SAMPLES")  # named problems with the inputs first, then the network
     ref = open_set(args.ref, "--ref") if args.ref else None
     network = load_network(args.features, device=device, inception_weights=args.inception_weights)
-    result = evaluate(samples, ref, network, metrics=metrics, batch_size=args.batch_size,
-                      save_stats=args.save_stats)  # fmt: skip
+    result = evaluate(samples, ref, network, metrics=metrics, batch_size=args.batch_size, save_stats=args.save_stats)
     if result["metrics"]:
         print(table(result))
     if args.save_stats:

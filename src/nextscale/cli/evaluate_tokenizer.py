@@ -11,29 +11,48 @@ from .common import add_device_arg, add_seed_arg, at_least, check_seed, resolve_
 
 
 def register(sub) -> None:
-    description = ("Each image's centre crop at the tokenizer's resolution is tokenized and decoded from its tokens. "
-                   "PSNR and SSIM on images in [0, 1] (SSIM: 11×11 Gaussian window, σ 1.5, as skimage's "
-                   "gaussian_weights=True), means over images; rFID between the originals and the reconstructions "
-                   "through `nextscale eval`'s feature networks; per scale, the share of the codebook used and the "
-                   "perplexity of its tokens.")  # fmt: skip
-    p = sub.add_parser("eval-tokenizer", help="reconstruction PSNR/SSIM/LPIPS/rFID and codebook use of a tokenizer",
-                       description=description)  # fmt: skip
+    description = (
+        "Each image's centre crop at the tokenizer's resolution is tokenized and decoded from its tokens. "
+        "PSNR and SSIM on images in [0, 1] (SSIM: 11×11 Gaussian window, σ 1.5, as skimage's "
+        "gaussian_weights=True), means over images; rFID between the originals and the reconstructions "
+        "through `nextscale eval`'s feature networks; per scale, the share of the codebook used and the "
+        "perplexity of its tokens."
+    )
+    p = sub.add_parser(
+        "eval-tokenizer",
+        help="reconstruction PSNR/SSIM/LPIPS/rFID and codebook use of a tokenizer",
+        description=description,
+    )
     p.add_argument("--tokenizer", required=True, help="a model name (digits, var-d16 …), a directory or a .pth")
-    p.add_argument("--data", required=True, help="'digits' (the built-in test split) or a folder with one "
-                                                 "sub-folder per class")  # fmt: skip
+    p.add_argument(
+        "--data", required=True, help="'digits' (the built-in test split) or a folder with one sub-folder per class"
+    )
     p.add_argument("--limit", type=int, help="evaluate only the first N images (None: all)")
     p.add_argument("--batch-size", type=int, default=32, help="images per tokenizer call")
-    p.add_argument("--features", default="inception", help="rFID's feature network: inception, digits, or a "
-                                                            "torch.export .pt2 (or TorchScript .pt) file, as for "
-                                                            "`nextscale eval`")  # fmt: skip
-    p.add_argument("--inception-weights", help="the Inception weights file (default: downloaded once into torch's "
-                                               "hub folder)")  # fmt: skip
-    p.add_argument("--lpips-weights", nargs="+", metavar="PATH",
-                   help="folders or files holding torchvision's vgg16-397923af.pth and the lpips package's vgg.pth "
-                        "(None: looked for in torch's hub folder and the lpips package; LPIPS is skipped, with a "
-                        "note, where they are not found)")  # fmt: skip
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="DataLoader worker processes that read a folder's images")  # fmt: skip
+    p.add_argument(
+        "--features",
+        default="inception",
+        help="rFID's feature network: inception, digits, or a "
+        "torch.export .pt2 (or TorchScript .pt) file, as for "
+        "`nextscale eval`",
+    )
+    p.add_argument(
+        "--inception-weights", help="the Inception weights file (default: downloaded once into torch's hub folder)"
+    )
+    p.add_argument(
+        "--lpips-weights",
+        nargs="+",
+        metavar="PATH",
+        help="folders or files holding torchvision's vgg16-397923af.pth and the lpips package's vgg.pth "
+        "(None: looked for in torch's hub folder and the lpips package; LPIPS is skipped, with a "
+        "note, where they are not found)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="DataLoader worker processes that read a folder's images",
+    )
     p.add_argument("--json", help="also write the numbers and settings here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_seed_arg(p, "the seed of the digits' train/test split")
@@ -61,13 +80,29 @@ def run(args) -> None:
     vae = load_vae(args.tokenizer, device=device)
     data = open_dataset(args.data, vae.config.resolution, split="test", seed=seed)
     workers = 0 if getattr(data, "in_memory", False) else args.workers
-    report = evaluate_tokenizer(vae, data, network=network, lpips=lpips, batch_size=args.batch_size,
-                                limit=args.limit, device=device, workers=workers, progress=not args.quiet)  # fmt: skip
+    report = evaluate_tokenizer(
+        vae,
+        data,
+        network=network,
+        lpips=lpips,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        device=device,
+        workers=workers,
+        progress=not args.quiet,
+    )
     split = " (test split)" if args.data == "digits" else ""
     print(f"tokenizer {args.tokenizer} on {args.data}{split}: {report.summary()}")
     if args.json:
         from ..files import atomic_write_text
 
-        settings = {"tokenizer": str(args.tokenizer), "data": args.data, "limit": args.limit, "seed": seed,
-                    "batch_size": args.batch_size, "features": args.features, "device": str(device)}  # fmt: skip
+        settings = {
+            "tokenizer": str(args.tokenizer),
+            "data": args.data,
+            "limit": args.limit,
+            "seed": seed,
+            "batch_size": args.batch_size,
+            "features": args.features,
+            "device": str(device),
+        }
         atomic_write_text(args.json, json.dumps({"settings": settings, **report.as_dict()}, indent=2) + "\n")

@@ -26,38 +26,61 @@ SHARD_SIZE = 256
 
 
 def register(sub) -> None:
-    p = sub.add_parser("sample", help="class-conditional samples as PNGs, a grid and an ADM-format samples.npz",
-                       description="Draws images in batches. With one batch, --seed S draws exactly what the "
-                                   "reference's sampler draws with g_seed=S; later batches use seeds derived "
-                                   "from (S, batch). With --per-class N (the evaluation protocol), image i of class "
-                                   "c draws from its own seed (S, c, i), so 1 or N processes (torchrun "
-                                   "--nproc_per_node N -m nextscale sample …) draw the same images; a stopped run "
-                                   "resumes when rerun, and samples.npz comes out shuffled.")  # fmt: skip
+    p = sub.add_parser(
+        "sample",
+        help="class-conditional samples as PNGs, a grid and an ADM-format samples.npz",
+        description="Draws images in batches. With one batch, --seed S draws exactly what the "
+        "reference's sampler draws with g_seed=S; later batches use seeds derived "
+        "from (S, batch). With --per-class N (the evaluation protocol), image i of class "
+        "c draws from its own seed (S, c, i), so 1 or N processes (torchrun "
+        "--nproc_per_node N -m nextscale sample …) draw the same images; a stopped run "
+        "resumes when rerun, and samples.npz comes out shuffled.",
+    )
     add_model_args(p)
-    classes = "class ids, space- or comma-separated (default: random classes, drawn by the sampler; with " \
-              "--per-class: every class)"  # fmt: skip
+    classes = (
+        "class ids, space- or comma-separated (default: random classes, drawn by the sampler; with "
+        "--per-class: every class)"
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--class", dest="classes", nargs="+", metavar="C", help=classes)
-    which.add_argument("--unconditional", action="store_true", help="draw from the null class (no class; guidance "
-                                                                     "then changes nothing)")  # fmt: skip
+    which.add_argument(
+        "--unconditional",
+        action="store_true",
+        help="draw from the null class (no class; guidance then changes nothing)",
+    )
     p.add_argument("--n", type=int, help="images per listed class, or in total without --class (default 1)")
-    p.add_argument("--per-class", type=int, metavar="N", help="N images of every class (or of each --class) for "
-                                                              "evaluation: sharded, resumable, shuffled")  # fmt: skip
+    p.add_argument(
+        "--per-class",
+        type=int,
+        metavar="N",
+        help="N images of every class (or of each --class) for evaluation: sharded, resumable, shuffled",
+    )
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     shards = "with --per-class: images per shard file, the unit a process draws and a rerun resumes from"
     p.add_argument("--shard-size", type=int, default=SHARD_SIZE, help=shards)
-    p.add_argument("--out", default="outputs/samples", help="output directory (what an earlier run of nextscale "
-                                                             "wrote there is replaced; with --per-class, a run "
-                                                             "there with the same settings is resumed)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        default="outputs/samples",
+        help="output directory (what an earlier run of nextscale "
+        "wrote there is replaced; with --per-class, a run "
+        "there with the same settings is resumed)",
+    )
     png = p.add_mutually_exclusive_group()
     png.add_argument("--no-png", action="store_true", help="write samples.npz and grid.png only")
-    png.add_argument("--png", action="store_true", help="with --per-class: also write png/NNNNNN.png in the order "
-                                                        "of samples.npz (default: none)")  # fmt: skip
+    png.add_argument(
+        "--png",
+        action="store_true",
+        help="with --per-class: also write png/NNNNNN.png in the order of samples.npz (default: none)",
+    )
     rejection = p.add_argument_group("rejection sampling (with --per-class)")
     classifier = "a torch.export .pt2 (or TorchScript .pt) classifier: uint8 N×3×H×W images → N×C logits"
     rejection.add_argument("--reject", metavar="CLASSIFIER", help=classifier)
-    rejection.add_argument("--keep-top", type=float, metavar="F", help="draw N/F candidates per class and keep the "
-                                                                       "N the classifier is most sure of")  # fmt: skip
+    rejection.add_argument(
+        "--keep-top",
+        type=float,
+        metavar="F",
+        help="draw N/F candidates per class and keep the N the classifier is most sure of",
+    )
     add_sampler_args(p, speed=True)
     add_seed_arg(p, "random seed (batch 0 uses it as is: the reference's g_seed)")
     add_device_arg(p)
@@ -67,8 +90,12 @@ def register(sub) -> None:
 def run(args) -> None:
     if args.per_class is not None:
         return run_per_class(args)
-    per_class_only = {"--reject": args.reject, "--keep-top": args.keep_top is not None, "--png": args.png,
-                      "--shard-size": args.shard_size != SHARD_SIZE}  # fmt: skip
+    per_class_only = {
+        "--reject": args.reject,
+        "--keep-top": args.keep_top is not None,
+        "--png": args.png,
+        "--shard-size": args.shard_size != SHARD_SIZE,
+    }
     stray = [flag for flag, given in per_class_only.items() if given]
     if stray:
         raise NextscaleError(f"{stray[0]} goes with --per-class N")
@@ -88,8 +115,18 @@ def run(args) -> None:
     labels = RepeatedClasses(classes, args.n) if classes else None
     if args.unconditional:
         labels = RepeatedClasses([var.num_classes], args.n)  # the null class's id is the number of classes
-    run_ = sample_many(vae, var, labels, count=args.n, batch_size=args.batch_size, seed=seed, out_dir=args.out,
-                       pngs=not args.no_png, **settings, **fine)  # fmt: skip
+    run_ = sample_many(
+        vae,
+        var,
+        labels,
+        count=args.n,
+        batch_size=args.batch_size,
+        seed=seed,
+        out_dir=args.out,
+        pngs=not args.no_png,
+        **settings,
+        **fine,
+    )
     if run_.note:
         print(run_.note)
     pngs = "" if args.no_png else "PNGs, "
@@ -139,15 +176,30 @@ def run_per_class(args) -> None:
             classifier = ExportedNetwork(args.reject, device, what="--reject")
             scorer = lambda images: classifier(images)[1]  # noqa: E731 (its logits)
             record["classifier"] = {"file": args.reject, "sha256": classifier.sha256}
-        out = sample_per_class(vae, var, args.out, per_class=args.per_class, classes=classes, seed=seed,
-                               batch_size=args.batch_size, shard_size=args.shard_size, scorer=scorer,
-                               keep_top=args.keep_top, pngs=args.png, model=record, dist=dist, **settings,
-                               **fine)  # fmt: skip
+        out = sample_per_class(
+            vae,
+            var,
+            args.out,
+            per_class=args.per_class,
+            classes=classes,
+            seed=seed,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            scorer=scorer,
+            keep_top=args.keep_top,
+            pngs=args.png,
+            model=record,
+            dist=dist,
+            **settings,
+            **fine,
+        )
         if dist.is_main:
             import json
 
             record = json.loads(out.with_name("samples.json").read_text())
-            print(f"{out}: {record['count']} images in shuffled order, from {record['candidates_drawn']} drawn; "
-                  f"settings in {out.with_name('samples.json')}")  # fmt: skip
+            print(
+                f"{out}: {record['count']} images in shuffled order, from {record['candidates_drawn']} drawn; "
+                f"settings in {out.with_name('samples.json')}"
+            )
     finally:
         teardown()

@@ -7,11 +7,14 @@ from .common import add_device_arg, add_model_args, at_least, check_model_args, 
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="a local web page (and JSON API) to generate and edit images",
-                       description="Serves a page where you pick a class and watch the image appear scale by "
-                                   "scale, or drag a box on an image to repaint it; the same JSON API serves "
-                                   "scripts. One model in memory, one generation at a time (the rest wait in "
-                                   "line). Needs the web extra: pip install 'nextscale[web]'.")  # fmt: skip
+    p = sub.add_parser(
+        "serve",
+        help="a local web page (and JSON API) to generate and edit images",
+        description="Serves a page where you pick a class and watch the image appear scale by "
+        "scale, or drag a box on an image to repaint it; the same JSON API serves "
+        "scripts. One model in memory, one generation at a time (the rest wait in "
+        "line). Needs the web extra: pip install 'nextscale[web]'.",
+    )
     add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (the default: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on (0: any free port)")

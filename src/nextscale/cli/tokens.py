@@ -17,8 +17,12 @@ def register(sub) -> None:
     p.add_argument("--flip", action="store_true", help="also encode each image flipped (training picks one per epoch)")
     p.add_argument("--batch-size", type=int, default=256, help="images per tokenizer call (per process)")
     p.add_argument("--shard-size", type=int, default=4096, help="images per shard file")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="DataLoader worker processes that read the images")  # fmt: skip
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="DataLoader worker processes that read the images",
+    )
     add_device_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_tokenize)
@@ -26,8 +30,9 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="a training checkpoint → a model directory in the project's format")
     p.add_argument("run", help="a run directory (its latest checkpoint) or a checkpoint directory")
     p.add_argument("out", help="the model directory to write")
-    p.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto",
-                   help="auto: the EMA weights when the run kept them")  # fmt: skip
+    p.add_argument(
+        "--weights", choices=("auto", "ema", "raw"), default="auto", help="auto: the EMA weights when the run kept them"
+    )
     p.add_argument("--tokenizer", help="a transformer run's tokenizer (default: the one the run recorded)")
     p.set_defaults(func=run_export)
 
@@ -49,10 +54,21 @@ def run_tokenize(args) -> None:
     else:  # centre crops: a token directory holds one view (or two, with --flip) of each image
         data = ImageFolderDataset(args.data, vae.config.resolution, train=False)
     workers = 0 if getattr(data, "in_memory", False) else args.workers
-    index = tokenize(data, vae, args.out, flip=args.flip, batch_size=args.batch_size, shard_size=args.shard_size,
-                     rank=dist.rank, world=dist.world, barrier=dist.barrier, device=device,
-                     progress=not args.quiet and dist.is_main, tokenizer_name=str(args.tokenizer),
-                     workers=workers)  # fmt: skip
+    index = tokenize(
+        data,
+        vae,
+        args.out,
+        flip=args.flip,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+        rank=dist.rank,
+        world=dist.world,
+        barrier=dist.barrier,
+        device=device,
+        progress=not args.quiet and dist.is_main,
+        tokenizer_name=str(args.tokenizer),
+        workers=workers,
+    )
     if dist.is_main:
         print(f"{len(data)} images tokenized: {index}")
     teardown()

@@ -61,19 +61,25 @@ class TokenDataset(Dataset):
             expected = int(np.prod(shape)) * 2
             size = data.stat().st_size if data.is_file() else -1
             if size != expected:
-                raise NextscaleError(f"{data}: truncated or missing token shard ({size} bytes, expected {expected}); "
-                                     "rerun nextscale tokenize to rewrite it")  # fmt: skip
+                raise NextscaleError(
+                    f"{data}: truncated or missing token shard ({size} bytes, expected {expected}); "
+                    "rerun nextscale tokenize to rewrite it"
+                )
             if verify and file_sha256(data) != meta["sha256"]:
-                raise NextscaleError(f"{data}: corrupt token shard (its checksum does not match {root / name}); "
-                                     "rerun nextscale tokenize to rewrite it")  # fmt: skip
+                raise NextscaleError(
+                    f"{data}: corrupt token shard (its checksum does not match {root / name}); "
+                    "rerun nextscale tokenize to rewrite it"
+                )
             if len(meta.get("orientations", [])) != self.orientations:
                 raise NextscaleError(f"{root / name} does not hold the {self.orientations} orientation(s) {INDEX} says")
             self.arrays.append(np.memmap(data, dtype=np.uint16, mode="r", shape=shape))
             self.labels.append(meta["labels"])
             self.starts.append(self.starts[-1] + meta["records"])
         if self.starts[-1] != index.get("records"):
-            raise NextscaleError(f"{index_path} lists {index.get('records')} records but its shards hold "
-                                 f"{self.starts[-1]}: rerun nextscale tokenize")  # fmt: skip
+            raise NextscaleError(
+                f"{index_path} lists {index.get('records')} records but its shards hold "
+                f"{self.starts[-1]}: rerun nextscale tokenize"
+            )
 
     def __len__(self) -> int:
         return self.starts[-1]
@@ -92,9 +98,22 @@ def _image_source(dataset, i: int) -> str:
 
 
 @torch.no_grad()
-def tokenize(dataset: Dataset, vae, out: str | Path, *, flip: bool = False, batch_size: int = 256,
-             shard_size: int = 4096, rank: int = 0, world: int = 1, barrier=lambda: None, device="cpu",
-             progress: bool = True, tokenizer_name: str = "", workers: int = 0) -> Path:  # fmt: skip
+def tokenize(
+    dataset: Dataset,
+    vae,
+    out: str | Path,
+    *,
+    flip: bool = False,
+    batch_size: int = 256,
+    shard_size: int = 4096,
+    rank: int = 0,
+    world: int = 1,
+    barrier=lambda: None,
+    device="cpu",
+    progress: bool = True,
+    tokenizer_name: str = "",
+    workers: int = 0,
+) -> Path:
     """Encodes `dataset` (centre crops) into token shards in `out`; rank r of `world` writes shards r, r + world, …
     Shards already complete are kept, so a stopped run resumes. Returns the index path (written by rank 0)."""
     out = Path(out)
@@ -104,22 +123,34 @@ def tokenize(dataset: Dataset, vae, out: str | Path, *, flip: bool = False, batc
         raise NextscaleError(f"token shards hold uint16 ids: a codebook of {vae.config.vocab_size} does not fit")
     shards = range((n + shard_size - 1) // shard_size)
     classes = list(getattr(dataset, "classes", None) or [str(c) for c in range(dataset.num_classes)])
-    plan = {"format": FORMAT, "records": n, "vocab_size": vae.config.vocab_size,
-            "patch_nums": list(vae.config.patch_nums), "orientations": 2 if flip else 1, "classes": classes,
-            "tokenizer": tokenizer_name, "shard_size": shard_size}  # fmt: skip
+    plan = {
+        "format": FORMAT,
+        "records": n,
+        "vocab_size": vae.config.vocab_size,
+        "patch_nums": list(vae.config.patch_nums),
+        "orientations": 2 if flip else 1,
+        "classes": classes,
+        "tokenizer": tokenizer_name,
+        "shard_size": shard_size,
+    }
     _check_plan(out, plan)
     barrier()
     if rank == 0:
         atomic_write_text(out / PLAN, json.dumps(plan) + "\n")  # what a rerun must match to resume here
     mine = [k for k in shards if k % world == rank and not _shard_complete(out, k)]
-    bar = tqdm(total=sum(min(shard_size, n - k * shard_size) for k in mine), desc="tokenizing", unit="img",
-               disable=not progress)  # fmt: skip
+    bar = tqdm(
+        total=sum(min(shard_size, n - k * shard_size) for k in mine),
+        desc="tokenizing",
+        unit="img",
+        disable=not progress,
+    )
     vae = vae.to(device).eval()
     for k in mine:
         begin, end = k * shard_size, min(n, (k + 1) * shard_size)
         rows, labels = np.empty((end - begin, 2 if flip else 1, L), dtype=np.uint16), []
-        loader = DataLoader(Subset(dataset, range(begin, end)), batch_size=batch_size, num_workers=workers,
-                            collate_fn=stack_items)  # fmt: skip
+        loader = DataLoader(
+            Subset(dataset, range(begin, end)), batch_size=batch_size, num_workers=workers, collate_fn=stack_items
+        )
         for img, y in loader:
             at = len(labels)
             img = img.to(device)
@@ -148,8 +179,10 @@ def _check_plan(out: Path, plan: dict) -> None:
     saved = _read_json(path, "tokenization plan")
     differ = [k for k in plan if saved.get(k) != plan[k]]
     if differ:
-        raise NextscaleError(f"{out} holds tokens made with other settings ({', '.join(differ)} differ): use a "
-                             "new --out, or the settings that made them")  # fmt: skip
+        raise NextscaleError(
+            f"{out} holds tokens made with other settings ({', '.join(differ)} differ): use a "
+            "new --out, or the settings that made them"
+        )
 
 
 def _shard_complete(out: Path, k: int) -> bool:
@@ -166,6 +199,13 @@ def _shard_complete(out: Path, k: int) -> bool:
 def _write_shard(out: Path, k: int, rows: np.ndarray, labels: list[int], sources: list[str]) -> None:
     data = out / f"shard-{k:05d}.u16"
     atomic_write(data, lambda tmp: rows.tofile(tmp))
-    meta = {"file": data.name, "records": len(labels), "bytes": rows.nbytes, "sha256": file_sha256(data),
-            "labels": labels, "sources": sources, "orientations": ["original", "flipped"][: rows.shape[1]]}  # fmt: skip
+    meta = {
+        "file": data.name,
+        "records": len(labels),
+        "bytes": rows.nbytes,
+        "sha256": file_sha256(data),
+        "labels": labels,
+        "sources": sources,
+        "orientations": ["original", "flipped"][: rows.shape[1]],
+    }
     atomic_write_text(out / f"shard-{k:05d}.json", json.dumps(meta) + "\n")

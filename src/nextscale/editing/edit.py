@@ -19,6 +19,7 @@ from ..runtime import check_finite, is_int
 from ..sampling import ForcedTokens, sample
 from ..tokenizer import VQVAE
 from ..transformer import VAR
+from ..weights.load import check_pair
 from .masks import MODES, Box, feathered_blend, keep_masks_for
 
 
@@ -71,17 +72,19 @@ def check_edit_settings(mode: str, keep_coarse_scales: int, feather: float | Non
     if mode not in MODES:
         raise NextscaleError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not is_int(keep_coarse_scales) or not 0 <= keep_coarse_scales < num_scales:
-        raise NextscaleError(f"keep_coarse_scales must be an integer in [0, {num_scales - 1}] (this model has "
-                             f"{num_scales} scales; all of them would only reconstruct the input), "
-                             f"got {keep_coarse_scales!r}")  # fmt: skip
+        raise NextscaleError(
+            f"keep_coarse_scales must be an integer in [0, {num_scales - 1}] (this model has "
+            f"{num_scales} scales; all of them would only reconstruct the input), "
+            f"got {keep_coarse_scales!r}"
+        )
     if feather is not None:
         check_finite(feather, f"feather (pixels, at most a quarter of the {side}-pixel side)", 0.0, side / 4)
 
 
 @torch.no_grad()
 def edit(
-    var: VAR,
     vae: VQVAE,
+    var: VAR,
     images=None,
     mask: torch.Tensor | Image.Image | Box | Sequence[torch.Tensor] | None = None,
     *,
@@ -101,6 +104,7 @@ def edit(
     result into the original with a soft edge. `input_tokens` replaces `images` with a token pyramid.
     Sampler settings (`cfg`, `top_k`, `top_p`, `more_smooth`, `generator`/`seed`) pass through.
     """
+    check_pair(vae, var)
     patch_nums, device = var.patch_nums, var.head.weight.device
     check_edit_settings(mode, keep_coarse_scales, feather, len(patch_nums), vae.config.resolution)
     keep, region = keep_masks_for(mask, mode, patch_nums, keep_coarse_scales, device)
@@ -118,7 +122,7 @@ def edit(
     if not is_int(labels) and len(labels) != B:
         raise NextscaleError(f"{len(labels)} labels for {B} images: give one label per image, or one int for all")
     forced = ForcedTokens(list(input_tokens), keep)
-    result = sample(var, vae, labels, batch_size=B if is_int(labels) else None, forced=forced, **sample_kwargs)
+    result = sample(vae, var, labels, batch_size=B if is_int(labels) else None, forced=forced, **sample_kwargs)
     images_out = result.images
     if feather is not None and pixels is not None and region is not None:
         generated = region if mode == "inpaint" else 1 - region

@@ -90,8 +90,10 @@ def keep_masks_for(mask, mode: str, patch_nums: Sequence[int], keep_coarse_scale
             torch.is_tensor(m) and m.ndim == 2 and m.shape[1] == pn * pn for m, pn in zip(mask, patch_nums)
         )
         if not shapes_ok:
-            raise NextscaleError(f"per-scale keep masks must be {len(patch_nums)} (B or 1, pn²) tensors for the "
-                                 f"scales {tuple(patch_nums)}")  # fmt: skip
+            raise NextscaleError(
+                f"per-scale keep masks must be {len(patch_nums)} (B or 1, pn²) tensors for the "
+                f"scales {tuple(patch_nums)}"
+            )
         keep = [m.to(device).bool() for m in mask]
         region = None
     else:
@@ -105,11 +107,17 @@ def keep_masks_for(mask, mode: str, patch_nums: Sequence[int], keep_coarse_scale
         region = region.to(device)
         generated = region.gt(0.5) if mode == "inpaint" else region.le(0.5)
         if not generated.any():
-            raise NextscaleError("the mask is empty: nothing to generate" if mode == "inpaint" else
-                                 "the region covers the whole image: out-painting would generate nothing")  # fmt: skip
+            raise NextscaleError(
+                "the mask is empty: nothing to generate"
+                if mode == "inpaint"
+                else "the region covers the whole image: out-painting would generate nothing"
+            )
         if generated.all() and keep_coarse_scales == 0:
-            raise NextscaleError("the mask covers everything: nothing of the image would be kept" if mode == "inpaint"
-                                 else "the region is empty: out-painting would keep nothing of the image")  # fmt: skip
+            raise NextscaleError(
+                "the mask covers everything: nothing of the image would be kept"
+                if mode == "inpaint"
+                else "the region is empty: out-painting would keep nothing of the image"
+            )
         keep = scale_keep_masks((1 - region) if mode == "inpaint" else region, patch_nums)
     for si in range(min(keep_coarse_scales, len(keep))):
         keep[si] = torch.ones_like(keep[si])

@@ -111,8 +111,17 @@ class DigitsReport:
         )
 
 
-def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float = SAMPLER.cfg, seed: int = 0,
-                    batch_size: int = 250, progress: bool = True, **sample_kwargs) -> DigitsReport:  # fmt: skip
+def evaluate_digits(
+    vae: VQVAE,
+    var: VAR,
+    *,
+    n_per_class: int = 100,
+    cfg: float = SAMPLER.cfg,
+    seed: int = 0,
+    batch_size: int = 250,
+    progress: bool = True,
+    **sample_kwargs,
+) -> DigitsReport:
     guided_acc, guided = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, cfg=cfg, **sample_kwargs)
     unguided = {**sample_kwargs, "cfg": 0.0, "cfg_schedule": "constant", "guidance_scales": None}  # none anywhere
     unguided_acc, _ = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **unguided)
@@ -128,8 +137,16 @@ def evaluate_digits(vae: VQVAE, var: VAR, *, n_per_class: int = 100, cfg: float 
     )
 
 
-def judge_digit_samples(vae: VQVAE, var: VAR, *, n_per_class: int = 100, seed: int = 0, batch_size: int = 250,
-                        progress: bool = True, **sample_kwargs) -> tuple[float, float]:  # fmt: skip
+def judge_digit_samples(
+    vae: VQVAE,
+    var: VAR,
+    *,
+    n_per_class: int = 100,
+    seed: int = 0,
+    batch_size: int = 250,
+    progress: bool = True,
+    **sample_kwargs,
+) -> tuple[float, float]:
     """(share classified as the requested class, Fréchet distance to the real test digits ÷ real train ↔ test)
     of `n_per_class` samples per class drawn with `sample_kwargs`: one option's quality, in two numbers."""
     accuracy, images = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **sample_kwargs)
@@ -141,8 +158,9 @@ def _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **sample_
     """(accuracy, uint8 images (N, 3, H, W)) of samples drawn in class order with the same seeds every time."""
     judge = judge_for(seed)
     labels = [c for c in range(var.num_classes) for _ in range(n_per_class)]
-    run = sample_many(vae, var, labels, batch_size=batch_size, seed=seed, progress=progress, keep_images=True,
-                      **sample_kwargs)  # fmt: skip
+    run = sample_many(
+        vae, var, labels, batch_size=batch_size, seed=seed, progress=progress, keep_images=True, **sample_kwargs
+    )
     images = torch.from_numpy(run.images).permute(0, 3, 1, 2)
     predicted = judge.predict(images_to_digits8(images.float() / 255))
     return float((predicted == np.asarray(labels)).mean()), images
@@ -180,8 +198,17 @@ class EditReport:
         )
 
 
-def evaluate_digit_edits(vae: VQVAE, var: VAR, *, box=EDIT_BOX, cfg: float = 3.0, seed: int = 0,
-                         batch_size: int = 120, limit: int | None = None, **sample_kwargs) -> EditReport:  # fmt: skip
+def evaluate_digit_edits(
+    vae: VQVAE,
+    var: VAR,
+    *,
+    box=EDIT_BOX,
+    cfg: float = 3.0,
+    seed: int = 0,
+    batch_size: int = 120,
+    limit: int | None = None,
+    **sample_kwargs,
+) -> EditReport:
     """Repaints the centre of every real test digit as another class (label + 1 + i mod 9) and asks the judge."""
     judge = judge_for(seed)
     images8, labels = judge.test.images8[:limit], judge.test.labels[:limit]
@@ -190,9 +217,18 @@ def evaluate_digit_edits(vae: VQVAE, var: VAR, *, box=EDIT_BOX, cfg: float = 3.0
     edited = []
     for b, start in enumerate(range(0, len(labels), batch_size)):
         pixels = digits8_to_images(images8[start : start + batch_size]).add(1).div(2).to(device)
-        out = edit(var, vae, pixels, tuple(box), labels=torch.as_tensor(requested[start : start + batch_size]),
-                   generator=batch_generator(seed, b, device), cfg=cfg, **sample_kwargs)  # fmt: skip
+        out = edit(
+            vae,
+            var,
+            pixels,
+            tuple(box),
+            labels=torch.as_tensor(requested[start : start + batch_size]),
+            generator=batch_generator(seed, b, device),
+            cfg=cfg,
+            **sample_kwargs,
+        )
         edited.append(images_to_digits8(out.images))
     predicted = judge.predict(np.concatenate(edited))
-    return EditReport(tuple(box), cfg, len(labels), float((predicted == requested).mean()),
-                      float((predicted == labels).mean()))  # fmt: skip
+    return EditReport(
+        tuple(box), cfg, len(labels), float((predicted == requested).mean()), float((predicted == labels).mean())
+    )

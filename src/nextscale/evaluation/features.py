@@ -50,8 +50,9 @@ def fetch_inception_weights(path: str | os.PathLike | None = None) -> Path:
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise NextscaleError(f"--inception-weights {path}: no such file (it should be {INCEPTION_FILE}, from "
-                                 f"{INCEPTION_URL})")  # fmt: skip
+            raise NextscaleError(
+                f"--inception-weights {path}: no such file (it should be {INCEPTION_FILE}, from {INCEPTION_URL})"
+            )
         return path
     path = default_inception_path()
     if path.is_file():
@@ -60,9 +61,11 @@ def fetch_inception_weights(path: str | os.PathLike | None = None) -> Path:
     try:
         torch.hub.download_url_to_file(INCEPTION_URL, str(path), hash_prefix="6726825d", progress=True)
     except Exception as e:  # offline, a proxy, a bad hash: the user needs the file, not the traceback
-        raise NextscaleError(f"the Inception weights {INCEPTION_FILE} are not in {path.parent} and could not be "
-                             f"downloaded ({first_line(e)}): download {INCEPTION_URL} into that folder, or pass "
-                             "--inception-weights FILE") from None  # fmt: skip
+        raise NextscaleError(
+            f"the Inception weights {INCEPTION_FILE} are not in {path.parent} and could not be "
+            f"downloaded ({first_line(e)}): download {INCEPTION_URL} into that folder, or pass "
+            "--inception-weights FILE"
+        ) from None
     return path
 
 
@@ -86,8 +89,11 @@ def _refuse_pickle(*args, **kwargs):
 def _no_unpickling():
     """`torch.export.load` unpickles weights marked `use_pickle` and opaque constants: a crafted file would run
     code. Tensors still load (weights-only); anything else is refused."""
-    with _weights_only_torch_load(), mock.patch.object(pickle, "loads", _refuse_pickle), \
-         mock.patch.object(torch._C, "_pickle_load_obj", _refuse_pickle):  # fmt: skip
+    with (
+        _weights_only_torch_load(),
+        mock.patch.object(pickle, "loads", _refuse_pickle),
+        mock.patch.object(torch._C, "_pickle_load_obj", _refuse_pickle),
+    ):
         yield
 
 
@@ -100,8 +106,9 @@ class InceptionFeatures(FeatureNetwork):
         path = fetch_inception_weights(weights)
         try:
             with _weights_only_torch_load():
-                net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                                  feature_extractor_weights_path=str(path))  # fmt: skip
+                net = FeatureExtractorInceptionV3(
+                    "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
+                )
         except Exception as e:
             raise NextscaleError(
                 f"{path} is not the Inception weights torch-fidelity expects: {first_line(e)}"
@@ -163,21 +170,25 @@ class ExportedNetwork(FeatureNetwork):
         try:
             out = self.module(images.to(self.device))
         except Exception as e:
-            raise NextscaleError(f"{self.what} {self.path} failed on a batch of {tuple(images.shape)} uint8 images: "
-                                 f"{first_line(e)}") from None  # fmt: skip
+            raise NextscaleError(
+                f"{self.what} {self.path} failed on a batch of {tuple(images.shape)} uint8 images: {first_line(e)}"
+            ) from None
         features, logits = out if isinstance(out, tuple | list) and len(out) == 2 else (out, None)
         for t, role in ((features, "features"), (logits, "logits")):
             if t is not None and (not torch.is_tensor(t) or t.ndim != 2 or t.shape[0] != images.shape[0]):
                 shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
-                raise NextscaleError(f"{self.what} {self.path} must return N×D {role} for N images; it gave "
-                                     f"{shape} for N={images.shape[0]}")  # fmt: skip
+                raise NextscaleError(
+                    f"{self.what} {self.path} must return N×D {role} for N images; it gave "
+                    f"{shape} for N={images.shape[0]}"
+                )
         # A single output serves as the logits too: a classifier's logits are features as well.
         self.gives_logits = logits is not None
         return features, features if logits is None else logits
 
 
-def load_network(name: str | os.PathLike = "inception", *, device="cpu", inception_weights=None,
-                 what: str = "--features") -> FeatureNetwork:  # fmt: skip
+def load_network(
+    name: str | os.PathLike = "inception", *, device="cpu", inception_weights=None, what: str = "--features"
+) -> FeatureNetwork:
     """A registered name (`inception`, `digits`) or a file (`.pt2`, `.pt`)."""
     if str(name) == "inception":
         return InceptionFeatures(inception_weights, device)

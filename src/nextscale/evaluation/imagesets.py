@@ -40,8 +40,13 @@ class Statistics:
     def save(self, path: str | os.PathLike) -> Path:
         def write(tmp):
             with open(tmp, "wb") as fh:
-                np.savez(fh, mu=self.mu, sigma=self.sigma, features=np.str_(self.features),
-                         count=np.int64(self.count if self.count is not None else -1))  # fmt: skip
+                np.savez(
+                    fh,
+                    mu=self.mu,
+                    sigma=self.sigma,
+                    features=np.str_(self.features),
+                    count=np.int64(self.count if self.count is not None else -1),
+                )
 
         return atomic_write(path, write)
 
@@ -70,8 +75,9 @@ def open_set(source: str | os.PathLike, what: str = "SAMPLES") -> ImageSet:
     if path.is_dir():
         return _folder_set(path, what)
     if not path.is_file():
-        raise NextscaleError(f"{what} {path}: no such file or folder (an .npz, a folder of images, or one of "
-                             f"{', '.join(BUILTIN)})")  # fmt: skip
+        raise NextscaleError(
+            f"{what} {path}: no such file or folder (an .npz, a folder of images, or one of {', '.join(BUILTIN)})"
+        )
     if path.suffix != ".npz":
         raise NextscaleError(f"{what} {path}: expected an .npz file (ADM format or saved statistics) or a folder")
     return _npz_set(path, what)
@@ -151,8 +157,10 @@ def _folder_set(path: Path, what: str) -> ImageSet:
             raise NextscaleError(f"{what} {file}: not a readable image ({first_line(e)})") from None
         first = first or size
         if size != first:
-            raise NextscaleError(f"{what} {file} is {size[0]}×{size[1]}, the first image {first[0]}×{first[1]}: "
-                                 "crop the folder to one size first")  # fmt: skip
+            raise NextscaleError(
+                f"{what} {file} is {size[0]}×{size[1]}, the first image {first[0]}×{first[1]}: "
+                "crop the folder to one size first"
+            )
     return ImageSet(str(path), len(files), None, lambda bs: _folder_batches(files, bs, what))
 
 

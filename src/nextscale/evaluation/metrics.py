@@ -31,18 +31,26 @@ def inception_score(logits: np.ndarray, block: int = IS_BLOCK) -> tuple[float, f
     """Mean and std over consecutive blocks of `block` images in the file's order (the ADM evaluator's way: not
     shuffled, so a class-ordered file scores far lower; the last block may be shorter)."""
     logits = torch.from_numpy(np.asarray(logits))
-    scores = [isc_features_to_metric(logits[i : i + block], splits=1, shuffle=False)["inception_score_mean"]
-              for i in range(0, len(logits), block)]  # fmt: skip
+    scores = [
+        isc_features_to_metric(logits[i : i + block], splits=1, shuffle=False)["inception_score_mean"]
+        for i in range(0, len(logits), block)
+    ]
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = KID_SUBSETS,
-                    subset_size: int = KID_SUBSET_SIZE) -> tuple[float, float, int]:  # fmt: skip
+def kernel_distance(
+    a: np.ndarray, b: np.ndarray, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE
+) -> tuple[float, float, int]:
     """KID mean and std over random subsets (torch-fidelity's cubic kernel); the subset size shrinks to the
     smaller set when it has fewer images, and is returned."""
     size = min(subset_size, len(a), len(b))
-    out = kid_features_to_metric(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b)),
-                                 kid_subsets=subsets, kid_subset_size=size, verbose=False)  # fmt: skip
+    out = kid_features_to_metric(
+        torch.from_numpy(np.asarray(a)),
+        torch.from_numpy(np.asarray(b)),
+        kid_subsets=subsets,
+        kid_subset_size=size,
+        verbose=False,
+    )
     return out["kernel_inception_distance_mean"], out["kernel_inception_distance_std"], size
 
 
@@ -52,6 +60,7 @@ def precision_recall(samples: np.ndarray, real: np.ndarray, k: int = PRC_NEIGHBO
         raise NextscaleError(f"precision/recall need more than k={k} images in each set")
     # float32 and row blocks (torch-fidelity's save_cpu_ram): the full 50,000² float64 distance matrix is 20 GB.
     as_tensor = lambda x: torch.from_numpy(np.asarray(x, dtype=np.float32))  # noqa: E731
-    out = prc_features_to_metric(as_tensor(samples), as_tensor(real), prc_neighborhood=k, save_cpu_ram=True,
-                                 verbose=False)  # fmt: skip
+    out = prc_features_to_metric(
+        as_tensor(samples), as_tensor(real), prc_neighborhood=k, save_cpu_ram=True, verbose=False
+    )
     return out["precision"], out["recall"]

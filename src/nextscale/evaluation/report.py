@@ -28,8 +28,11 @@ def check_metrics(metrics) -> tuple[str, ...]:
     metrics = tuple(dict.fromkeys(m.strip().lower() for m in metrics if m.strip()))
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
-        raise NextscaleError(f"metrics: unknown {unknown[0]!r}; choose from {', '.join(METRICS)}" if unknown
-                             else f"metrics: name at least one of {', '.join(METRICS)}")  # fmt: skip
+        raise NextscaleError(
+            f"metrics: unknown {unknown[0]!r}; choose from {', '.join(METRICS)}"
+            if unknown
+            else f"metrics: name at least one of {', '.join(METRICS)}"
+        )
     return metrics
 
 
@@ -65,16 +68,22 @@ def evaluate(
     if "fid" in metrics:  # before any work: statistics must be of the features this run computes
         for s in (a.statistics, b.statistics):
             if s is not None and s.features != network.name:
-                raise NextscaleError(f"statistics of {s.features} features cannot be compared with --features "
-                                     f"{network.name}")  # fmt: skip
+                raise NextscaleError(
+                    f"statistics of {s.features} features cannot be compared with --features {network.name}"
+                )
     feats_a = _features(a, network, batch_size, progress) if needs_a else (None, None)
     feats_b = _features(b, network, batch_size, progress) if needs_b else (None, None)
     stats_a = a.statistics or (Statistics.of(feats_a[0], network.name) if feats_a[0] is not None else None)
     if save_stats is not None:
         stats_a.save(save_stats)
     results: dict[str, float] = {}
-    settings = {"samples": a.source, "samples_count": a.count, "ref": b.source if b else None,
-                "ref_count": b.count if b else None, "features": network.name}  # fmt: skip
+    settings = {
+        "samples": a.source,
+        "samples_count": a.count,
+        "ref": b.source if b else None,
+        "ref_count": b.count if b else None,
+        "features": network.name,
+    }
     if "fid" in metrics:
         stats_b = b.statistics or Statistics.of(feats_b[0], network.name)
         results["fid"] = frechet_distance(stats_a, stats_b)
@@ -97,8 +106,9 @@ def evaluate(
 
 
 def _features(s: ImageSet, network: FeatureNetwork, batch_size: int, progress: bool):
-    with tqdm(total=s.count, desc=f"features of {os.path.basename(s.source.rstrip('/'))}", unit="img",
-              disable=not progress) as bar:  # fmt: skip
+    with tqdm(
+        total=s.count, desc=f"features of {os.path.basename(s.source.rstrip('/'))}", unit="img", disable=not progress
+    ) as bar:
         features, logits = extract(network, s.batches(batch_size), bar)
     if len(features) < 2:
         raise NextscaleError(f"{s.source} holds {len(features)} image(s): the metrics need at least 2")
@@ -106,8 +116,15 @@ def _features(s: ImageSet, network: FeatureNetwork, batch_size: int, progress: b
 
 
 def table(result: dict) -> str:
-    names = {"fid": "FID", "is": "IS", "is_std": "IS std", "precision": "precision", "recall": "recall",
-             "kid": "KID", "kid_std": "KID std"}  # fmt: skip
+    names = {
+        "fid": "FID",
+        "is": "IS",
+        "is_std": "IS std",
+        "precision": "precision",
+        "recall": "recall",
+        "kid": "KID",
+        "kid_std": "KID std",
+    }
     rows = [(names.get(k, k), f"{v:.4f}") for k, v in result["metrics"].items()]
     width = max((len(n) for n, _ in rows), default=0)
     s = result["settings"]

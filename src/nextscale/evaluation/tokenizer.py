@@ -144,8 +144,10 @@ def load_lpips(paths=None, device="cpu") -> tuple[PerceptualLoss | None, str | N
         raise NextscaleError(f"--lpips-weights {' '.join(map(str, paths))}: {' and '.join(missing)} not found there")
     if missing:
         where = lpips_candidates()[0]
-        return None, (f"LPIPS skipped: {' and '.join(missing)} not found (put torchvision's {VGG16_FILE} and the "
-                      f"lpips package's weights/v0.1/{LPIPS_FILE} in {where}, or pass --lpips-weights)")  # fmt: skip
+        return None, (
+            f"LPIPS skipped: {' and '.join(missing)} not found (put torchvision's {VGG16_FILE} and the "
+            f"lpips package's weights/v0.1/{LPIPS_FILE} in {where}, or pass --lpips-weights)"
+        )
     return PerceptualLoss(str(vgg), str(lin)).to(device), None
 
 
@@ -173,9 +175,14 @@ class TokenizerReport:
     def summary(self) -> str:
         lpips = f"{self.lpips:.4f}" if self.lpips is not None else "skipped"
         rfid = f"{self.rfid:.4f} ({self.features} features)" if self.rfid is not None else "skipped"
-        lines = [f"{self.images} images at {self.resolution}×{self.resolution}, codebook of {self.vocab_size}",
-                 f"  PSNR   {self.psnr:.4f} dB", f"  SSIM   {self.ssim:.4f}", f"  LPIPS  {lpips}",
-                 f"  rFID   {rfid}", "  codebook   scale   tokens    usage  perplexity"]  # fmt: skip
+        lines = [
+            f"{self.images} images at {self.resolution}×{self.resolution}, codebook of {self.vocab_size}",
+            f"  PSNR   {self.psnr:.4f} dB",
+            f"  SSIM   {self.ssim:.4f}",
+            f"  LPIPS  {lpips}",
+            f"  rFID   {rfid}",
+            "  codebook   scale   tokens    usage  perplexity",
+        ]
         for s in self.scales:
             lines.append(f"           {s.scale:>7} {s.tokens:>8} {s.usage:>8.2%} {s.perplexity:>11.2f}")
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
@@ -220,9 +227,18 @@ def _rfid(totals: _Totals, network: FeatureNetwork) -> float:
     return frechet_distance(real, rec)
 
 
-def evaluate_tokenizer(vae: VQVAE, dataset: Dataset, *, network: FeatureNetwork | None = None, lpips="auto",
-                       batch_size: int = 32, limit: int | None = None, device="cpu", workers: int = 0,
-                       progress: bool = True) -> TokenizerReport:  # fmt: skip
+def evaluate_tokenizer(
+    vae: VQVAE,
+    dataset: Dataset,
+    *,
+    network: FeatureNetwork | None = None,
+    lpips="auto",
+    batch_size: int = 32,
+    limit: int | None = None,
+    device="cpu",
+    workers: int = 0,
+    progress: bool = True,
+) -> TokenizerReport:
     """Reconstruction metrics over `dataset`'s (image in [−1, 1], label) items, the first `limit` of them.
 
     `network`: the feature network for rFID (None: no rFID). `lpips`: a `PerceptualLoss`, None (skipped), or

@@ -52,8 +52,10 @@ def check_disk(out: Path, images: int, side: int, copies: int = 1) -> None:
     need = images * copies * side * side * 3
     free = shutil.disk_usage(out).free
     if need > free:
-        raise NextscaleError(f"{images:,} images of {side}×{side} need about {need / 1e9:,.1f} GB in {out}, "
-                             f"which has {free / 1e9:,.1f} GB free")  # fmt: skip
+        raise NextscaleError(
+            f"{images:,} images of {side}×{side} need about {need / 1e9:,.1f} GB in {out}, "
+            f"which has {free / 1e9:,.1f} GB free"
+        )
 
 
 def sample_many(
@@ -85,7 +87,7 @@ def sample_many(
         raise NextscaleError(f"nothing to sample: give a non-empty list of labels or a count ≥ 1, got {total!r}")
     if not is_int(batch_size) or batch_size < 1:
         raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
-    device = check_sample_kwargs(var, vae, sample_kwargs)  # before anything in out_dir changes
+    device = check_sample_kwargs(vae, var, sample_kwargs)  # before anything in out_dir changes
     side = vae.config.resolution
     out = Path(out_dir) if out_dir is not None else None
     note, writer = None, None
@@ -104,8 +106,9 @@ def sample_many(
             for b, start in enumerate(tqdm(starts, desc="sampling", unit="batch", disable=not progress)):
                 size = min(batch_size, total - start)
                 chunk = labels[start : start + size] if labels is not None else None
-                result = sample(var, vae, chunk, batch_size=size, generator=batch_generator(seed, b, device),
-                                **sample_kwargs)  # fmt: skip
+                result = sample(
+                    vae, var, chunk, batch_size=size, generator=batch_generator(seed, b, device), **sample_kwargs
+                )
                 batch = to_uint8(result.images)
                 drawn_labels.append(result.labels.cpu().numpy())
                 if writer is not None:

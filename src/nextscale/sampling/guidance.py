@@ -65,8 +65,9 @@ class PerScale(Guidance):
 
     def weight(self, si, num_scales):
         if len(self.weights) != num_scales:
-            raise NextscaleError(f"the guidance list has {len(self.weights)} weights; this model has {num_scales} "
-                                 "scales")  # fmt: skip
+            raise NextscaleError(
+                f"the guidance list has {len(self.weights)} weights; this model has {num_scales} scales"
+            )
         return self.weights[si]
 
 

@@ -46,7 +46,7 @@ Scorer = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 3, H, W) → class 
 
 
 def image_seed(seed: int, cls: int, index: int) -> int:
-    """The seed of image `index` of class `cls`: `sample(var, vae, [cls], seed=image_seed(…))` draws it alone."""
+    """The seed of image `index` of class `cls`: `sample(vae, var, [cls], seed=image_seed(…))` draws it alone."""
     return derive_seed(seed, cls, index)
 
 
@@ -76,8 +76,8 @@ def sample_per_class(
     first process: under torchrun the others return once their shards are on disk).
     """
     dist = dist or Distributed()
-    device = check_sample_kwargs(var, vae, sample_kwargs)
-    plan = _plan(var, vae, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs)
+    device = check_sample_kwargs(vae, var, sample_kwargs)
+    plan = _plan(vae, var, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs)
     if not is_int(batch_size) or batch_size < 1:
         raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
     out = Path(out_dir)
@@ -94,8 +94,15 @@ def sample_per_class(
         drawn = sum(len(_shard_range(k, total, plan["shard_size"])) for k in missing)
         kept = plan["per_class"] * len(plan["classes"])
         check_disk(out, drawn + kept * (2 if pngs else 1), side)  # shards to draw, then the npz (and PNGs)
-        record["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "world_size": dist.world,
-                               "device": str(device), "batch_size": batch_size, "versions": versions()})  # fmt: skip
+        record["runs"].append(
+            {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "world_size": dist.world,
+                "device": str(device),
+                "batch_size": batch_size,
+                "versions": versions(),
+            }
+        )
         atomic_write_text(out / RECORD, json.dumps(record, indent=1) + "\n")
         return record, missing
 
@@ -103,14 +110,28 @@ def sample_per_class(
     if record.get("complete"):
         return out / NPZ
     mine = missing[dist.rank :: dist.world]
-    bar = tqdm(total=sum(len(_shard_range(k, total, shard_size)) for k in mine), unit="img",
-               desc=f"sampling (rank {dist.rank})" if dist.enabled else "sampling",
-               disable=not progress or not dist.is_main)  # fmt: skip
+    bar = tqdm(
+        total=sum(len(_shard_range(k, total, shard_size)) for k in mine),
+        unit="img",
+        desc=f"sampling (rank {dist.rank})" if dist.enabled else "sampling",
+        disable=not progress or not dist.is_main,
+    )
     memory = freed_memory_reused() if device.type == "cpu" else nullcontext()
     with memory:
         for k in mine:
-            _draw_shard(out, k, _shard_range(k, total, shard_size), plan, vae, var, device, batch_size, scorer,
-                        bar, sample_kwargs)  # fmt: skip
+            _draw_shard(
+                out,
+                k,
+                _shard_range(k, total, shard_size),
+                plan,
+                vae,
+                var,
+                device,
+                batch_size,
+                scorer,
+                bar,
+                sample_kwargs,
+            )
     bar.close()
     dist.barrier()
     if dist.is_main:  # alone: the others need not wait (a 10 GB merge could outlast the process group's timeout)
@@ -121,11 +142,15 @@ def sample_per_class(
 
 def _check_complete(out: Path, record: dict, pngs: bool) -> None:
     if not (out / NPZ).is_file():
-        raise NextscaleError(f"{out / RECORD} says the samples are complete, but {NPZ} is gone (and so are their "
-                             "shards): use a new output directory")  # fmt: skip
+        raise NextscaleError(
+            f"{out / RECORD} says the samples are complete, but {NPZ} is gone (and so are their "
+            "shards): use a new output directory"
+        )
     if pngs and not record.get("pngs"):
-        raise NextscaleError(f"{out / NPZ} is complete and was written without --png; its images are arr_0 of "
-                             "that file (or rerun into a new output directory with --png)")  # fmt: skip
+        raise NextscaleError(
+            f"{out / NPZ} is complete and was written without --png; its images are arr_0 of "
+            "that file (or rerun into a new output directory with --png)"
+        )
 
 
 def _on_main(dist: Distributed, work: Callable):
@@ -145,7 +170,7 @@ def _on_main(dist: Distributed, work: Callable):
     return value
 
 
-def _plan(var, vae, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs) -> dict:
+def _plan(vae, var, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs) -> dict:
     """Everything the images depend on; a rerun in the same folder must match it to resume there."""
     if not is_int(per_class) or per_class < 1:
         raise NextscaleError(f"per_class must be an integer ≥ 1, got {per_class!r}")
@@ -166,17 +191,30 @@ def _plan(var, vae, per_class, classes, seed, shard_size, scorer, keep_top, mode
             raise NextscaleError(f"keep_top must be a fraction in [{MIN_KEEP_TOP}, 1], got {keep_top!r}")
         candidates = math.ceil(round(per_class / keep_top, 6))  # rounded first: 0.3 keeps 3 of 10, not of 11
     # Settings at their defaults are left out, so that records made before a setting existed still resume.
-    settings = {k: for_record(sample_kwargs[k]) for k in SETTING_NAMES if k in sample_kwargs
-                and sample_kwargs[k] != getattr(SAMPLER, k)}  # fmt: skip
+    settings = {
+        k: for_record(sample_kwargs[k])
+        for k in SETTING_NAMES
+        if k in sample_kwargs and sample_kwargs[k] != getattr(SAMPLER, k)
+    }
     settings = {k: settings.get(k, getattr(SAMPLER, k)) for k in BASE_SETTINGS} | settings
     model = {**(model or {}), "weights": weights_fingerprint(vae, var)}  # the same path may hold other weights
     if sample_kwargs.get("fine_var") is not None:
         settings.update(handoff=sample_kwargs["handoff"], fine_weights=weights_fingerprint(sample_kwargs["fine_var"]))
-    return {"format": 1, "model": model, "classes": classes, "per_class": per_class,
-            "candidates_per_class": candidates, "keep_top": keep_top, "seed": check_seed(seed),
-            "image_seeds": "nextscale.sampling.image_seed(seed, class, index)", "sampler": settings,
-            "precision": sample_kwargs.get("precision", "fp32"), "resolution": vae.config.resolution,
-            "shard_size": shard_size, "shuffle": "numpy.random.default_rng(seed).permutation"}  # fmt: skip
+    return {
+        "format": 1,
+        "model": model,
+        "classes": classes,
+        "per_class": per_class,
+        "candidates_per_class": candidates,
+        "keep_top": keep_top,
+        "seed": check_seed(seed),
+        "image_seeds": "nextscale.sampling.image_seed(seed, class, index)",
+        "sampler": settings,
+        "precision": sample_kwargs.get("precision", "fp32"),
+        "resolution": vae.config.resolution,
+        "shard_size": shard_size,
+        "shuffle": "numpy.random.default_rng(seed).permutation",
+    }
 
 
 def weights_fingerprint(*models: torch.nn.Module) -> str:
@@ -208,9 +246,11 @@ def _claim(out: Path, plan: dict) -> dict:
     differ = [k for k in plan if saved.get(k) != plan[k]]
     if differ:
         first = differ[0]
-        raise NextscaleError(f"{out} holds samples drawn with other settings ({', '.join(differ)}: "
-                             f"{_short(saved.get(first))} there, {_short(plan[first])} now): use a new output "
-                             "directory, or the settings that drew them")  # fmt: skip
+        raise NextscaleError(
+            f"{out} holds samples drawn with other settings ({', '.join(differ)}: "
+            f"{_short(saved.get(first))} there, {_short(plan[first])} now): use a new output "
+            "directory, or the settings that drew them"
+        )
     return record
 
 
@@ -251,9 +291,10 @@ def _draw_shard(out, k, indices: range, plan, vae, var, device, batch_size, scor
     for start in range(indices.start, indices.stop, batch_size):
         batch = range(start, min(indices.stop, start + batch_size))
         labels = [classes[j // m] for j in batch]
-        generators = [torch.Generator(device).manual_seed(image_seed(plan["seed"], classes[j // m], j % m))
-                      for j in batch]  # fmt: skip
-        result = sample(var, vae, labels, generator=generators, **{**sample_kwargs, "reuse_memory": False})
+        generators = [
+            torch.Generator(device).manual_seed(image_seed(plan["seed"], classes[j // m], j % m)) for j in batch
+        ]
+        result = sample(vae, var, labels, generator=generators, **{**sample_kwargs, "reuse_memory": False})
         uint8 = to_uint8(result.images)
         if scorer is not None:
             scores.append(_confidence(scorer, uint8, labels, device))
@@ -301,10 +342,10 @@ def _kept_candidates(out: Path, plan: dict, total: int) -> np.ndarray:
 def _merge(out: Path, plan: dict, record: dict, side: int, pngs: bool, progress: bool) -> None:
     m, classes, size = plan["candidates_per_class"], plan["classes"], plan["shard_size"]
     total = m * len(classes)
-    shards = [
+    shards = [  # each checked whole after the draws
         np.load(out / SHARDS / f"shard-{k:05d}.npy", mmap_mode="r", allow_pickle=False)
         for k in range(-(-total // size))
-    ]  # fmt: skip  (each checked whole after the draws)
+    ]
     kept = _kept_candidates(out, plan, total)
     order = kept[np.random.default_rng(plan["seed"]).permutation(len(kept))]
     labels = np.asarray(classes, dtype=np.int64)[order // m]

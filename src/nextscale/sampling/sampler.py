@@ -152,14 +152,18 @@ def _check_temperature(v, what):
         raise NextscaleError(f"{what} must be > 0, got {v!r}")
 
 
-def check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth, temperature=1.0, guidance_scales=None,
-                           num_scales: int | None = None) -> ScaleSettings | None:  # fmt: skip
+def check_sampler_settings(
+    cfg, cfg_schedule, top_k, top_p, more_smooth, temperature=1.0, guidance_scales=None, num_scales: int | None = None
+) -> ScaleSettings | None:
     """Checks every setting; with `num_scales`, also the lists' lengths, and returns them resolved per scale."""
     guidance = make_guidance(cfg, cfg_schedule, guidance_scales)
     if not isinstance(more_smooth, bool):
         raise NextscaleError(f"more_smooth must be True or False, got {more_smooth!r}")
-    checks = (("temperature", temperature, _check_temperature), ("top_k", top_k, _check_top_k),
-              ("top_p", top_p, _check_top_p))  # fmt: skip
+    checks = (
+        ("temperature", temperature, _check_temperature),
+        ("top_k", top_k, _check_top_k),
+        ("top_p", top_p, _check_top_p),
+    )
     if num_scales is None:
         for what, value, check in checks:
             per_scale(value, len(value) if _is_list(value) else 1, what, check)
@@ -178,43 +182,58 @@ def _is_list(value) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str)
 
 
-def check_sample_inputs(var, vae, generator, seed, cfg=SAMPLER.cfg, cfg_schedule=SAMPLER.cfg_schedule,
-                        top_k=SAMPLER.top_k, top_p=SAMPLER.top_p, more_smooth=SAMPLER.more_smooth, temperature=1.0,
-                        guidance_scales=None, fine_var=None,
-                        handoff=None) -> tuple[torch.device, ScaleSettings]:  # fmt: skip
+def check_sample_inputs(
+    vae,
+    var,
+    generator,
+    seed,
+    cfg=SAMPLER.cfg,
+    cfg_schedule=SAMPLER.cfg_schedule,
+    top_k=SAMPLER.top_k,
+    top_p=SAMPLER.top_p,
+    more_smooth=SAMPLER.more_smooth,
+    temperature=1.0,
+    guidance_scales=None,
+    fine_var=None,
+    handoff=None,
+) -> tuple[torch.device, ScaleSettings]:
     """Everything `sample` checks before it draws: the pair, the devices, the settings. Returns the device and the
     settings resolved per scale."""
-    check_compatible(var, vae)
-    settings = check_sampler_settings(cfg, cfg_schedule, top_k, top_p, more_smooth, temperature, guidance_scales,
-                                      len(var.patch_nums))  # fmt: skip
+    check_compatible(vae, var)
+    settings = check_sampler_settings(
+        cfg, cfg_schedule, top_k, top_p, more_smooth, temperature, guidance_scales, len(var.patch_nums)
+    )
     device = var.head.weight.device
     vae_device = vae.quantize.embedding.weight.device
     if vae_device != device:
         raise NextscaleError(f"the VAE is on {vae_device} and the VAR on {device}: move both to one device")
-    check_handoff(var, vae, fine_var, handoff, device)
+    check_handoff(vae, var, fine_var, handoff, device)
     if generator is not None and seed is not None:
         raise NextscaleError("give a seed or a generator, not both")
     for g in generator if isinstance(generator, Sequence) else [generator]:
         if not isinstance(g, torch.Generator | None):
             raise NextscaleError(f"generator must be a torch.Generator or a list of them, got {type(g).__name__}")
         if g is not None and not same_device(g.device, device):
-            raise NextscaleError(f"the generator lives on {g.device}, the model on {device}: create it with "
-                                 f"torch.Generator(device={str(device)!r})")  # fmt: skip
+            raise NextscaleError(
+                f"the generator lives on {g.device}, the model on {device}: create it with "
+                f"torch.Generator(device={str(device)!r})"
+            )
     return device, settings
 
 
-def check_sample_kwargs(var, vae, sample_kwargs: dict) -> torch.device:
+def check_sample_kwargs(vae, var, sample_kwargs: dict) -> torch.device:
     """What `sample` would check of `sample_kwargs` (the settings, a hand-off, precision, compile backend), for
     callers that must refuse them before they write anything. Returns the device."""
     settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in SETTING_NAMES}
-    device, _ = check_sample_inputs(var, vae, None, None, **settings, fine_var=sample_kwargs.get("fine_var"),
-                                    handoff=sample_kwargs.get("handoff"))  # fmt: skip
+    device, _ = check_sample_inputs(
+        vae, var, None, None, **settings, fine_var=sample_kwargs.get("fine_var"), handoff=sample_kwargs.get("handoff")
+    )
     check_compile_backend(sample_kwargs.get("compile"))
     check_precision(sample_kwargs.get("precision", "fp32"))
     return device
 
 
-def check_handoff(var, vae, fine_var, handoff, device) -> None:
+def check_handoff(vae, var, fine_var, handoff, device) -> None:
     """The fine model takes over at scale `handoff`: it must read the same tokens as `var` (same tokenizer,
     scales and classes) and live on the same device."""
     if fine_var is None and handoff is None:
@@ -227,11 +246,13 @@ def check_handoff(var, vae, fine_var, handoff, device) -> None:
     if not is_int(handoff) or not 1 <= handoff < K:
         raise NextscaleError(f"handoff must be a scale in 1..{K - 1} (the first the fine model draws), got {handoff!r}")
     if tuple(fine_var.patch_nums) != tuple(var.patch_nums) or fine_var.num_classes != var.num_classes:
-        raise NextscaleError(f"the fine model has scales {tuple(fine_var.patch_nums)} and {fine_var.num_classes} "
-                             f"classes, the model {tuple(var.patch_nums)} and {var.num_classes}: they must share "
-                             "the tokenizer and the classes")  # fmt: skip
+        raise NextscaleError(
+            f"the fine model has scales {tuple(fine_var.patch_nums)} and {fine_var.num_classes} "
+            f"classes, the model {tuple(var.patch_nums)} and {var.num_classes}: they must share "
+            "the tokenizer and the classes"
+        )
     try:
-        check_compatible(fine_var, vae)
+        check_compatible(vae, fine_var)
     except NextscaleError as e:
         raise NextscaleError(f"the fine model does not fit the tokenizer: {e}") from None
     if fine_var.head.weight.device != device:
@@ -297,8 +318,8 @@ def cached_teacher_forcing(var: VAR, labels_B: torch.Tensor, x_BLCv_wo_first_l: 
 
 @torch.no_grad()
 def sample(
-    var: VAR,
     vae: VQVAE,
+    var: VAR,
     labels: int | Sequence[int] | torch.Tensor | None = None,
     *,
     batch_size: int | None = None,
@@ -348,8 +369,21 @@ def sample(
     back when it returns. `on_scale(si, f_hat)` is called after each scale with f̂ so far (B, Cvae, h, w):
     `fhat_to_images(vae, f_hat)` is the image the scales up to si make (the pyramid as it grows).
     """
-    device, settings = check_sample_inputs(var, vae, generator, seed, cfg, cfg_schedule, top_k, top_p, more_smooth,
-                                           temperature, guidance_scales, fine_var, handoff)  # fmt: skip
+    device, settings = check_sample_inputs(
+        vae,
+        var,
+        generator,
+        seed,
+        cfg,
+        cfg_schedule,
+        top_k,
+        top_p,
+        more_smooth,
+        temperature,
+        guidance_scales,
+        fine_var,
+        handoff,
+    )
     if generator is None and seed is not None:
         generator = seeded_generator(seed, device)
     if isinstance(generator, Sequence) and labels is None:
@@ -360,8 +394,21 @@ def sample(
     steps = {id(m): step_function(m, compile) for m in (var, fine_var) if m is not None}
     memory = freed_memory_reused() if device.type == "cpu" and reuse_memory else contextlib.nullcontext()
     with memory, autocast_for(device, precision):
-        return _sample(var, vae, labels, generator, settings, more_smooth, forced, return_fhats, steps,
-                       channels_last_decode, on_scale, fine_var, handoff)  # fmt: skip
+        return _sample(
+            vae,
+            var,
+            labels,
+            generator,
+            settings,
+            more_smooth,
+            forced,
+            return_fhats,
+            steps,
+            channels_last_decode,
+            on_scale,
+            fine_var,
+            handoff,
+        )
 
 
 class _Rows:
@@ -399,8 +446,21 @@ class _Rows:
         return x.repeat(2, 1, 1) if self.guided else x
 
 
-def _sample(var, vae, labels, generator, settings: ScaleSettings, more_smooth, forced, return_fhats, steps,
-            channels_last_decode, on_scale, fine_var, handoff) -> SampleOutput:  # fmt: skip
+def _sample(
+    vae,
+    var,
+    labels,
+    generator,
+    settings: ScaleSettings,
+    more_smooth,
+    forced,
+    return_fhats,
+    steps,
+    channels_last_decode,
+    on_scale,
+    fine_var,
+    handoff,
+) -> SampleOutput:
     B, patch_nums, K = labels.shape[0], var.patch_nums, len(var.patch_nums)
     guidance, quantize = settings.guidance, vae.quantize
     needs_uncond = [guidance.needs_unconditional(si, K) for si in range(K)]

@@ -44,15 +44,21 @@ class VQVAEConfig:
         for name in ("vocab_size", "z_channels", "ch", "num_res_blocks", "norm_groups", "quant_conv_ks", "in_channels"):
             check_config(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
         check_config(self.quant_conv_ks % 2 == 1, f"quant_conv_ks must be odd, got {self.quant_conv_ks}")
-        check_config(len(self.ch_mult) >= 1 and all(m >= 1 for m in self.ch_mult),
-                     f"ch_mult needs positive channel multipliers, got {self.ch_mult}")  # fmt: skip
+        check_config(
+            len(self.ch_mult) >= 1 and all(m >= 1 for m in self.ch_mult),
+            f"ch_mult needs positive channel multipliers, got {self.ch_mult}",
+        )
         check_config(len(self.patch_nums) >= 2, f"patch_nums needs at least two scales, got {self.patch_nums}")
-        check_config(self.patch_nums[0] >= 1 and list(self.patch_nums) == sorted(set(self.patch_nums)),
-                     f"patch_nums must be positive and increase strictly, got {self.patch_nums}")  # fmt: skip
+        check_config(
+            self.patch_nums[0] >= 1 and list(self.patch_nums) == sorted(set(self.patch_nums)),
+            f"patch_nums must be positive and increase strictly, got {self.patch_nums}",
+        )
         check_config(self.share_quant_resi >= 0, f"share_quant_resi must be ≥ 0, got {self.share_quant_resi}")
         widths = {self.ch * m for m in self.ch_mult}
-        check_config(all(w % self.norm_groups == 0 for w in widths),
-                     f"every width {sorted(widths)} must be divisible by norm_groups={self.norm_groups}")  # fmt: skip
+        check_config(
+            all(w % self.norm_groups == 0 for w in widths),
+            f"every width {sorted(widths)} must be divisible by norm_groups={self.norm_groups}",
+        )
 
     @property
     def downsample(self) -> int:
@@ -84,9 +90,15 @@ class VQVAE(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config = config or VQVAEConfig()
         with torch.device("meta"):  # nothing is allocated or initialised twice
-            coder = dict(ch=config.ch, ch_mult=config.ch_mult, num_res_blocks=config.num_res_blocks,
-                         z_channels=config.z_channels, using_sa=config.using_sa, using_mid_sa=config.using_mid_sa,
-                         norm_groups=config.norm_groups)  # fmt: skip
+            coder = dict(
+                ch=config.ch,
+                ch_mult=config.ch_mult,
+                num_res_blocks=config.num_res_blocks,
+                z_channels=config.z_channels,
+                using_sa=config.using_sa,
+                using_mid_sa=config.using_mid_sa,
+                norm_groups=config.norm_groups,
+            )
             self.encoder = Encoder(in_channels=config.in_channels, **coder)
             self.decoder = Decoder(out_channels=config.in_channels, **coder)
             self.quantize = MultiScaleQuantizer(

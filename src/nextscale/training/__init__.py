@@ -63,7 +63,7 @@ def train_var(
         var.to_empty(device="cpu")
         var.init_weights(**options.init_kwargs())
     var.set_drop_path(options.drop_path_rate)
-    stage = VARStage(var, vae, train_data, test_data, train_config, options, device, dist)
+    stage = VARStage(vae, var, train_data, test_data, train_config, options, device, dist)
     return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
 
 

@@ -44,8 +44,15 @@ class _MetadataUnpickler(pickle.Unpickler):
     """DCP's index names its own dataclasses, torch sizes, layouts and dtypes, paths, and nothing else. Tensors
     only: an index entry for pickled bytes (which DCP would unpickle freely) cannot even be built."""
 
-    METADATA = ("Metadata", "MetadataIndex", "TensorStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
-                "StorageMeta", "_MEM_FORMAT_ENCODING")  # fmt: skip
+    METADATA = (
+        "Metadata",
+        "MetadataIndex",
+        "TensorStorageMetadata",
+        "ChunkStorageMetadata",
+        "TensorProperties",
+        "StorageMeta",
+        "_MEM_FORMAT_ENCODING",
+    )
     ALLOWED = {
         *(("torch.distributed.checkpoint.metadata", name) for name in METADATA),
         ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
@@ -125,8 +132,13 @@ class ModuleAndOptimizer:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
         options = StateDictOptions(flatten_optimizer_state_dict=True)
-        set_state_dict(self.module, self.optimizer, model_state_dict=model_tensors,
-                       optim_state_dict={**self._settings, **optim_tensors}, options=options)  # fmt: skip
+        set_state_dict(
+            self.module,
+            self.optimizer,
+            model_state_dict=model_tensors,
+            optim_state_dict={**self._settings, **optim_tensors},
+            options=options,
+        )
 
     def forget_steps(self) -> None:
         self.optimizer.state.clear()

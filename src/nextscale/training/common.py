@@ -20,9 +20,21 @@ from ..seeding import derived_generator
 from .checkpoint import LATEST, LOG, latest_checkpoint, run_contents
 
 NO_DECAY_NAMES = (
-    "cls_token", "start_token", "task_token", "cfg_uncond", "pos_embed", "pos_1LC", "pos_start", "start_pos",
-    "lvl_embed", "gamma", "beta", "ada_gss", "moe_bias", "scale_mul",
-)  # fmt: skip
+    "cls_token",
+    "start_token",
+    "task_token",
+    "cfg_uncond",
+    "pos_embed",
+    "pos_1LC",
+    "pos_start",
+    "start_pos",
+    "lvl_embed",
+    "gamma",
+    "beta",
+    "ada_gss",
+    "moe_bias",
+    "scale_mul",
+)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -128,14 +140,17 @@ def check_run_dir(run_dir: Path, resume: bool | None) -> Path | None:
     run that did not load them), `None` continues one if there is one."""
     found = run_contents(run_dir)
     if resume is False and found:
-        raise NextscaleError(f"{run_dir} already holds a run ({', '.join(found[:3])}): pass --resume to continue "
-                             "it, or pick a new --run-dir")  # fmt: skip
+        raise NextscaleError(
+            f"{run_dir} already holds a run ({', '.join(found[:3])}): pass --resume to continue "
+            "it, or pick a new --run-dir"
+        )
     ckpt = latest_checkpoint(run_dir) if found else None
     if ckpt is None and resume is True:
         raise NextscaleError(f"--resume: {run_dir} holds no run to continue (no {LATEST} file)")
     if ckpt is None and found:
-        raise NextscaleError(f"{run_dir} holds {', '.join(found[:3])} but no {LATEST} checkpoint pointer: pick "
-                             "a new --run-dir")  # fmt: skip
+        raise NextscaleError(
+            f"{run_dir} holds {', '.join(found[:3])} but no {LATEST} checkpoint pointer: pick a new --run-dir"
+        )
     return ckpt
 
 
@@ -150,8 +165,10 @@ def autocast_context(device: torch.device, precision: str):
 
 def check_training_device(device: torch.device, precision: str) -> None:
     if precision != "fp32" and device.type != "cuda":
-        raise NextscaleError(f"{precision} training needs a CUDA device, not {device}: pass --precision fp32 (a "
-                             "CPU's half-precision matrix work is about 100× slower)")  # fmt: skip
+        raise NextscaleError(
+            f"{precision} training needs a CUDA device, not {device}: pass --precision fp32 (a "
+            "CPU's half-precision matrix work is about 100× slower)"
+        )
 
 
 def write_log(run_dir: Path, record: dict) -> None:

@@ -46,8 +46,9 @@ def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, tor
         raise NextscaleError(f"{ckpt} has no EMA weights (the run did not use --ema): export the raw weights")
     use_ema = weights == "ema" or (weights == "auto" and has_ema)
     model_class, config_class = STAGES[stage]
-    model = model_class(config_from_dict(config_class, record["settings"]["model"], model_class.legacy_config_keys),
-                        device="meta")  # fmt: skip
+    model = model_class(
+        config_from_dict(config_class, record["settings"]["model"], model_class.legacy_config_keys), device="meta"
+    )
     model.to_empty(device="cpu")
     own = model.state_dict()
     tensors = {"model": own}

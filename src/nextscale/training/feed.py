@@ -61,8 +61,14 @@ def step_batches(dataset: Dataset, cfg, local: slice, start: int, end: int, devi
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         return
     sampler = StepSampler(n, cfg.batch_size, cfg.seed, local, start, end)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                        collate_fn=stack_items, worker_init_fn=_ignore_sigterm)  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        collate_fn=stack_items,
+        worker_init_fn=_ignore_sigterm,
+    )
     for x, y in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 

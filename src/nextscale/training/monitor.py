@@ -21,8 +21,15 @@ from .distributed import Distributed
 
 def run_record(settings: dict, world: int, device: torch.device, step: int) -> dict:
     """What `runs.jsonl` keeps of every start: the resolved settings, the world size, the versions."""
-    return {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_step": step, "world_size": world,
-            "device": device.type, "command": sys.argv, "versions": versions(), **settings}  # fmt: skip
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "from_step": step,
+        "world_size": world,
+        "device": device.type,
+        "command": sys.argv,
+        "versions": versions(),
+        **settings,
+    }
 
 
 class RunLogger:
@@ -59,12 +66,20 @@ class RunLogger:
             stacked = stacked if stacked.is_cuda else stacked / self.dist.world
         values = dict(zip(names, stacked.tolist()))
         rates = {"images_per_s": self.images / self.seconds, "tokens_per_s": self.tokens / self.seconds}
-        record = {"step": step, "lr": self.lr, **values, **{k: round(v, 1) for k, v in rates.items()},
-                  "peak_memory_gib": round(peak_memory_bytes(self.device) / 2**30, 3)}  # fmt: skip
+        record = {
+            "step": step,
+            "lr": self.lr,
+            **values,
+            **{k: round(v, 1) for k, v in rates.items()},
+            "peak_memory_gib": round(peak_memory_bytes(self.device) / 2**30, 3),
+        }
         self.write(record)
         self.sums, self.counts, self.steps, self.seconds, self.images, self.tokens = {}, {}, 0, 0.0, 0, 0
-        return {"loss": f"{values['loss']:.4f}", "img/s": f"{rates['images_per_s']:.1f}",
-                "tok/s": f"{rates['tokens_per_s']:.0f}"}  # fmt: skip
+        return {
+            "loss": f"{values['loss']:.4f}",
+            "img/s": f"{rates['images_per_s']:.1f}",
+            "tok/s": f"{rates['tokens_per_s']:.0f}",
+        }
 
     def write(self, record: dict, bar=None) -> None:
         if not self.enabled:

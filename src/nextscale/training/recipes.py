@@ -27,8 +27,25 @@ def train_digits_model(out_dir, *, run_dir, device="cpu", progress: bool = True)
     var_train_config, var_options = recipe_settings("digits-var", "var")
     seed = tok_config.seed
     train, test = DigitsDataset("train", seed=seed), DigitsDataset("test", seed=seed)
-    vae, _ = train_tokenizer(vae_config, train, test, tok_config, run_dir / "tokenizer", options=tok_options,
-                             device=device, progress=progress)  # fmt: skip
-    var, _ = train_var(var_config, vae, train, test, var_train_config, run_dir / "var", options=var_options,
-                       device=device, progress=progress)  # fmt: skip
+    vae, _ = train_tokenizer(
+        vae_config,
+        train,
+        test,
+        tok_config,
+        run_dir / "tokenizer",
+        options=tok_options,
+        device=device,
+        progress=progress,
+    )
+    var, _ = train_var(
+        var_config,
+        vae,
+        train,
+        test,
+        var_train_config,
+        run_dir / "var",
+        options=var_options,
+        device=device,
+        progress=progress,
+    )
     return save_model(vae.cpu(), var.cpu(), out_dir)

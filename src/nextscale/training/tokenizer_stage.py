@@ -40,8 +40,15 @@ class TokenizerOptions:
     eval_batches: int = 8
 
     def __post_init__(self):
-        for name in ("beta", "l1_weight", "l2_weight", "vq_weight", "perceptual_weight", "adversarial_weight",
-                     "revive_threshold"):  # fmt: skip
+        for name in (
+            "beta",
+            "l1_weight",
+            "l2_weight",
+            "vq_weight",
+            "perceptual_weight",
+            "adversarial_weight",
+            "revive_threshold",
+        ):
             check_finite(getattr(self, name), name.replace("_", "-"), 0.0)
         for name in ("adversarial_start", "revive_every"):
             if getattr(self, name) < 0:
@@ -54,8 +61,16 @@ class TokenizerStage:
     kind = "tokenizer"
     supports_fsdp = False  # the tokenizer fits one device; DDP replicates it
 
-    def __init__(self, vae: VQVAE, train_data: Dataset, test_data: Dataset | None, config, options=None,
-                 device="cpu", dist: Distributed | None = None):  # fmt: skip
+    def __init__(
+        self,
+        vae: VQVAE,
+        train_data: Dataset,
+        test_data: Dataset | None,
+        config,
+        options=None,
+        device="cpu",
+        dist: Distributed | None = None,
+    ):
         check_training_device(torch.device(device), config.precision)
         self.model = self.net = vae
         self.train_data, self.test_data = train_data, test_data
@@ -159,8 +174,9 @@ class TokenizerStage:
         vae, cfg = self.model, self.config
         data = self.test_data if self.test_data is not None else self.train_data
         sums = torch.zeros(2)
-        batches = evaluation_batches(data, self.options.eval_batches * cfg.batch_size,
-                                     self.local.stop - self.local.start, cfg.seed, self.dist)  # fmt: skip
+        batches = evaluation_batches(
+            data, self.options.eval_batches * cfg.batch_size, self.local.stop - self.local.start, cfg.seed, self.dist
+        )
         for img, _ in batches:
             img = img.to(self.device)
             mse = (vae.reconstruct(img) - img).div(2).square().flatten(1).mean(1)  # in [0, 1] units

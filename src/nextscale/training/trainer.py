@@ -26,8 +26,17 @@ from .monitor import RunLogger, run_record
 
 # Settings a resumed run may change. The length re-times the schedules (LR, weight decay, curriculum) from the
 # resume step on; the others change nothing the run computes.
-RESUMABLE_CHANGES = ("steps", "eval_every", "save_every", "log_every", "keep", "fsdp", "grad_checkpointing",
-                     "compile", "workers")  # fmt: skip
+RESUMABLE_CHANGES = (
+    "steps",
+    "eval_every",
+    "save_every",
+    "log_every",
+    "keep",
+    "fsdp",
+    "grad_checkpointing",
+    "compile",
+    "workers",
+)
 
 
 @dataclass
@@ -116,8 +125,16 @@ class Stage(Protocol):
 
 
 class Trainer:
-    def __init__(self, stage: Stage, config: TrainConfig, run_dir: str | Path, *, dist: Distributed | None = None,
-                 device="cpu", progress: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        stage: Stage,
+        config: TrainConfig,
+        run_dir: str | Path,
+        *,
+        dist: Distributed | None = None,
+        device="cpu",
+        progress: bool = True,
+    ):
         self.stage, self.config, self.run_dir = stage, config, Path(run_dir)
         self.dist, self.device = dist or Distributed(), torch.device(device)
         self.progress = progress and self.dist.is_main
@@ -135,10 +152,16 @@ class Trainer:
         else:
             stage.net = wrap(model.to(self.device), self.dist, self.device, fsdp=False)
         cuda = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
-                                           betas=config.betas, fused=cuda, foreach=None if cuda else True)  # fmt: skip
-        self.scaler = torch.amp.GradScaler("cuda", init_scale=2.0**11, growth_interval=1000,
-                                           enabled=config.precision == "fp16")  # fmt: skip
+        self.optimizer = torch.optim.AdamW(
+            param_groups(model, config.weight_decay),
+            lr=config.lr,
+            betas=config.betas,
+            fused=cuda,
+            foreach=None if cuda else True,
+        )
+        self.scaler = torch.amp.GradScaler(
+            "cuda", init_scale=2.0**11, growth_interval=1000, enabled=config.precision == "fp16"
+        )
         self.trained = checkpoint.ModuleAndOptimizer(stage.net, self.optimizer)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.ema = [p.detach().float().clone() for p in self.params] if config.ema > 0 else None
@@ -182,8 +205,11 @@ class Trainer:
 
     def _check_settings(self, saved: dict, ckpt: Path) -> None:
         now = self.settings()
-        changed = [f"model.{k}" for k in sorted(set(saved["model"]) | set(now["model"]))
-                   if saved["model"].get(k) != now["model"].get(k)]  # fmt: skip
+        changed = [
+            f"model.{k}"
+            for k in sorted(set(saved["model"]) | set(now["model"]))
+            if saved["model"].get(k) != now["model"].get(k)
+        ]
         for k in sorted(set(saved["train"]) | set(now["train"])):
             if k in RESUMABLE_CHANGES or saved["train"].get(k) == now["train"].get(k):
                 continue
@@ -193,8 +219,10 @@ class Trainer:
             else:
                 changed.append(f"--{k.replace('_', '-')} ({saved['train'].get(k)} → {now['train'].get(k)})")
         if changed:
-            raise NextscaleError(f"{ckpt} was made with other training settings: {', '.join(changed)} differ; "
-                                 "resume with the run's settings or use a new --run-dir")  # fmt: skip
+            raise NextscaleError(
+                f"{ckpt} was made with other training settings: {', '.join(changed)} differ; "
+                "resume with the run's settings or use a new --run-dir"
+            )
 
     def _load(self, ckpt: Path) -> None:
         record = checkpoint.read_record(ckpt)
@@ -228,9 +256,15 @@ class Trainer:
     def save(self) -> Path:
         tensors = self.state_tensors()  # first: the stage's record says what these tensors hold
         scaler = self.scaler.state_dict() if self.scaler.is_enabled() else None
-        record = {"step": self.step, "stage": self.stage.kind, "world_size": self.dist.world,
-                  "settings": self.settings(), "scaler": scaler, "optimizer_fresh": self.trained.fresh,
-                  "extra": self.stage.extra_record()}  # fmt: skip
+        record = {
+            "step": self.step,
+            "stage": self.stage.kind,
+            "world_size": self.dist.world,
+            "settings": self.settings(),
+            "scaler": scaler,
+            "optimizer_fresh": self.trained.fresh,
+            "extra": self.stage.extra_record(),
+        }
         return checkpoint.save(self.run_dir, self.step, tensors, record, self.dist, self.config.keep)
 
     # ---- the loop ----------------------------------------------------------------------------------------
@@ -267,8 +301,11 @@ class Trainer:
                     self.save()
                 if stop:
                     if self.dist.is_main:
-                        print(f"stopped by SIGTERM at step {self.step}; checkpoint saved: rerun with --resume",
-                              file=sys.stderr, flush=True)  # fmt: skip
+                        print(
+                            f"stopped by SIGTERM at step {self.step}; checkpoint saved: rerun with --resume",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     raise SystemExit(143)
                 tick = time.perf_counter()
         finally:

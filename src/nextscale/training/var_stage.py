@@ -43,8 +43,12 @@ class VAROptions:
             raise NextscaleError(f"eval_batches must be at least 1, got {self.eval_batches}")
 
     def init_kwargs(self) -> dict:
-        return dict(init_adaln=self.init_adaln, init_adaln_gamma=self.init_adaln_gamma, init_head=self.init_head,
-                    init_std=self.init_std)  # fmt: skip
+        return dict(
+            init_adaln=self.init_adaln,
+            init_adaln_gamma=self.init_adaln_gamma,
+            init_head=self.init_head,
+            init_std=self.init_std,
+        )
 
 
 class EncodedDataset(Dataset):
@@ -84,8 +88,17 @@ class VARStage:
     kind = "var"
     supports_fsdp = True
 
-    def __init__(self, var: VAR, vae: VQVAE, train_data: Dataset, test_data: Dataset | None, config,
-                 options: VAROptions | None = None, device="cpu", dist: Distributed | None = None):  # fmt: skip
+    def __init__(
+        self,
+        vae: VQVAE,
+        var: VAR,
+        train_data: Dataset,
+        test_data: Dataset | None,
+        config,
+        options: VAROptions | None = None,
+        device="cpu",
+        dist: Distributed | None = None,
+    ):
         classes = getattr(train_data, "num_classes", None)
         if classes is not None and classes > var.num_classes:
             raise NextscaleError(f"the data has {classes} classes but the model only {var.num_classes}")
@@ -131,8 +144,12 @@ class VARStage:
         ed = model.begin_ends[last][1]
         logits = self.net(labels, x[:, : ed - 1], path_keep=keep)
         V = logits.shape[-1]
-        ce = F.cross_entropy(logits.float().reshape(-1, V), target[:, :ed].reshape(-1), reduction="none",
-                             label_smoothing=o.label_smoothing).view(-1, ed)  # fmt: skip
+        ce = F.cross_entropy(
+            logits.float().reshape(-1, V),
+            target[:, :ed].reshape(-1),
+            reduction="none",
+            label_smoothing=o.label_smoothing,
+        ).view(-1, ed)
         # Every token weighs the same (so the large scales dominate, as in the reference); under the
         # progressive curriculum the newest scale's weight ramps up.
         weight = torch.ones(ed, device=ce.device)
@@ -157,8 +174,9 @@ class VARStage:
         data = self.test_data if self.test_data is not None else self.train_data
         L, cfg = self.model.config.num_tokens, self.config
         sums = torch.zeros(2, L)
-        batches = evaluation_batches(data, self.options.eval_batches * cfg.batch_size,
-                                     self.local.stop - self.local.start, cfg.seed, self.dist)  # fmt: skip
+        batches = evaluation_batches(
+            data, self.options.eval_batches * cfg.batch_size, self.local.stop - self.local.start, cfg.seed, self.dist
+        )
         for x, labels in batches:
             labels, x, target = self._pyramid(x.to(self.device), labels.to(self.device))
             logits = self.net(labels, x).float()
@@ -190,6 +208,8 @@ def check_token_data(data, vae: VQVAE) -> None:
     if data is None or not hasattr(data, "vocab_size"):
         return
     if data.vocab_size != vae.config.vocab_size or tuple(data.patch_nums) != tuple(vae.config.patch_nums):
-        raise NextscaleError(f"{data.root} holds tokens of a tokenizer with {data.vocab_size} codes and scales "
-                             f"{tuple(data.patch_nums)}; --tokenizer has {vae.config.vocab_size} codes and scales "
-                             f"{tuple(vae.config.patch_nums)}")  # fmt: skip
+        raise NextscaleError(
+            f"{data.root} holds tokens of a tokenizer with {data.vocab_size} codes and scales "
+            f"{tuple(data.patch_nums)}; --tokenizer has {vae.config.vocab_size} codes and scales "
+            f"{tuple(vae.config.patch_nums)}"
+        )

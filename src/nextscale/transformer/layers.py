@@ -146,8 +146,15 @@ class AdaLNSelfAttn(nn.Module):
             return (self.ada_gss + cond_BD).unbind(2)
         return self.ada_lin(cond_BD).view(-1, 1, 6, self.embed_dim).unbind(2)
 
-    def forward(self, x_BLC, cond_BD, attn_bias, kv_cache: KVCache | None = None, modulation=None,
-                path_keep_2B: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        x_BLC,
+        cond_BD,
+        attn_bias,
+        kv_cache: KVCache | None = None,
+        modulation=None,
+        path_keep_2B: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """`path_keep_2B`: the drop-path keep masks of the attention and FFN branches (training only)."""
         mods = modulation if modulation is not None else self.modulation(cond_BD)
         gamma1, gamma2, scale1, scale2, shift1, shift2 = mods  # gammas gate raw, not 1 + gamma

@@ -37,12 +37,16 @@ class VARConfig:
         self.patch_nums = tuple(self.patch_nums)
         for name in ("depth", "embed_dim", "num_heads", "num_classes", "vocab_size", "latent_channels"):
             check_config(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        check_config(self.embed_dim % self.num_heads == 0,
-                     f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")  # fmt: skip
+        check_config(
+            self.embed_dim % self.num_heads == 0,
+            f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}",
+        )
         check_config(self.mlp_ratio > 0 and self.norm_eps > 0, "mlp_ratio and norm_eps must be positive")
         increasing = list(self.patch_nums) == sorted(set(self.patch_nums))
-        check_config(len(self.patch_nums) >= 2 and self.patch_nums[0] >= 1 and increasing,
-                     f"patch_nums must be two or more positive, increasing sizes, got {self.patch_nums}")  # fmt: skip
+        check_config(
+            len(self.patch_nums) >= 2 and self.patch_nums[0] >= 1 and increasing,
+            f"patch_nums must be two or more positive, increasing sizes, got {self.patch_nums}",
+        )
 
     @classmethod
     def from_depth(cls, depth: int, **overrides) -> VARConfig:
@@ -73,8 +77,16 @@ class VAR(PretrainedMixin, nn.Module):
     model_type = "var"
     config_class = VARConfig
     # training settings that format version 1 kept in the config
-    legacy_config_keys = ("cond_drop_rate", "drop_rate", "attn_drop_rate", "drop_path_rate", "init_adaln",
-                          "init_adaln_gamma", "init_head", "init_std")  # fmt: skip
+    legacy_config_keys = (
+        "cond_drop_rate",
+        "drop_rate",
+        "attn_drop_rate",
+        "drop_path_rate",
+        "init_adaln",
+        "init_adaln_gamma",
+        "init_head",
+        "init_std",
+    )
 
     def __init__(self, config: VARConfig | None = None, *, device: str | torch.device | None = None):
         """`device="meta"` builds shapes only (for loading weights); elsewhere `init_weights()` runs."""
@@ -97,10 +109,17 @@ class VAR(PretrainedMixin, nn.Module):
                 nn.Sequential(nn.SiLU(inplace=False), SharedAdaLin(C, 6 * C)) if cfg.shared_aln else nn.Identity()
             )
             self.blocks = nn.ModuleList(
-                AdaLNSelfAttn(embed_dim=C, cond_dim=C, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio,
-                              norm_eps=cfg.norm_eps, shared_aln=cfg.shared_aln, attn_l2_norm=cfg.attn_l2_norm)
+                AdaLNSelfAttn(
+                    embed_dim=C,
+                    cond_dim=C,
+                    num_heads=cfg.num_heads,
+                    mlp_ratio=cfg.mlp_ratio,
+                    norm_eps=cfg.norm_eps,
+                    shared_aln=cfg.shared_aln,
+                    attn_l2_norm=cfg.attn_l2_norm,
+                )
                 for _ in range(cfg.depth)
-            )  # fmt: skip
+            )
             # Persistent, as in the reference: released files carry both.
             self.register_buffer("lvl_1L", torch.empty(1, L, dtype=torch.long))
             self.register_buffer("attn_bias_for_masking", torch.empty(1, 1, L, L))
@@ -113,8 +132,9 @@ class VAR(PretrainedMixin, nn.Module):
             self.init_weights()
 
     @torch.no_grad()
-    def init_weights(self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02,
-                     init_std: float = -1.0) -> None:  # fmt: skip
+    def init_weights(
+        self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02, init_std: float = -1.0
+    ) -> None:
         """The reference's initialisation (its defaults; recipes change `init_adaln_gamma`), over every parameter
         and buffer: each is drawn or set afresh, never scaled in place, so calling it again (say on a model
         built on the meta device) gives the same distribution, and the same weights from the same RNG state.

@@ -84,8 +84,9 @@ def class_id(body: dict, names: list[str]) -> int | None:
         raise BadRequest(f"class {value!r} is not one of this model's {len(names)} class names")
     value = integer(body, "class", 0, -(2**63))
     if not 0 <= value < len(names):
-        raise BadRequest(f"class {value} is out of range: this model has classes 0..{len(names) - 1} "
-                         "(null for unconditional)")  # fmt: skip
+        raise BadRequest(
+            f"class {value} is out of range: this model has classes 0..{len(names) - 1} (null for unconditional)"
+        )
     return value
 
 
@@ -139,11 +140,13 @@ def image(body: dict, name: str) -> Image.Image:
     except BadRequest:
         raise
     except Image.DecompressionBombError:  # PIL's own guard fires while reading the header of the largest ones
-        raise BadRequest(f"{name} claims hundreds of megapixels (a decompression bomb?): the limit is {MAX_SIDE} "
-                         "pixels a side", 413) from None  # fmt: skip
+        raise BadRequest(
+            f"{name} claims hundreds of megapixels (a decompression bomb?): the limit is {MAX_SIDE} pixels a side", 413
+        ) from None
     except Image.UnidentifiedImageError:
-        raise BadRequest(f"{name} is not an image this server reads ({', '.join(IMAGE_FORMATS)}): unrecognised "
-                         "format") from None  # fmt: skip
+        raise BadRequest(
+            f"{name} is not an image this server reads ({', '.join(IMAGE_FORMATS)}): unrecognised format"
+        ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         why = (str(e).splitlines() or [type(e).__name__])[0]
         raise BadRequest(f"{name} is not an image this server reads ({', '.join(IMAGE_FORMATS)}): {why}") from None

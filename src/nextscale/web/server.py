@@ -41,11 +41,17 @@ def serve(session: Session, host: str = "127.0.0.1", port: int = 7860, sock: soc
 
     sock = bind(host, port) if sock is None else sock
     server = uvicorn.Server(uvicorn.Config(create_app(session), log_level="warning", timeout_graceful_shutdown=5))
-    print(f"nextscale serve: {session.title} ({session.resolution}×{session.resolution}) at {url_of(sock)}  "
-          "(Ctrl-C stops)", flush=True)  # fmt: skip
+    print(
+        f"nextscale serve: {session.title} ({session.resolution}×{session.resolution}) at {url_of(sock)}  "
+        "(Ctrl-C stops)",
+        flush=True,
+    )
     if not is_loopback(sock):
-        print(f"nextscale serve: note: listening on {sock.getsockname()[0]}, so anyone who can reach this machine "
-              "can use it", flush=True)  # fmt: skip
+        print(
+            f"nextscale serve: note: listening on {sock.getsockname()[0]}, so anyone who can reach this machine "
+            "can use it",
+            flush=True,
+        )
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shuts down cleanly on Ctrl-C, then raises it again for the caller

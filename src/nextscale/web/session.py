@@ -17,6 +17,7 @@ from ..errors import NextscaleError
 from ..seeding import MAX_SEED, batch_generator
 from ..tokenizer import VQVAE
 from ..transformer import VAR
+from ..weights.load import check_pair
 from . import inputs
 from .inputs import BadRequest
 
@@ -76,8 +77,16 @@ class Request:
 class Session:
     """One model in memory; `model_args` name it on the command line (["--model", "digits"], …)."""
 
-    def __init__(self, vae: VQVAE, var: VAR, model_args: list[str], title: str, device_arg: str | None = None,
-                 max_images: int = MAX_IMAGES):  # fmt: skip
+    def __init__(
+        self,
+        vae: VQVAE,
+        var: VAR,
+        model_args: list[str],
+        title: str,
+        device_arg: str | None = None,
+        max_images: int = MAX_IMAGES,
+    ):
+        check_pair(vae, var, "Session(vae, var, …)")
         self.vae, self.var = vae.eval(), var.eval()
         self.model_args, self.title, self.device_arg = model_args, title, device_arg
         self.max_images = max_images
@@ -89,11 +98,15 @@ class Session:
     def info(self) -> dict:
         s = registry.SAMPLER
         return {
-            "model": self.title, "resolution": self.resolution, "scales": list(self.var.patch_nums),
-            "classes": self.names, "max_images": self.max_images, "examples": list(self.examples),
+            "model": self.title,
+            "resolution": self.resolution,
+            "scales": list(self.var.patch_nums),
+            "classes": self.names,
+            "max_images": self.max_images,
+            "examples": list(self.examples),
             "defaults": {"cfg": s.cfg, "top_k": s.top_k, "top_p": s.top_p, "seed": 0, "n": 1},
             "limits": {"upload_bytes": inputs.MAX_UPLOAD_BYTES, "side": inputs.MAX_SIDE},
-        }  # fmt: skip
+        }
 
     # ---- requests → checked jobs ---------------------------------------------------------------------------
 
@@ -101,12 +114,15 @@ class Session:
         from ..sampling.sampler import check_sampler_settings
 
         s = registry.SAMPLER
-        settings = {"cfg": inputs.number(body, "cfg", s.cfg, 0.0, MAX_CFG),
-                    "top_k": inputs.integer(body, "top_k", s.top_k, 0),
-                    "top_p": inputs.number(body, "top_p", s.top_p, 0.0, 1.0)}  # fmt: skip
+        settings = {
+            "cfg": inputs.number(body, "cfg", s.cfg, 0.0, MAX_CFG),
+            "top_k": inputs.integer(body, "top_k", s.top_k, 0),
+            "top_p": inputs.number(body, "top_p", s.top_p, 0.0, 1.0),
+        }
         try:
-            check_sampler_settings(**settings, cfg_schedule=s.cfg_schedule, more_smooth=False,
-                                   num_scales=len(self.var.patch_nums))  # fmt: skip
+            check_sampler_settings(
+                **settings, cfg_schedule=s.cfg_schedule, more_smooth=False, num_scales=len(self.var.patch_nums)
+            )
         except NextscaleError as e:
             raise BadRequest(str(e)) from None
         seed = inputs.integer(body, "seed", 0, 0, MAX_SEED)
@@ -119,8 +135,7 @@ class Session:
         request.n = inputs.integer(body, "n", 1, 1, self.max_images)
         which = ["--unconditional"] if request.label is None else ["--class", str(request.label)]
         batch = ["--batch-size", str(request.n)] if request.n > 16 else []  # one batch: one generator, as here
-        request.command = self._command("sample", *which, "--n", str(request.n), *batch, request=request,
-                                        out="samples")  # fmt: skip
+        request.command = self._command("sample", *which, "--n", str(request.n), *batch, request=request, out="samples")
         return request
 
     def edit_request(self, body: dict, stream: bool = True) -> Request:
@@ -135,8 +150,10 @@ class Session:
         request.mode = body.get("mode", "inpaint")
         if request.mode not in ("inpaint", "outpaint"):
             raise BadRequest(f"mode must be inpaint or outpaint, got {request.mode!r}")
-        names = {field: inputs.filename(body, field, default) for field, default in
-                 (("filename", "input.png"), ("mask_filename", "mask.png"))}  # fmt: skip
+        names = {
+            field: inputs.filename(body, field, default)
+            for field, default in (("filename", "input.png"), ("mask_filename", "mask.png"))
+        }
         # Only what the job needs waits in line: the model's view of the image, the mask's cover of the tokens.
         request.picture = prepare_images(inputs.image(body, "image"), self.resolution)
         if "box" in body:
@@ -151,16 +168,33 @@ class Session:
             raise BadRequest(str(e)) from None
         mode = ["--outpaint"] if request.mode == "outpaint" else []
         label = [] if request.label is None else ["--class", str(request.label)]
-        request.command = self._command("edit", f"--image={names['filename']}", *region, *mode, *label,
-                                        request=request, out="edited.png")  # fmt: skip
+        request.command = self._command(
+            "edit", f"--image={names['filename']}", *region, *mode, *label, request=request, out="edited.png"
+        )
         return request
 
     def _command(self, command: str, *args: str, request: Request, out: str) -> str:
         s = request.settings
         device = [] if self.device_arg in (None, "auto") else ["--device", self.device_arg]
-        return shlex.join(["nextscale", command, *self.model_args, *args, "--seed", str(request.seed),
-                           "--cfg", repr(s["cfg"]), "--top-k", str(s["top_k"]), "--top-p", repr(s["top_p"]),
-                           *device, "--out", out])  # fmt: skip
+        return shlex.join(
+            [
+                "nextscale",
+                command,
+                *self.model_args,
+                *args,
+                "--seed",
+                str(request.seed),
+                "--cfg",
+                repr(s["cfg"]),
+                "--top-k",
+                str(s["top_k"]),
+                "--top-p",
+                repr(s["top_p"]),
+                *device,
+                "--out",
+                out,
+            ]
+        )
 
     # ---- running a job (on the worker thread) ------------------------------------------------------------
 
@@ -181,8 +215,7 @@ class Session:
         result = {"seed": request.seed, "command": request.command}
         if request.kind == "sample":
             labels = [self.var.num_classes if request.label is None else request.label] * request.n
-            out = sample(self.var, self.vae, labels, **common)
+            out = sample(self.vae, self.var, labels, **common)
             return {**result, "images": pngs(out.images), "labels": labels}
-        out = edit(self.var, self.vae, request.picture, request.mask, mode=request.mode, labels=request.label,
-                   **common)  # fmt: skip
+        out = edit(self.vae, self.var, request.picture, request.mask, mode=request.mode, labels=request.label, **common)
         return {**result, "images": pngs(out.images), "input": pngs(request.picture)[0]}

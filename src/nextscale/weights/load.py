@@ -26,8 +26,20 @@ def model_home() -> Path:
     return Path(os.environ.get("NEXTSCALE_HOME", Path.home() / ".cache" / "nextscale"))
 
 
-def check_compatible(var: VAR, vae: VQVAE) -> None:
-    """Raises naming every way the transformer and tokenizer disagree."""
+def check_pair(vae, var, what: str = "the model pair") -> None:
+    """`(vae, var)`, the order every public function takes them in: a swapped or wrong pair is named in one line
+    instead of failing inside torch."""
+    if isinstance(vae, VAR) and isinstance(var, VQVAE):
+        raise NextscaleError(f"{what} is swapped: pass (vae, var), the tokenizer first, then the transformer")
+    if not isinstance(vae, VQVAE):
+        raise NextscaleError(f"{what}: the first model must be the tokenizer (a VQVAE), got {type(vae).__name__}")
+    if not isinstance(var, VAR):
+        raise NextscaleError(f"{what}: the second model must be the transformer (a VAR), got {type(var).__name__}")
+
+
+def check_compatible(vae: VQVAE, var: VAR) -> None:
+    """Raises naming every way the tokenizer and transformer disagree (or that the pair is swapped)."""
+    check_pair(vae, var)
     problems = []
     if var.config.vocab_size != vae.config.vocab_size:
         problems.append(f"codebook size: VAR {var.config.vocab_size}, VAE {vae.config.vocab_size}")
@@ -56,8 +68,10 @@ def fetch_released(*filenames: str) -> list[Path]:
             missing.append((filename, type(e).__name__))
     if missing:
         names = ", ".join(f"{name} ({why})" for name, why in missing)
-        raise CheckpointError(f"cannot get {names}; offline, download from https://huggingface.co/{HUB_REPO} "
-                              f"and put them in {model_home()}")  # fmt: skip
+        raise CheckpointError(
+            f"cannot get {names}; offline, download from https://huggingface.co/{HUB_REPO} "
+            f"and put them in {model_home()}"
+        )
     return paths
 
 
@@ -112,19 +126,21 @@ def load_var(source: str | os.PathLike, *, device="cpu") -> VAR:
 
 def _refuse_unknown_name(path: Path, what: str) -> None:
     if not path.exists() and not path.suffix and os.sep not in str(path):
-        raise CheckpointError(f"unknown {what} {str(path)!r}: give a file, a directory, or one of "
-                              f"{', '.join(MODEL_NAMES)}")  # fmt: skip
+        raise CheckpointError(
+            f"unknown {what} {str(path)!r}: give a file, a directory, or one of {', '.join(MODEL_NAMES)}"
+        )
 
 
 def load_pair(vae_source, var_source, *, device="cpu") -> tuple[VQVAE, VAR]:
     var = load_var(var_source, device=device)
     vae = load_vae(vae_source, device=device, patch_nums=var.config.patch_nums)
-    check_compatible(var, vae)
+    check_compatible(vae, var)
     return vae, var
 
 
 def save_model(vae: VQVAE, var: VAR, directory: str | os.PathLike) -> Path:
     """A model directory: `vae/` and `var/`, each in the project's format."""
+    check_pair(vae, var)
     directory = Path(directory)
     vae.save_pretrained(directory / "vae")
     var.save_pretrained(directory / "var")
