@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except SettingError as e:
-        print(f"nextscale {args.command}: error: {e.reworded(flag_of(parser, args.command, e.setting))}", file=sys.stderr)
+        flag = flag_of(parser, args.command, e.setting)
+        print(f"nextscale {args.command}: error: {e.reworded(flag)}", file=sys.stderr)
         return 2
     except NextscaleError as e:
         print(f"nextscale {args.command}: error: {e}", file=sys.stderr)
