@@ -39,7 +39,7 @@ def ws(tmp_path_factory):
     Image.new("L", (8, 8), 0).save(d / "black.png")
     (d / "clash").mkdir()
     Image.new("RGB", (8, 8)).save(d / "clash" / "000000.png")  # someone else's file where a sample would go
-    (d / "nolatest" / "ckpt-00000010").mkdir(parents=True)  # checkpoints, but no `latest` pointer
+    (d / "nolatest" / "ckpt-00000010").mkdir(parents=True)  # a checkpoint's folder, but not a complete one
     (d / "nolatest" / "ckpt-00000010" / "keep.txt").write_text("a checkpoint's file")
     (d / "badlatest").mkdir()
     (d / "badlatest" / "latest").write_text("ckpt-00000099\n")
@@ -216,11 +216,15 @@ CASES = {
     ),
     "tokenizer: resume on nothing": (
         [*TOKENIZER, "--run-dir", "{d}/emptydir", "--resume"],
-        "--resume: .*emptydir holds no run",
+        r"--resume: .*emptydir holds no complete checkpoint to continue \(nothing of a run\)",
     ),
     "tokenizer: resume, latest to nowhere": (
         [*TOKENIZER, "--run-dir", "{d}/badlatest", "--resume"],
-        r"latest names 'ckpt-00000099', which is not a checkpoint",
+        r"badlatest holds no complete checkpoint to continue \(only latest\)",
+    ),
+    "tokenizer: resume, incomplete checkpoint": (
+        [*TOKENIZER, "--run-dir", "{d}/nolatest", "--resume"],
+        r"nolatest holds no complete checkpoint to continue \(only ckpt-00000010\)",
     ),
     "tokenizer: resume, broken state": (
         [*TOKENIZER, "--run-dir", "{d}/badstate", "--resume"],
@@ -261,7 +265,7 @@ CASES = {
                                 "--shard-size", "0"], "--shard-size must be at least 1"),
     "tokenize: unwritable out": (["tokenize", "--data", "digits", "--tokenizer", "digits", "--out",
                                   "{d}/afile/tok"], "--out .* is not writable"),
-    "export: no run": (["export", "{d}/emptydir", "{d}/exported"], "emptydir holds no checkpoint"),
+    "export: no run": (["export", "{d}/emptydir", "{d}/exported"], r"emptydir holds no complete checkpoint \(nothing of a run\)"),
     "export: not a directory": (["export", "{d}/nope", "{d}/exported"], "nope: not a run directory"),
     "export: ema of a run without": (["export", "{d}/badweights", "{d}/exported", "--weights", "ema"],
                                      "has no EMA weights"),
@@ -394,7 +398,11 @@ def test_bad_input_ends_in_one_line_and_exit_code_2(case, ws, capsys, no_computa
 
 def test_no_checkpoint_was_touched(ws, capsys):
     """The cases above that met a run directory left every file of it as it was."""
-    for case in ("tokenizer: run without latest", "tokenizer: resume, latest to nowhere"):
+    for case in (
+        "tokenizer: run without latest",
+        "tokenizer: resume, latest to nowhere",
+        "tokenizer: resume, incomplete checkpoint",
+    ):
         argv = [a.format(d=ws, m=ws / "m") for a in CASES[case][0]]
         assert main(argv) == 2
     assert (ws / "nolatest" / "ckpt-00000010" / "keep.txt").read_text() == "a checkpoint's file"

@@ -2,10 +2,11 @@
 by N processes resumes on M), complete or absent.
 
 `ckpt-STEP/` holds the DCP files (tensors only: model, optimizer, EMA, discriminator) and `trainer.json`
-(step, settings, loss scaler, counters). It is written as `.partial-ckpt-STEP/` and renamed when whole;
-`latest` then names it. A crash at any moment leaves `latest` naming a complete checkpoint. DCP's own index
-(`.metadata`) is a pickle: it is read with an unpickler that accepts DCP's metadata classes only, and must list
-tensors only.
+(step, settings, loss scaler, counters). It is written as `.partial-ckpt-STEP/` and renamed when whole, so a
+`ckpt-STEP/` with its `.metadata` and `trainer.json` is complete. Resuming, exporting and pruning use the newest
+complete checkpoint; the `latest` pointer, written after the rename, is for people only: a kill between the two
+leaves it missing or one checkpoint behind, which changes nothing. DCP's own index (`.metadata`) is a pickle: it
+is read with an unpickler that accepts DCP's metadata classes only, and must list tensors only.
 """
 
 from __future__ import annotations
@@ -163,12 +164,39 @@ def save(run_dir: Path, step: int, tensors: dict, record: dict, dist_info: Distr
         if final.exists():  # the same step saved again (a stop signal right after a scheduled save)
             shutil.rmtree(final)
         os.replace(partial, final)
-        atomic_write_text(run_dir / LATEST, final.name + "\n")
-        earlier = sorted((s, p) for p in run_dir.iterdir() if (s := checkpoint_step(p)) is not None and s <= step)
-        for _, old in earlier[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        point_latest(run_dir, final)
+        prune(run_dir, step, keep)
     dist_info.barrier()
     return final
+
+
+def point_latest(run_dir: Path, ckpt: Path) -> None:
+    """The pointer people read; nothing depends on it (a kill before it lands loses nothing)."""
+    atomic_write_text(run_dir / LATEST, ckpt.name + "\n")
+
+
+def prune(run_dir: Path, step: int, keep: int) -> None:
+    """Removes this run's checkpoints up to `step` older than its `keep` newest complete ones (later steps belong
+    to a run this one did not make)."""
+    kept = [ckpt for ckpt in complete_checkpoints(run_dir) if checkpoint_step(ckpt) <= step][-keep:]
+    if not kept:
+        return
+    oldest_kept = checkpoint_step(kept[0])
+    for path in run_dir.iterdir():
+        if (s := checkpoint_step(path)) is not None and s < oldest_kept:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def is_complete(ckpt: Path) -> bool:
+    return (ckpt / ".metadata").is_file() and (ckpt / TRAINER_JSON).is_file()
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """The complete checkpoints in `run_dir`, oldest first."""
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if checkpoint_step(p) is not None and p.is_dir() and is_complete(p)]
+    return sorted(found, key=checkpoint_step)
 
 
 def read_record(ckpt: Path) -> dict:
@@ -204,19 +232,11 @@ def run_contents(run_dir: Path) -> list[str]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint `latest` names; None where there is no `latest`. A pointer to nothing is an error that
-    names it: resuming must never fall back to step 0 over a run's files."""
-    pointer = run_dir / LATEST
-    if not pointer.is_file():
+    """The newest complete checkpoint in `run_dir` (None where there is none), whatever `latest` says: a kill
+    between publishing a checkpoint and moving the pointer must not strand the run or lose a save interval.
+    Its `trainer.json` is read, so that a damaged one is named here rather than half-way through a resume."""
+    complete = complete_checkpoints(run_dir)
+    if not complete:
         return None
-    try:
-        name = pointer.read_text().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{pointer} is unreadable: {e}") from None
-    ckpt = run_dir / name
-    if not name or checkpoint_step(ckpt) is None or not ckpt.is_dir():
-        raise CheckpointError(f"{pointer} names {name!r}, which is not a checkpoint in {run_dir}")
-    read_record(ckpt)
-    if not (ckpt / ".metadata").is_file():
-        raise CheckpointError(f"{ckpt} has no .metadata: it is not a complete checkpoint")
-    return ckpt
+    read_record(complete[-1])
+    return complete[-1]

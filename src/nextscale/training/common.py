@@ -17,7 +17,7 @@ import torch
 
 from ..errors import NextscaleError
 from ..seeding import derived_generator
-from .checkpoint import LATEST, LOG, latest_checkpoint, run_contents
+from .checkpoint import LOG, TRAINER_JSON, latest_checkpoint, run_contents
 
 NO_DECAY_NAMES = (
     "cls_token",
@@ -141,15 +141,17 @@ def check_run_dir(run_dir: Path, resume: bool | None) -> Path | None:
     found = run_contents(run_dir)
     if resume is False and found:
         raise NextscaleError(
-            f"{run_dir} already holds a run ({', '.join(found[:3])}): pass --resume to continue "
-            "it, or pick a new --run-dir"
+            f"{run_dir} already holds a run ({', '.join(found[:3])}): pass --resume to continue it, or pick a new "
+            "--run-dir"
         )
     ckpt = latest_checkpoint(run_dir) if found else None
     if ckpt is None and resume is True:
-        raise NextscaleError(f"--resume: {run_dir} holds no run to continue (no {LATEST} file)")
+        held = f"only {', '.join(found[:3])}" if found else "nothing of a run"
+        raise NextscaleError(f"--resume: {run_dir} holds no complete checkpoint to continue ({held})")
     if ckpt is None and found:
         raise NextscaleError(
-            f"{run_dir} holds {', '.join(found[:3])} but no {LATEST} checkpoint pointer: pick a new --run-dir"
+            f"{run_dir} holds {', '.join(found[:3])} but no complete checkpoint (one with .metadata and "
+            f"{TRAINER_JSON}): pick a new --run-dir"
         )
     return ckpt
 

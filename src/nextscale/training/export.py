@@ -20,7 +20,7 @@ STAGES = {"tokenizer": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig)}
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory itself, or a run directory's latest."""
+    """A checkpoint directory itself, or a run directory's newest complete checkpoint."""
     path = Path(path)
     if not path.is_dir():
         raise NextscaleError(f"{path}: not a run directory or checkpoint")
@@ -28,7 +28,9 @@ def find_checkpoint(path: str | Path) -> Path:
         return path
     ckpt = checkpoint.latest_checkpoint(path)
     if ckpt is None:
-        raise NextscaleError(f"{path} holds no checkpoint (no {checkpoint.LATEST} file)")
+        held = checkpoint.run_contents(path)
+        what = f"only {', '.join(held[:3])}" if held else "nothing of a run"
+        raise NextscaleError(f"{path} holds no complete checkpoint ({what})")
     return ckpt
 
 
