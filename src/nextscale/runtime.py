@@ -10,7 +10,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
-from .errors import NextscaleError
+from .errors import NextscaleError, SettingError
 
 PRECISIONS = ("fp32", "bf16")
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")  # training adds fp16 with a loss scaler, as the reference
@@ -74,12 +74,13 @@ def is_int(value) -> bool:
 
 
 def check_finite(value: float, what: str, low: float = -math.inf, high: float = math.inf, *, open_high=False):
-    """A finite number within [low, high] (or [low, high) with `open_high`)."""
-    if not isinstance(value, int | float) or not math.isfinite(value):
-        raise NextscaleError(f"{what} must be a finite number, got {value!r}")
+    """A finite number within [low, high] (or [low, high) with `open_high`). `what` names the parameter: the
+    command line rewords the error with its flag."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SettingError(what, f"must be a finite number, got {value!r}")
     if value < low or value > high or (open_high and value == high):
         upper = f"{high:g})" if open_high else f"{high:g}]"
-        raise NextscaleError(f"{what} must lie in [{low:g}, {upper}, got {value:g}")
+        raise SettingError(what, f"must lie in [{low:g}, {upper}, got {value:g}")
     return value
 
 

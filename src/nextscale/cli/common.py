@@ -40,120 +40,43 @@ def add_seed_arg(p: argparse.ArgumentParser, help_text: str = "random seed") -> 
     p.add_argument("--seed", type=int, default=0, help=help_text)
 
 
-def number_or_list(kind):
-    """An argparse type: one number, or comma-separated numbers (one per scale)."""
+def add_sampler_args(p: argparse.ArgumentParser, speed: bool = False) -> None:
+    """The sampler's settings as flags, from their one definition (`nextscale.sampling.SamplerConfig`)."""
+    from ..sampling.settings import add_arguments
 
-    def parse(text: str):
-        try:
-            values = [kind(v) for v in text.split(",")]
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what} or a comma-separated list of them") from None
-        return values[0] if len(values) == 1 else values
-
-    parse.__name__ = f"{kind.__name__} or list"
-    return parse
-
-
-def scale_slice(text: str) -> slice:
-    """`A:B` as a Python slice of the scales (either side may be left out, negative counts from the end)."""
-    parts = text.split(":")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        return slice(*(int(v) if v.strip() else None for v in parts))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not A:B (scale indices, as a Python slice)") from None
-
-
-def add_sampler_args(p: argparse.ArgumentParser, cfg: float = registry.SAMPLER.cfg, speed: bool = False) -> None:
-    s = registry.SAMPLER
-    g = p.add_argument_group("sampler (defaults: the reference README's FID settings)")
-    g.add_argument("--cfg", type=float, default=cfg, help="guidance weight (at the last scale for linear)")
-    schedules = (
-        "linear: 0 at the 1x1 scale up to --cfg at the last (the reference); constant: --cfg; power:P: "
-        "--cfg·(si/(K-1))^P; list:w0,w1,…: one weight per scale"
-    )
-    g.add_argument("--cfg-schedule", default=s.cfg_schedule, metavar="SCHEDULE", help=schedules)
-    g.add_argument(
-        "--guidance-scales",
-        type=scale_slice,
-        metavar="A:B",
-        help="guidance on scales A ≤ si < B only (a Python slice; write --guidance-scales=-2: for a "
-        "negative start); off elsewhere, where the unconditional half of the batch is dropped "
-        "(default: every scale)",
-    )
-    temperature = "softmax temperature, or one per scale (comma-separated)"
-    g.add_argument("--temperature", type=number_or_list(float), default=s.temperature, help=temperature)
-    g.add_argument(
-        "--top-k",
-        type=number_or_list(int),
-        default=s.top_k,
-        help="keep the k most likely tokens (0: all), or one per scale",
-    )
-    g.add_argument(
-        "--top-p", type=number_or_list(float), default=s.top_p, help="nucleus filtering (0: off), or one per scale"
-    )
-    g.add_argument("--more-smooth", action="store_true", help="Gumbel-softmax embeddings (for looks, not FID)")
+    add_arguments(p, speed=speed)
     if speed:
+        g = p.add_argument_group("coarse-to-fine hand-off")
         g.add_argument(
             "--fine-model",
             metavar="NAME|DIR",
             help="a smaller transformer on the same tokenizer that draws the scales from --handoff on",
         )
         g.add_argument("--handoff", type=int, metavar="K", help="the first scale --fine-model draws")
-        g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 autocast (GPUs)")
-        g.add_argument(
-            "--compile", nargs="?", const="inductor", help="torch.compile the transformer step (a backend name)"
-        )
 
 
-def sampler_settings(args) -> dict:
-    """The sampler arguments, checked (the library's own checks, before any work)."""
-    from ..sampling.sampler import check_sampler_settings
+def sampler_settings(args):
+    """The sampler flags as a checked `SamplerConfig`, before any work (an error names its flag)."""
+    from ..sampling.settings import from_arguments
 
-    settings = dict(
-        cfg=args.cfg,
-        cfg_schedule=args.cfg_schedule,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        more_smooth=args.more_smooth,
-        temperature=args.temperature,
-        guidance_scales=args.guidance_scales,
-    )
-    try:
-        check_sampler_settings(**settings)
-    except NextscaleError as e:
-        raise flag_error(e, SAMPLER_FLAGS) from None
-    for name in ("precision", "compile"):
-        if getattr(args, name, None) is not None:
-            settings[name] = getattr(args, name)
-    if settings.get("compile") is not None:
-        from ..runtime import check_compile_backend
-
-        check_compile_backend(settings["compile"])
-    return settings
+    return from_arguments(args)
 
 
-SAMPLER_FLAGS = {
-    "cfg_schedule": "--cfg-schedule",
-    "cfg": "--cfg",
-    "top_k": "--top-k",
-    "top_p": "--top-p",
-    "more_smooth": "--more-smooth",
-    "temperature": "--temperature",
-    "guidance_scales": "--guidance-scales",
-}
+def sampler_flags() -> dict[str, str]:
+    """Each sampler setting's flag, by name (for commands where they belong to one mode only)."""
+    from dataclasses import fields
+
+    from ..sampling.settings import SamplerConfig, flag
+
+    return {f.name: flag(f.name) for f in fields(SamplerConfig) if not f.metadata["speed"]}
 
 
-def check_for_model(settings: dict, var) -> None:
-    """The per-scale lists' lengths, once the model (and so its number of scales) is known."""
-    from ..sampling.sampler import SETTING_NAMES, check_sampler_settings
+SAMPLER_FLAGS = sampler_flags()
 
-    try:
-        check_sampler_settings(**{k: settings[k] for k in SETTING_NAMES}, num_scales=len(var.patch_nums))
-    except NextscaleError as e:
-        raise flag_error(e, SAMPLER_FLAGS) from None
+
+def check_for_model(config, var) -> None:
+    """The per-scale lists' lengths and the guidance weights, once the model (its number of scales) is known."""
+    config.for_model(len(var.patch_nums))
 
 
 def fine_model(args, vae, var, device) -> dict:
@@ -172,10 +95,7 @@ def fine_model(args, vae, var, device) -> dict:
             f"--fine-model {args.fine_model} comes with another tokenizer than the model: the two "
             "transformers must share one"
         )
-    try:
-        check_handoff(vae, var, fine_var, args.handoff, device)
-    except NextscaleError as e:
-        raise flag_error(e, {"handoff": "--handoff"}) from None
+    check_handoff(vae, var, fine_var, args.handoff, device)
     return {"fine_var": fine_var, "handoff": args.handoff}
 
 

@@ -16,7 +16,6 @@ from .common import (
     check_model_args,
     check_seed,
     fine_model,
-    flag_error,
     load_models,
     resolve_device,
     sampler_settings,
@@ -38,7 +37,13 @@ def register(sub) -> None:
     p.add_argument("--box", help="the region to generate, y0,x0,y1,x1 in [0, 1]")
     p.add_argument("--outpaint", action="store_true", help="generate outside the region instead of inside")
     p.add_argument("--class", dest="classes", type=int, help="paint this class (default: unconditional)")
-    p.add_argument("--keep-scales", type=int, default=0, help="force the input's first K scales everywhere")
+    p.add_argument(
+        "--keep-scales",
+        dest="keep_coarse_scales",
+        type=int,
+        default=0,
+        help="force the input's first K scales everywhere",
+    )
     p.add_argument(
         "--feather",
         type=float,
@@ -99,8 +104,8 @@ def run(args) -> None:
     mask = parse_box(args.box) if args.box else load_image(args.mask)
     settings = sampler_settings(args)
     seed = check_seed(args.seed)
-    if args.keep_scales < 0:
-        raise NextscaleError(f"--keep-scales must be ≥ 0, got {args.keep_scales}")
+    if args.keep_coarse_scales < 0:
+        raise NextscaleError(f"--keep-scales must be ≥ 0, got {args.keep_coarse_scales}")
     if args.feather is not None and not (args.feather >= 0 and args.feather < float("inf")):
         raise NextscaleError(f"--feather must be a finite number of pixels ≥ 0, got {args.feather}")
     check_model_args(args)
@@ -116,14 +121,13 @@ def run(args) -> None:
     if args.classes is not None:
         check_classes([args.classes], var.num_classes)
     check_for_model(settings, var)
-    settings.update(fine_model(args, vae, var, device))
+    fine = fine_model(args, vae, var, device)
     mode = "outpaint" if args.outpaint else "inpaint"
     side = vae.config.resolution
-    try:
-        check_edit_settings(mode, args.keep_scales, args.feather, len(var.patch_nums), side)
-    except NextscaleError as e:
-        raise flag_error(e, {"keep_coarse_scales": "--keep-scales", "feather": "--feather"}) from None
-    keep_masks_for(mask, mode, var.patch_nums, args.keep_scales)  # a mask that edits nothing fails before any work
+    check_edit_settings(mode, args.keep_coarse_scales, args.feather, len(var.patch_nums), side)
+    keep_masks_for(
+        mask, mode, var.patch_nums, args.keep_coarse_scales
+    )  # a mask that edits nothing fails before any work
     if image.is_dir():
         note = claim_output_dir(out, "edit", [dst.name for _, dst in jobs])
         if note:
@@ -141,10 +145,11 @@ def run(args) -> None:
             mask,
             mode=mode,
             labels=args.classes,
-            keep_coarse_scales=args.keep_scales,
+            keep_coarse_scales=args.keep_coarse_scales,
             feather=args.feather,
             generator=batch_generator(seed, i, device),
-            **settings,
+            config=settings,
+            **fine,
         )
         save_png(to_uint8(result.images)[0], dst)
         print(f"wrote {dst}")

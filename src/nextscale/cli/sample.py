@@ -124,7 +124,7 @@ def run(args) -> None:
         seed=seed,
         out_dir=args.out,
         pngs=not args.no_png,
-        **settings,
+        config=settings,
         **fine,
     )
     if run_.note:
@@ -190,7 +190,7 @@ def run_per_class(args) -> None:
             pngs=args.png,
             model=record,
             dist=dist,
-            **settings,
+            **settings.changed(),
             **fine,
         )
         if dist.is_main:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import NextscaleError
+from ..errors import NextscaleError, SettingError
 from ..runtime import check_finite, is_int
 from ..sampling import ForcedTokens, sample
 from ..tokenizer import VQVAE
@@ -70,15 +70,15 @@ def fit_square(image: Image.Image, side: int) -> Image.Image:
 
 def check_edit_settings(mode: str, keep_coarse_scales: int, feather: float | None, num_scales: int, side: int):
     if mode not in MODES:
-        raise NextscaleError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise SettingError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
     if not is_int(keep_coarse_scales) or not 0 <= keep_coarse_scales < num_scales:
-        raise NextscaleError(
-            f"keep_coarse_scales must be an integer in [0, {num_scales - 1}] (this model has "
-            f"{num_scales} scales; all of them would only reconstruct the input), "
-            f"got {keep_coarse_scales!r}"
+        raise SettingError(
+            "keep_coarse_scales",
+            f"must be an integer in [0, {num_scales - 1}] (this model has {num_scales} scales; all of them would "
+            f"only reconstruct the input), got {keep_coarse_scales!r}",
         )
     if feather is not None:
-        check_finite(feather, f"feather (pixels, at most a quarter of the {side}-pixel side)", 0.0, side / 4)
+        check_finite(feather, "feather", 0.0, side / 4)  # pixels: at most a quarter of the side
 
 
 @torch.no_grad()

@@ -1,23 +1,34 @@
 """Sampling: the reference's sampler with a preallocated KV cache, many images in batches to files, and N per
-class for evaluation, split over processes and resumable."""
+class for evaluation, split over processes and resumable. The settings (`SamplerConfig`) load without torch, so the
+command line can build its flags from them; everything else loads on first use."""
 
-from .batches import RepeatedClasses, SampleRun, sample_many
-from .per_class import image_seed, sample_per_class
-from .sampler import (
-    ForcedTokens,
-    SampleOutput,
-    cached_teacher_forcing,
-    fhat_to_images,
-    filter_top_k_top_p_,
-    sample,
-    step_function,
-)
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
+_LAZY = {
+    "ForcedTokens": "sampler",
+    "SampleOutput": "sampler",
+    "cached_teacher_forcing": "sampler",
+    "fhat_to_images": "sampler",
+    "filter_top_k_top_p_": "sampler",
+    "sample": "sampler",
+    "step_function": "sampler",
+    "RepeatedClasses": "batches",
+    "SampleRun": "batches",
+    "sample_many": "batches",
+    "image_seed": "per_class",
+    "sample_per_class": "per_class",
+    "SamplerConfig": "settings",
+    "sampler_config": "settings",
+}
 __all__ = [
     "ForcedTokens",
     "RepeatedClasses",
     "SampleOutput",
     "SampleRun",
+    "SamplerConfig",
     "cached_teacher_forcing",
     "fhat_to_images",
     "filter_top_k_top_p_",
@@ -25,5 +36,28 @@ __all__ = [
     "sample",
     "sample_many",
     "sample_per_class",
+    "sampler_config",
     "step_function",
 ]
+
+if TYPE_CHECKING:
+    from .batches import RepeatedClasses, SampleRun, sample_many
+    from .per_class import image_seed, sample_per_class
+    from .sampler import (
+        ForcedTokens,
+        SampleOutput,
+        cached_teacher_forcing,
+        fhat_to_images,
+        filter_top_k_top_p_,
+        sample,
+        step_function,
+    )
+    from .settings import SamplerConfig, sampler_config
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

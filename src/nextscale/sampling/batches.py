@@ -19,7 +19,8 @@ from ..seeding import batch_generator, check_seed
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .outputs import NpzWriter, save_grid, save_png, to_uint8
-from .sampler import check_sample_kwargs, sample
+from .sampler import check_sampling, sample
+from .settings import SamplerConfig, sampler_config, with_settings_signature
 
 GRID_IMAGES = 64
 
@@ -58,6 +59,7 @@ def check_disk(out: Path, images: int, side: int, copies: int = 1) -> None:
         )
 
 
+@with_settings_signature
 def sample_many(
     vae: VQVAE,
     var: VAR,
@@ -70,14 +72,19 @@ def sample_many(
     pngs: bool = True,
     keep_images: bool | None = None,
     progress: bool = True,
-    **sample_kwargs,
+    config: SamplerConfig | None = None,
+    fine_var: VAR | None = None,
+    handoff: int | None = None,
+    reuse_memory: bool = True,
+    **settings,
 ) -> SampleRun:
     """Samples one image per entry of `labels` (or `count` images of random classes when `labels` is None).
 
     Batch b draws from `seeding.batch_generator(seed, b)`: the first batch with the seed itself, as the
     reference's `g_seed`, later ones with seeds derived from (seed, b). With `out_dir`, writes `NNNNNN.png`,
     `grid.png` and `samples.npz` as the batches come (after clearing what an earlier run wrote there);
-    `keep_images` (default: without `out_dir`) also returns them.
+    `keep_images` (default: without `out_dir`) also returns them. The sampler settings are those of `sample`
+    (a `config` and/or keywords), checked once for every batch.
     """
     check_seed(seed)
     if labels is not None and not isinstance(labels, Sequence):
@@ -87,7 +94,8 @@ def sample_many(
         raise NextscaleError(f"nothing to sample: give a non-empty list of labels or a count ≥ 1, got {total!r}")
     if not is_int(batch_size) or batch_size < 1:
         raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
-    device = check_sample_kwargs(vae, var, sample_kwargs)  # before anything in out_dir changes
+    config = sampler_config(config, **settings)
+    device = check_sampling(vae, var, config, fine_var, handoff)  # before anything in out_dir changes
     side = vae.config.resolution
     out = Path(out_dir) if out_dir is not None else None
     note, writer = None, None
@@ -98,7 +106,7 @@ def sample_many(
     keep = out is None if keep_images is None else keep_images
     kept, grid, drawn_labels = [], [], []
     # One scope for all batches: the memory each batch frees serves the next (on a CPU).
-    reuse = device.type == "cpu" and sample_kwargs.get("reuse_memory", True)
+    reuse = device.type == "cpu" and reuse_memory
     memory = freed_memory_reused() if reuse else nullcontext()
     try:
         with memory:
@@ -106,8 +114,17 @@ def sample_many(
             for b, start in enumerate(tqdm(starts, desc="sampling", unit="batch", disable=not progress)):
                 size = min(batch_size, total - start)
                 chunk = labels[start : start + size] if labels is not None else None
+                generator = batch_generator(seed, b, device)
                 result = sample(
-                    vae, var, chunk, batch_size=size, generator=batch_generator(seed, b, device), **sample_kwargs
+                    vae,
+                    var,
+                    chunk,
+                    batch_size=size,
+                    generator=generator,
+                    config=config,
+                    fine_var=fine_var,
+                    handoff=handoff,
+                    reuse_memory=reuse_memory,
                 )
                 batch = to_uint8(result.images)
                 drawn_labels.append(result.labels.cpu().numpy())

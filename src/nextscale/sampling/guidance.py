@@ -9,10 +9,9 @@ defines `weight` (and `needs_unconditional` where a zero weight should still kee
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import NextscaleError
+from ..errors import NextscaleError, SettingError
 from ..runtime import check_finite, is_int
 
 
@@ -93,51 +92,50 @@ def make_guidance(cfg: float = 1.5, schedule: str | Guidance = "linear", scales:
     check_finite(cfg, "cfg")
     guidance = schedule if isinstance(schedule, Guidance) else _parse(schedule, cfg)
     if scales is not None:
-        if not isinstance(scales, slice):
-            raise NextscaleError(f"guidance_scales must be a slice of the scales (slice(A, B)), got {scales!r}")
-        for bound in (scales.start, scales.stop):
-            if bound is not None and not is_int(bound):
-                raise NextscaleError(f"guidance scales must be integers (a slice A:B), got {bound!r}")
-        if scales.step not in (None, 1):
-            raise NextscaleError("guidance scales take no step: give A:B")
+        problem = scales_problem(scales)
+        if problem:
+            raise SettingError("guidance_scales", problem)
         guidance = Interval(guidance, scales.start, scales.stop)
     return guidance
 
 
+def scales_problem(scales) -> str | None:
+    """What is wrong with `guidance_scales` (None: nothing)."""
+    if scales is None:
+        return None
+    if not isinstance(scales, slice):
+        return f"must be a slice of the scales (slice(A, B)), got {scales!r}"
+    if any(bound is not None and not is_int(bound) for bound in (scales.start, scales.stop)):
+        return f"must be a slice of integer scale indices (A:B), got {scales!r}"
+    if scales.step not in (None, 1):
+        return "takes no step: give A:B"
+    return None
+
+
 def _parse(schedule: str, cfg: float) -> Guidance:
     if not isinstance(schedule, str):
-        raise NextscaleError(f"cfg_schedule must be a name or a Guidance object, not {type(schedule).__name__}")
+        raise SettingError("cfg_schedule", f"must be a name or a Guidance object, not {type(schedule).__name__}")
     name, _, value = schedule.partition(":")
     if name in ("linear", "constant") and not value:
         return Linear(cfg) if name == "linear" else Constant(cfg)
     if name == "power" and value:
-        power = _number(value, "cfg_schedule power:P")
+        power = _number(value, "power:P")
         if power < 0:
-            raise NextscaleError(f"cfg_schedule power:P needs P ≥ 0, got {value}")
+            raise SettingError("cfg_schedule", f"power:P needs P ≥ 0, got {value}")
         return Power(cfg, power)
     if name == "list" and value:
-        return PerScale(tuple(_number(v, "cfg_schedule list") for v in value.split(",")))
-    raise NextscaleError(f"cfg_schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        return PerScale(tuple(_number(v, "list") for v in value.split(",")))
+    raise SettingError("cfg_schedule", f"must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
 
 
 def _number(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise NextscaleError(f"{what}: {text!r} is not a number") from None
+        raise SettingError("cfg_schedule", f"{what}: {text!r} is not a number") from None
     if not math.isfinite(value):
-        raise NextscaleError(f"{what}: {text!r} is not a finite number")
+        raise SettingError("cfg_schedule", f"{what}: {text!r} is not a finite number")
     return value
-
-
-def per_scale(value, num_scales: int, what: str, check) -> list:
-    """A number for every scale, or a list with one entry per scale, each checked by `check(value, what)`."""
-    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * num_scales
-    if len(values) != num_scales:
-        raise NextscaleError(f"{what} has {len(values)} entries; this model has {num_scales} scales")
-    for v in values:
-        check(v, what)
-    return values
 
 
 def check_weights(guidance: Guidance, num_scales: int) -> None:

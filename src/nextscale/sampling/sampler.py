@@ -10,14 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import NextscaleError
-from ..registry import SAMPLER
-from ..runtime import check_compile_backend, check_finite, check_precision, freed_memory_reused, is_int
+from ..errors import NextscaleError, SettingError
+from ..runtime import check_compile_backend, check_precision, freed_memory_reused, is_int
 from ..seeding import seeded_generator
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from ..weights import check_compatible
-from .guidance import Guidance, Interval, PerScale, check_weights, make_guidance, per_scale
+from .settings import SETTINGS, SamplerConfig, ScaleSettings, sampler_config, with_settings_signature
 
 
 @dataclass
@@ -120,89 +119,11 @@ def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) 
     return (labels if torch.is_tensor(labels) else torch.tensor([int(v) for v in values])).long().to(device)
 
 
-SETTING_NAMES = ("cfg", "cfg_schedule", "top_k", "top_p", "more_smooth", "temperature", "guidance_scales")
-
-
-@dataclass
-class ScaleSettings:
-    """The sampler's settings resolved for one model: guidance, and a temperature, top-k and top-p per scale."""
-
-    guidance: Guidance
-    temperature: list[float]
-    top_k: list[int]
-    top_p: list[float]
-
-
-def _check_top_k(v, what):
-    if isinstance(v, bool) or not is_int(v) or v < 0:
-        raise NextscaleError(f"{what} must be an integer ≥ 0, got {v!r}")
-
-
-def _check_top_p(v, what):
-    if isinstance(v, bool):
-        raise NextscaleError(f"{what} must be a number in [0, 1], got {v!r}")
-    check_finite(v, what, 0.0, 1.0)
-
-
-def _check_temperature(v, what):
-    if isinstance(v, bool):
-        raise NextscaleError(f"{what} must be a number > 0, got {v!r}")
-    check_finite(v, what)
-    if v <= 0:
-        raise NextscaleError(f"{what} must be > 0, got {v!r}")
-
-
-def check_sampler_settings(
-    cfg, cfg_schedule, top_k, top_p, more_smooth, temperature=1.0, guidance_scales=None, num_scales: int | None = None
-) -> ScaleSettings | None:
-    """Checks every setting; with `num_scales`, also the lists' lengths, and returns them resolved per scale."""
-    guidance = make_guidance(cfg, cfg_schedule, guidance_scales)
-    if not isinstance(more_smooth, bool):
-        raise NextscaleError(f"more_smooth must be True or False, got {more_smooth!r}")
-    checks = (
-        ("temperature", temperature, _check_temperature),
-        ("top_k", top_k, _check_top_k),
-        ("top_p", top_p, _check_top_p),
-    )
-    if num_scales is None:
-        for what, value, check in checks:
-            per_scale(value, len(value) if _is_list(value) else 1, what, check)
-        return None
-    check_weights(guidance, num_scales)
-    if isinstance(guidance, Interval | PerScale):  # a list of the wrong length names itself even where unused
-        inner = guidance
-        while isinstance(inner, Interval):
-            inner = inner.inner
-        if isinstance(inner, PerScale):
-            inner.weight(0, num_scales)
-    return ScaleSettings(guidance, *(per_scale(value, num_scales, what, check) for what, value, check in checks))
-
-
-def _is_list(value) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str)
-
-
-def check_sample_inputs(
-    vae,
-    var,
-    generator,
-    seed,
-    cfg=SAMPLER.cfg,
-    cfg_schedule=SAMPLER.cfg_schedule,
-    top_k=SAMPLER.top_k,
-    top_p=SAMPLER.top_p,
-    more_smooth=SAMPLER.more_smooth,
-    temperature=1.0,
-    guidance_scales=None,
-    fine_var=None,
-    handoff=None,
-) -> tuple[torch.device, ScaleSettings]:
-    """Everything `sample` checks before it draws: the pair, the devices, the settings. Returns the device and the
-    settings resolved per scale."""
+def check_sample_inputs(vae, var, generator, seed, config: SamplerConfig, fine_var=None, handoff=None):
+    """Everything `sample` checks before it draws that `config` could not check alone: the pair, the devices,
+    the hand-off, and the per-scale settings against the model. Returns the device and the resolved settings."""
     check_compatible(vae, var)
-    settings = check_sampler_settings(
-        cfg, cfg_schedule, top_k, top_p, more_smooth, temperature, guidance_scales, len(var.patch_nums)
-    )
+    settings = config.for_model(len(var.patch_nums))
     device = var.head.weight.device
     vae_device = vae.quantize.embedding.weight.device
     if vae_device != device:
@@ -221,16 +142,18 @@ def check_sample_inputs(
     return device, settings
 
 
+def check_sampling(vae, var, config: SamplerConfig, fine_var=None, handoff=None) -> torch.device:
+    """What `sample` would refuse of these models and settings, for callers that must refuse them before they
+    write anything (`sample_many`, `sample_per_class`). Returns the device."""
+    return check_sample_inputs(vae, var, None, None, config, fine_var, handoff)[0]
+
+
+SETTING_NAMES = SETTINGS  # the per-class sampler's record, until it takes a SamplerConfig
+
+
 def check_sample_kwargs(vae, var, sample_kwargs: dict) -> torch.device:
-    """What `sample` would check of `sample_kwargs` (the settings, a hand-off, precision, compile backend), for
-    callers that must refuse them before they write anything. Returns the device."""
-    settings = {k: sample_kwargs.get(k, getattr(SAMPLER, k)) for k in SETTING_NAMES}
-    device, _ = check_sample_inputs(
-        vae, var, None, None, **settings, fine_var=sample_kwargs.get("fine_var"), handoff=sample_kwargs.get("handoff")
-    )
-    check_compile_backend(sample_kwargs.get("compile"))
-    check_precision(sample_kwargs.get("precision", "fp32"))
-    return device
+    config = sampler_config(**{k: v for k, v in sample_kwargs.items() if k in SETTINGS})
+    return check_sampling(vae, var, config, sample_kwargs.get("fine_var"), sample_kwargs.get("handoff"))
 
 
 def check_handoff(vae, var, fine_var, handoff, device) -> None:
@@ -244,7 +167,9 @@ def check_handoff(vae, var, fine_var, handoff, device) -> None:
         raise NextscaleError(f"fine_var must be a VAR transformer, not {type(fine_var).__name__}")
     K = len(var.patch_nums)
     if not is_int(handoff) or not 1 <= handoff < K:
-        raise NextscaleError(f"handoff must be a scale in 1..{K - 1} (the first the fine model draws), got {handoff!r}")
+        raise SettingError(
+            "handoff", f"must be a scale in 1..{K - 1} (the first the fine model draws), got {handoff!r}"
+        )
     if tuple(fine_var.patch_nums) != tuple(var.patch_nums) or fine_var.num_classes != var.num_classes:
         raise NextscaleError(
             f"the fine model has scales {tuple(fine_var.patch_nums)} and {fine_var.num_classes} "
@@ -316,6 +241,7 @@ def cached_teacher_forcing(var: VAR, labels_B: torch.Tensor, x_BLCv_wo_first_l: 
     return torch.cat(steps, dim=1)
 
 
+@with_settings_signature
 @torch.no_grad()
 def sample(
     vae: VQVAE,
@@ -325,22 +251,15 @@ def sample(
     batch_size: int | None = None,
     generator: Generators = None,
     seed: int | None = None,
-    cfg: float = SAMPLER.cfg,
-    cfg_schedule: str | Guidance = SAMPLER.cfg_schedule,
-    guidance_scales: slice | None = None,
-    temperature: float | Sequence[float] = 1.0,
-    top_k: int | Sequence[int] = SAMPLER.top_k,
-    top_p: float | Sequence[float] = SAMPLER.top_p,
-    more_smooth: bool = SAMPLER.more_smooth,
+    config: SamplerConfig | None = None,
     fine_var: VAR | None = None,
     handoff: int | None = None,
     forced: ForcedTokens | None = None,
     return_fhats: bool = False,
-    precision: str = "fp32",
-    compile: str | None = None,
     channels_last_decode: bool = True,
     on_scale: Callable[[int, torch.Tensor], None] | None = None,
     reuse_memory: bool = True,
+    **settings,
 ) -> SampleOutput:
     """Generates images with classifier-free guidance.
 
@@ -349,8 +268,11 @@ def sample(
     `g_seed`) in the reference's order, so the same weights, seed and settings give the reference's token ids.
     A list of generators, one per image, gives each image its own stream (its draws then do not depend on the
     rest of the batch; the labels must then be given).
-    Defaults are the reference README's FID settings (`nextscale.registry.SAMPLER`); `cfg`≈4 for looks.
-    `more_smooth` (Gumbel-softmax embeddings) is for visualisation only.
+    The sampler settings (`cfg`, `cfg_schedule`, `guidance_scales`, `temperature`, `top_k`, `top_p`,
+    `more_smooth`, `precision`, `compile`) are defined once in `nextscale.sampling.SamplerConfig`: pass them as
+    keywords, or a `config=SamplerConfig(...)` (checked once when made) with keywords replacing some of its
+    values. Defaults are the reference README's FID settings; `cfg`≈4 for looks. `more_smooth`
+    (Gumbel-softmax embeddings) is for visualisation only.
 
     Guidance: `cfg_schedule` is `linear` (the reference), `constant`, `power:P`, `list:w0,w1,…` or a
     `nextscale.sampling.guidance.Guidance` object; `guidance_scales=slice(A, B)` keeps guidance on scales
@@ -369,21 +291,8 @@ def sample(
     back when it returns. `on_scale(si, f_hat)` is called after each scale with f̂ so far (B, Cvae, h, w):
     `fhat_to_images(vae, f_hat)` is the image the scales up to si make (the pyramid as it grows).
     """
-    device, settings = check_sample_inputs(
-        vae,
-        var,
-        generator,
-        seed,
-        cfg,
-        cfg_schedule,
-        top_k,
-        top_p,
-        more_smooth,
-        temperature,
-        guidance_scales,
-        fine_var,
-        handoff,
-    )
+    config = sampler_config(config, **settings)
+    device, resolved = check_sample_inputs(vae, var, generator, seed, config, fine_var, handoff)
     if generator is None and seed is not None:
         generator = seeded_generator(seed, device)
     if isinstance(generator, Sequence) and labels is None:
@@ -391,16 +300,16 @@ def sample(
     labels = resolve_labels(var, labels, batch_size, generator, device)
     if isinstance(generator, Sequence) and len(generator) != len(labels):
         raise NextscaleError(f"{len(generator)} generators for {len(labels)} images: give one per image")
-    steps = {id(m): step_function(m, compile) for m in (var, fine_var) if m is not None}
+    steps = {id(m): step_function(m, config.compile) for m in (var, fine_var) if m is not None}
     memory = freed_memory_reused() if device.type == "cpu" and reuse_memory else contextlib.nullcontext()
-    with memory, autocast_for(device, precision):
+    with memory, autocast_for(device, config.precision):
         return _sample(
             vae,
             var,
             labels,
             generator,
-            settings,
-            more_smooth,
+            resolved,
+            config.more_smooth,
             forced,
             return_fhats,
             steps,

@@ -30,7 +30,7 @@ def check_fields(body: dict, known: tuple[str, ...]) -> None:
         raise BadRequest(f"unknown field {unknown[0]!r}; the fields are: {', '.join(known)}")
 
 
-def integer(body: dict, name: str, default: int, low: int, high: int | None = None) -> int:
+def integer(body: dict, name: str, default: int, low: int | None = None, high: int | None = None) -> int:
     """An integer field (a JSON number or a numeric string, as an HTML form sends it), in [low, high]."""
     value = body.get(name, default)
     if isinstance(value, str):
@@ -42,13 +42,13 @@ def integer(body: dict, name: str, default: int, low: int, high: int | None = No
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
+    if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"in [{low}, {high}]" if high is not None else f"at least {low}"
         raise BadRequest(f"{name} must be {bounds}, got {value}")
     return value
 
 
-def number(body: dict, name: str, default: float, low: float, high: float | None = None) -> float:
+def number(body: dict, name: str, default: float, low: float | None = None, high: float | None = None) -> float:
     """A finite number field (a JSON number or a numeric string), in [low, high]."""
     value = body.get(name, default)
     if isinstance(value, str):
@@ -64,7 +64,7 @@ def number(body: dict, name: str, default: float, low: float, high: float | None
         value = math.inf
     if not math.isfinite(value):
         raise BadRequest(f"{name} must be a finite number, got {body.get(name)!r}"[:200])
-    if value < low or (high is not None and value > high):
+    if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"in [{low:g}, {high:g}]" if high is not None else f"at least {low:g}"
         raise BadRequest(f"{name} must be {bounds}, got {value:g}")
     return float(value)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import registry
 from ..errors import NextscaleError
+from ..sampling.settings import DEFAULTS, SETTING_FIELDS, SamplerConfig, flag, sampler_config
 from ..seeding import MAX_SEED, batch_generator
 from ..tokenizer import VQVAE
 from ..transformer import VAR
@@ -23,8 +23,26 @@ from .inputs import BadRequest
 
 MAX_IMAGES = 16  # one batch of `nextscale sample`'s default --batch-size, so one seed reproduces them all
 MAX_CFG = 100.0  # far past any useful guidance; much larger weights overflow the logits
-SAMPLE_FIELDS = ("class", "seed", "cfg", "top_k", "top_p", "n")
-EDIT_FIELDS = ("image", "filename", "box", "mask", "mask_filename", "mode", "class", "seed", "cfg", "top_k", "top_p")
+FORM_SETTINGS = ("cfg", "top_k", "top_p")  # the sampler settings the page offers (one number each)
+SERVER_LIMITS = {"cfg": (0.0, MAX_CFG)}  # the server's own bounds, within what the sampler accepts
+SAMPLE_FIELDS = ("class", "seed", *FORM_SETTINGS, "n")
+EDIT_FIELDS = ("image", "filename", "box", "mask", "mask_filename", "mode", "class", "seed", *FORM_SETTINGS)
+
+
+def form_settings() -> list[dict]:
+    """What the page needs to draw a field for each setting it offers: name, label, help, kind and default."""
+    fields = [SETTING_FIELDS[name] for name in FORM_SETTINGS]
+    return [
+        {
+            "name": f.name,
+            "label": f.metadata["label"],
+            "help": f.metadata["help"],
+            "type": f.metadata["kind"].json,
+            "default": f.default,
+            "flag": flag(f.name),
+        }
+        for f in fields
+    ]
 
 
 def pngs(images: torch.Tensor) -> list[str]:
@@ -63,7 +81,7 @@ class Request:
     """A checked request: what the sampler gets, and the shell command that does the same."""
 
     kind: str  # "sample" or "edit"
-    settings: dict  # cfg, top_k, top_p
+    settings: SamplerConfig  # the page's settings over the defaults
     seed: int
     label: int | None  # None: unconditional
     n: int = 1
@@ -96,7 +114,6 @@ class Session:
         self.examples = digit_examples()
 
     def info(self) -> dict:
-        s = registry.SAMPLER
         return {
             "model": self.title,
             "resolution": self.resolution,
@@ -104,25 +121,21 @@ class Session:
             "classes": self.names,
             "max_images": self.max_images,
             "examples": list(self.examples),
-            "defaults": {"cfg": s.cfg, "top_k": s.top_k, "top_p": s.top_p, "seed": 0, "n": 1},
+            "settings": form_settings(),
+            "defaults": {**{name: getattr(DEFAULTS, name) for name in FORM_SETTINGS}, "seed": 0, "n": 1},
             "limits": {"upload_bytes": inputs.MAX_UPLOAD_BYTES, "side": inputs.MAX_SIDE},
         }
 
     # ---- requests → checked jobs ---------------------------------------------------------------------------
 
     def _common(self, body: dict, kind: str) -> Request:
-        from ..sampling.sampler import check_sampler_settings
-
-        s = registry.SAMPLER
-        settings = {
-            "cfg": inputs.number(body, "cfg", s.cfg, 0.0, MAX_CFG),
-            "top_k": inputs.integer(body, "top_k", s.top_k, 0),
-            "top_p": inputs.number(body, "top_p", s.top_p, 0.0, 1.0),
-        }
+        values = {}
+        for name in FORM_SETTINGS:
+            read = inputs.integer if SETTING_FIELDS[name].metadata["kind"].json == "integer" else inputs.number
+            values[name] = read(body, name, getattr(DEFAULTS, name), *SERVER_LIMITS.get(name, ()))
         try:
-            check_sampler_settings(
-                **settings, cfg_schedule=s.cfg_schedule, more_smooth=False, num_scales=len(self.var.patch_nums)
-            )
+            settings = sampler_config(**values)
+            settings.for_model(len(self.var.patch_nums))
         except NextscaleError as e:
             raise BadRequest(str(e)) from None
         seed = inputs.integer(body, "seed", 0, 0, MAX_SEED)
@@ -174,26 +187,11 @@ class Session:
         return request
 
     def _command(self, command: str, *args: str, request: Request, out: str) -> str:
-        s = request.settings
         device = [] if self.device_arg in (None, "auto") else ["--device", self.device_arg]
+        settings = [part for name in FORM_SETTINGS for part in (flag(name), repr(getattr(request.settings, name)))]
         return shlex.join(
-            [
-                "nextscale",
-                command,
-                *self.model_args,
-                *args,
-                "--seed",
-                str(request.seed),
-                "--cfg",
-                repr(s["cfg"]),
-                "--top-k",
-                str(s["top_k"]),
-                "--top-p",
-                repr(s["top_p"]),
-                *device,
-                "--out",
-                out,
-            ]
+            ["nextscale", command, *self.model_args, *args, "--seed", str(request.seed), *settings, *device]
+            + ["--out", out]
         )
 
     # ---- running a job (on the worker thread) ------------------------------------------------------------
@@ -211,7 +209,7 @@ class Session:
             emit({"event": "scale", "index": si, "side": scales[si], "images": pngs(fhat_to_images(self.vae, f_hat))})
 
         generator = batch_generator(request.seed, 0, self.device)
-        common = dict(generator=generator, on_scale=on_scale if request.stream else None, **request.settings)
+        common = dict(generator=generator, on_scale=on_scale if request.stream else None, config=request.settings)
         result = {"seed": request.seed, "command": request.command}
         if request.kind == "sample":
             labels = [self.var.num_classes if request.label is None else request.label] * request.n

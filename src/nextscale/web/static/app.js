@@ -25,12 +25,23 @@ async function loadInfo() {
     });
     select.value = unconditional ? "" : "0";
     $(`${prefix}-seed`).value = info.defaults.seed;
-    $(`${prefix}-cfg`).value = info.defaults.cfg;
-    $(`${prefix}-top-k`).value = info.defaults.top_k;
-    $(`${prefix}-top-p`).value = info.defaults.top_p;
+    for (const setting of info.settings) $(`${prefix}-settings`).append(settingField(prefix, setting));
   }
   $("generate-n").value = info.defaults.n;
   for (const name of info.examples) $("edit-example").add(new Option(name, name));
+}
+
+// The sampler settings the server offers, each with its label, help and default (defined once, in Python).
+function settingField(prefix, setting) {
+  const input = document.createElement("input");
+  input.name = setting.name;
+  input.id = `${prefix}-${setting.flag.replace(/^--/, "")}`;
+  input.inputMode = setting.type === "integer" ? "numeric" : "decimal";
+  input.value = setting.default;
+  const label = document.createElement("label");
+  label.title = setting.help;
+  label.append(`${setting.label} `, input);
+  return label;
 }
 
 // ---- running a job and showing its events --------------------------------------------------------------
