@@ -190,7 +190,7 @@ def test_a_batch_that_does_not_divide_over_the_processes_is_refused():
     from nextscale.training.distributed import Distributed
 
     assert Distributed(rank=1, world=2).local_batch(16) == slice(8, 16)
-    with pytest.raises(NextscaleError, match="--batch-size 15 does not divide over 2 processes: use a multiple of 2"):
+    with pytest.raises(NextscaleError, match="batch_size 15 does not divide over 2 processes: use a multiple of 2"):
         Distributed(rank=0, world=2).local_batch(15)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import NextscaleError
+from .errors import SettingError
 
 
 @dataclass
@@ -31,9 +31,9 @@ class Distributed:
     def local_batch(self, global_batch: int) -> slice:
         """This rank's share of a global batch; refuses a batch that does not divide equally."""
         if global_batch % self.world:
-            raise NextscaleError(
-                f"--batch-size {global_batch} does not divide over {self.world} processes: "
-                f"use a multiple of {self.world}"
+            raise SettingError(
+                "batch_size",
+                f"{global_batch} does not divide over {self.world} processes: use a multiple of {self.world}",
             )
         per = global_batch // self.world
         return slice(self.rank * per, (self.rank + 1) * per)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import NextscaleError
+from ..errors import NextscaleError, SettingError
 from ..seeding import derived_generator
 from .checkpoint import LOG, TRAINER_JSON, latest_checkpoint, run_contents
 
@@ -167,9 +167,10 @@ def autocast_context(device: torch.device, precision: str):
 
 def check_training_device(device: torch.device, precision: str) -> None:
     if precision != "fp32" and device.type != "cuda":
-        raise NextscaleError(
-            f"{precision} training needs a CUDA device, not {device}: pass --precision fp32 (a "
-            "CPU's half-precision matrix work is about 100× slower)"
+        raise SettingError(
+            "precision",
+            f"{precision} trains on a CUDA device only, not on {device}: use fp32 (a CPU's half-precision matrix "
+            "work is about 100× slower)",
         )
 
 
