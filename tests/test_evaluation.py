@@ -2,7 +2,13 @@
 images they came from, the Inception Score's order trap, and the per-class sampler (shards, resume, shuffle,
 rejection). Small exported networks stand in for Inception, so nothing is downloaded."""
 
+import io
 import json
+import pickle
+import sys
+import threading
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -22,6 +28,7 @@ from nextscale.evaluation import (
     open_set,
     precision_recall,
 )
+from nextscale.evaluation.judge import export_digits_network
 from nextscale.sampling import image_seed, sample, sample_per_class
 from nextscale.sampling.outputs import to_uint8
 from nextscale.weights import load_model
@@ -327,10 +334,13 @@ def test_the_digits_protocol_from_the_command_line(tmp_path, features_file, caps
     assert "KID" in capsys.readouterr().out
 
 
-def test_the_exported_digits_network_is_the_built_in_one_and_serves_rejection(tmp_path, capsys):
-    from nextscale.evaluation.digits import export_digits_network
+@pytest.fixture(scope="module")
+def digits_file(tmp_path_factory):
+    return export_digits_network(tmp_path_factory.mktemp("judge") / "digits.pt2")
 
-    path = export_digits_network(tmp_path / "digits.pt2")
+
+def test_the_exported_digits_network_is_the_built_in_one_and_serves_rejection(tmp_path, digits_file, capsys):
+    path = digits_file
     images = next(open_set("digits").batches(50))
     built_in, exported = load_network("digits")(images), load_network(path)(images)
     for a, b in zip(built_in, exported):
@@ -394,25 +404,131 @@ class Payload:
         return (print, ("code ran while loading a feature network",))
 
 
-def test_a_pt2_carrying_a_pickled_object_is_refused_unloaded(tmp_path, features_file, capsys):
-    import io
-    import zipfile
-
-    crafted = tmp_path / "crafted.pt2"
-    payload = io.BytesIO()
-    torch.save(Payload(), payload)
-    with zipfile.ZipFile(features_file) as src, zipfile.ZipFile(crafted, "w") as dst:
-        config_name = next(n for n in src.namelist() if n.endswith("weights/model_weights_config.json"))
-        config = json.loads(src.read(config_name))
-        entry = next(iter(config["config"].values()))
-        entry["use_pickle"] = True  # the weight's bytes are now read as a pickle
+def craft(source, target, change):
+    """A copy of the archive `source` with `change(name, bytes)` → [(name, bytes), …] applied to each member."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
         for item in src.infolist():
-            data = src.read(item.filename)
-            if item.filename == config_name:
-                data = json.dumps(config).encode()
-            elif item.filename.endswith(f"weights/{entry['path_name']}"):
-                data = payload.getvalue()
-            dst.writestr(item, data)
-    with pytest.raises(NextscaleError, match="crafted.pt2: not a loadable .pt2 program"):
+            for name, data in change(item.filename, src.read(item.filename)):
+                dst.writestr(name, data)
+    return target
+
+
+def pickled_weight(name, data):
+    if name.endswith("weights/model_weights_config.json"):
+        config = json.loads(data)
+        next(iter(config["config"].values()))["use_pickle"] = True  # its bytes are now read as a pickle
+        return [(name, json.dumps(config).encode())]
+    return [(name, torch_saved(Payload()) if name.endswith("weights/weight_0") else data)]
+
+
+def pickled_constant(name, data):
+    if name.endswith("constants/model_constants_config.json"):
+        config = json.loads(data)
+        config["config"]["opaque"] = {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True}
+        folder = name.partition("/")[0]
+        return [(name, json.dumps(config).encode()), (f"{folder}/data/constants/opaque_obj_0", pickle.dumps(Payload()))]
+    return [(name, data)]
+
+
+def legacy_weights(name, data):
+    extra = [(f"{name.partition('/')[0]}/data/weights/model.pt", torch_saved(Payload()))] if "byteorder" in name else []
+    return [(name, data), *extra]
+
+
+def outside_the_folder(name, data):  # torch.export.load would fall back to its older format, which unpickles
+    return [(name, data), ("version", b"0.0.1")] if "byteorder" in name else [(name, data)]
+
+
+def torch_saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+CRAFTED = {
+    "a weight saved with use_pickle": (pickled_weight, r"pickled Python objects \(weight mix\.weight\)"),
+    "an opaque constant": (pickled_constant, r"pickled Python objects \(constant opaque\)"),
+    "pickled sample inputs": (
+        lambda n, d: [(n, torch_saved(Payload()) if n.endswith("sample_inputs/model.pt") else d)],
+        r"pickled Python objects \(its sample inputs\)",
+    ),
+    "legacy weights": (legacy_weights, r"pickled Python objects \(data/weights/model\.pt\)"),
+    "a member outside the folder": (outside_the_folder, "not a torch.export archive \\(version is outside"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_a_pt2_carrying_a_pickled_object_is_refused_unloaded(tmp_path, features_file, capsys, case):
+    change, message = CRAFTED[case]
+    crafted = craft(features_file, tmp_path / "crafted.pt2", change)
+    with pytest.raises(NextscaleError, match=f"crafted.pt2: .*{message}"):
         load_network(crafted)
     assert "code ran" not in capsys.readouterr().out
+
+
+def test_a_pt2_of_a_tensor_subclass_weight_is_refused(tmp_path):
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    class Twofold(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(TwoTensor(torch.ones(3), torch.ones(3)))
+
+        def forward(self, images):
+            return images.float().mean(dim=(2, 3)) + self.w
+
+    path = export(Twofold(), tmp_path / "twofold.pt2", 4)  # torch.export.save pickles such weights
+    with pytest.raises(NextscaleError, match=r"pickled Python objects \(weight w\)"):
+        load_network(path)
+
+
+ORIGINALS = (pickle.loads, torch.load, torch._C._pickle_load_obj)
+
+
+def load_while_another_thread_unpickles(load):
+    """`load()` in one thread, paused at its first `torch.load`, while another thread unpickles a plain dict again
+    and again: a loader that swapped any unpickling function process-wide would break the other thread."""
+    paused, resume, reached = threading.Event(), threading.Event(), []
+    plain = {"a": [1, 2.5, "x"], "b": (None, True), "t": torch.arange(3)}
+
+    def pause_at_torch_load(frame, event, arg):
+        if event == "call" and frame.f_code is ORIGINALS[1].__code__ and not reached:
+            reached.append(frame.f_code.co_name)
+            paused.set()
+            resume.wait()
+            sys.settrace(None)  # the rest of the loading runs untraced
+
+    def loader():
+        sys.settrace(pause_at_torch_load)
+        try:
+            return load()
+        finally:
+            sys.settrace(None)
+            paused.set()  # a loader that never reached torch.load must not leave the other thread waiting
+
+    def unpickler():
+        try:
+            paused.wait()
+            saved = torch_saved(plain)
+            for _ in range(20):
+                assert (pickle.loads, torch.load, torch._C._pickle_load_obj) == ORIGINALS
+                assert pickle.loads(pickle.dumps(plain)).keys() == plain.keys()
+                assert torch.equal(torch.load(io.BytesIO(saved), weights_only=False)["t"], plain["t"])
+        finally:
+            resume.set()
+
+    with ThreadPoolExecutor(2) as pool:
+        loading, other = pool.submit(loader), pool.submit(unpickler)
+        other.result()
+        network = loading.result()
+    assert reached, "the loader never reached torch.load, so nothing overlapped"
+    assert all(a is b for a, b in zip((pickle.loads, torch.load, torch._C._pickle_load_obj), ORIGINALS))
+    return network
+
+
+def test_loading_a_network_patches_nothing_another_thread_unpickles_with(digits_file, fake_inception):
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    exported = load_while_another_thread_unpickles(lambda: load_network(digits_file))
+    assert exported(images)[1].shape == (2, 10)
+    inception = load_while_another_thread_unpickles(lambda: load_network("inception", inception_weights=fake_inception))
+    assert inception(images)[0].shape == (2, 2048)

@@ -17,7 +17,7 @@ PACKAGE = Path(nextscale.__file__).parent
 # Foundations first (any stage may import them), then the pipeline in order; a module may import its own
 # stage, the foundations and earlier stages. The tools at the end use everything before them.
 ORDER = [
-    {"errors", "files", "seeding", "runtime", "distributed", "pretrained"},
+    {"errors", "files", "seeding", "runtime", "distributed", "pretrained", "sharded"},
     {"data"},
     {"tokenizer"},
     {"transformer"},
@@ -39,32 +39,38 @@ def stage_of(name: str) -> int:
     raise AssertionError(f"{name} is in no stage of the layout: add it to ORDER")
 
 
-def internal_imports(path: Path) -> set[str]:
-    """Top-level nextscale modules that `path` imports (absolute or relative), anywhere in the file."""
-    module_parts = path.relative_to(PACKAGE).with_suffix("").parts
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return (path / "__init__.py").is_file() or path.with_suffix(".py").is_file()
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The nextscale modules that `path` imports, anywhere in the file (in functions too). `from a import b`
+    imports the module `a.b` where there is one, else a name that `a` defines: so a package's `__init__` that
+    re-exports its submodules depends on them, not they on it, unless they import a name from the package."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 0:
-                parts = (node.module or "").split(".")
-                if parts[0] == "nextscale" and len(parts) > 1:
-                    found.add(parts[1])
-                continue
-            base = module_parts[: len(module_parts) - node.level]
-            if base:
-                found.add(base[0])
-            elif node.module:
-                found.add(node.module.split(".")[0])
-            else:  # `from .. import x`: a module of the package, or a name its __init__ defines
-                for alias in node.names:
-                    is_module = (PACKAGE / alias.name).is_dir() or (PACKAGE / f"{alias.name}.py").is_file()
-                    found.add(alias.name if is_module else "__init__")
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                parts = alias.name.split(".")
-                if parts[0] == "nextscale" and len(parts) > 1:
-                    found.add(parts[1])
-    return found
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            source = node.module or ""
+            if node.level:
+                base = package.split(".")[: package.count(".") + 2 - node.level]
+                source = ".".join([*base, node.module] if node.module else base)
+            found.update(f"{source}.{a.name}" if is_module(f"{source}.{a.name}") else source for a in node.names)
+    return {m for m in found if m.split(".")[0] == "nextscale"}
+
+
+def internal_imports(path: Path) -> set[str]:
+    """The top-level nextscale modules that `path` imports (`__init__` for names the package itself defines)."""
+    return {(m.split(".") + ["__init__"])[1] for m in imported_modules(path)}
 
 
 def test_each_stage_imports_only_the_stages_before_it():
@@ -75,6 +81,25 @@ def test_each_stage_imports_only_the_stages_before_it():
             if imported != own and stage_of(imported) > stage_of(own):
                 wrong.append(f"{path.relative_to(PACKAGE)} imports {imported}")
     assert not wrong, wrong
+
+
+def test_no_module_imports_itself_through_others():
+    graph = {module_name(path): imported_modules(path) for path in PACKAGE.rglob("*.py")}
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(graph.get(name, ()))
+        return seen
+
+    reach = {name: reachable(name) for name in graph}
+    circles = {
+        tuple(sorted(other for other in reach[name] if name in reach[other])) for name in graph if name in reach[name]
+    }
+    assert not circles, sorted(circles)
 
 
 def test_the_command_line_starts_without_torch():
@@ -109,18 +134,6 @@ def test_names_come_from_the_registry():
     for name in ("train", "train-tokenizer", "bench"):
         preset = next(a for a in commands[name]._actions if a.dest == "preset")
         assert list(preset.choices) == list(registry.ARCHITECTURES)
-    sampler = {a.dest: a.default for a in commands["sample"]._actions}
-    for field in ("cfg", "cfg_schedule", "top_k", "top_p"):
-        assert sampler[field] == getattr(registry.SAMPLER, field)
-        assert {a.dest: a.default for a in commands["edit"]._actions}[field] == getattr(registry.SAMPLER, field)
-        assert {a.dest: a.default for a in commands["eval"]._actions}[field] == getattr(registry.SAMPLER, field)
-    import inspect
-
-    from nextscale.sampling import sample
-
-    defaults = inspect.signature(sample).parameters
-    for field in ("cfg", "cfg_schedule", "top_k", "top_p", "more_smooth"):
-        assert defaults[field].default == getattr(registry.SAMPLER, field)
 
 
 def test_every_released_name_has_an_architecture_and_a_recipe():

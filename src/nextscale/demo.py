@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from .data import DigitsDataset
 from .editing import edit
-from .evaluation.digits import EDIT_BOX
+from .evaluation.edits import EDIT_BOX
 from .files import atomic_write
 from .sampling import sample
 from .sampling.outputs import grid_image, to_uint8

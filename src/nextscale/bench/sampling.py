@@ -8,71 +8,20 @@ ratio time ÷ floor. Warm-up runs come first; medians of the timed runs are repo
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from ..registry import SAMPLER, build
+from ..distributed import Distributed
+from ..registry import build
 from ..runtime import peak_memory_bytes, reuse_freed_memory, reusing_freed_memory
 from ..sampling import sample
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
-    """Sustained FLOP/s of a large square matmul: the yardstick for every floor below."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    n, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        n += 1
-        if n % 8 == 0:
-            synchronize(device)
-    synchronize(device)
-    return 2 * size**3 * n / (time.perf_counter() - started)
-
-
-def _cpu_flash_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query, key, value)
-
-
-def _cpu_flash_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-# torch's counter knows the CUDA attention kernels only; on CPU, attention would count as free.
-_UNCOUNTED_BY_TORCH = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_attention_backward_flops,
-}
-
-
-def count_flops(fn) -> int:
-    with FlopCounterMode(display=False, custom_mapping=_UNCOUNTED_BY_TORCH) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # Linux: writing 5 resets the resident-set high-water mark (VmHWM)
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        pass
+from ..sampling.settings import DEFAULTS as SAMPLER_DEFAULTS
+from ..training.common import check_training_device
+from .measure import count_flops, machine_name, matmul_rate, reset_peak_memory, synchronize
+from .training import bench_train_step
 
 
 @dataclass
@@ -125,7 +74,8 @@ class BenchResult:
             t = self.training
             lines.append(
                 f"training step (batch {t['batch_size']}): {t['seconds']:.3f} s, {t['tokens_per_second']:.0f} "
-                f"tokens/s, {t['flops'] / 1e9:.1f} GFLOP, floor {t['floor_seconds']:.3f} s, ratio {t['ratio']:.2f}"
+                f"tokens/s, {t['flops'] / 1e9:.1f} GFLOP, floor {t['floor_seconds']:.3f} s, ratio {t['ratio']:.2f}, "
+                f"peak memory {t['peak_memory_gib']:.2f} GiB"
             )
         return "\n".join(lines)
 
@@ -148,17 +98,28 @@ def bench_sampling(
     The matmul rate is measured before every timed run and the median is used, so that a noisy machine slows
     the yardstick and the runs alike. `reuse_memory` applies `nextscale.runtime.reuse_freed_memory` first, as
     the `nextscale` command does (False leaves the allocator as glibc sets it, in the process and in `sample`
-    itself; the result says which was measured).
+    itself; the result says which was measured). `train_batch_size` > 0 adds the training step of
+    `nextscale bench --train` in this process: `runs` timed steps of the trainer's own step at that batch.
     """
     device = torch.device(device)
     precision = precision or ("bf16" if device.type == "cuda" else "fp32")
+    if train_batch_size:  # refused now, not after minutes of sampling
+        check_training_device(device, precision)
     if reuse_memory:
         reuse_freed_memory()
+    # The sampling models are gone once it returns: the training step builds its own, as training does.
+    result = _time_sampling(preset, batch_size, device, precision, compile, runs, warmup, seed, reuse_memory)
+    if train_batch_size:
+        result.training = _training_step(preset, train_batch_size, device, precision, runs, seed)
+    return result
+
+
+def _time_sampling(preset, batch_size, device, precision, compile, runs, warmup, seed, reuse_memory) -> BenchResult:
     torch.manual_seed(seed)
     vae, var = build(preset, device=device)
     vae.eval()
     var.eval()
-    settings = dict(cfg=SAMPLER.cfg, top_k=SAMPLER.top_k, top_p=SAMPLER.top_p, precision=precision, compile=compile)
+    settings = dict(precision=precision, compile=compile)  # the default sampler otherwise
     labels = list(range(batch_size))
     matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 
@@ -202,7 +163,6 @@ def bench_sampling(
         Phase("decode", decode, decode_flops, decode_flops / rate),
         Phase("whole sample", total, total_flops, total_flops / rate),
     ]
-    training = bench_training(var, train_batch_size, device, precision, rate) if train_batch_size else None
     return BenchResult(
         preset=preset,
         device=str(device),
@@ -215,51 +175,20 @@ def bench_sampling(
         per_scale_seconds=per_scale,
         images_per_second=batch_size / total,
         peak_memory_gib=memory / 2**30,
-        settings={k: v for k, v in settings.items() if k not in ("precision", "compile")},
-        training=training,
+        settings=SAMPLER_DEFAULTS.record(),
         reuse_freed_memory=reusing_freed_memory(),
     )
 
 
-def bench_training(var, batch_size: int, device: torch.device, precision: str, rate: float, runs: int = 3) -> dict:
-    """One optimizer step (forward, cross-entropy, backward, AdamW) on random tokens."""
-    cfg = var.config
-    var.train()
-    opt = torch.optim.AdamW(var.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
-    labels = torch.randint(cfg.num_classes, (batch_size,), device=device)
-    x = torch.randn(batch_size, cfg.num_tokens - 1, cfg.latent_channels, device=device)
-    target = torch.randint(cfg.vocab_size, (batch_size, cfg.num_tokens), device=device)
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = var(labels, x)
-        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, cfg.vocab_size), target.view(-1))
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step()
-    times = []
-    for _ in range(runs):
-        synchronize(device)
-        started = time.perf_counter()
-        step()
-        synchronize(device)
-        times.append(time.perf_counter() - started)
-    flops = count_flops(step)
-    var.eval()
-    seconds = statistics.median(times)
+def _training_step(preset: str, batch_size: int, device: torch.device, precision: str, runs: int, seed: int) -> dict:
+    """`bench_train_step` in this process alone (even under torchrun), in the terms of the sampling table."""
+    (r,) = bench_train_step(preset, batch_size, device, precision, steps=runs, warmup=1, seed=seed, dist=Distributed())
     return {
-        "batch_size": batch_size,
-        "seconds": seconds,
-        "tokens_per_second": batch_size * cfg.num_tokens / seconds,
-        "flops": flops,
-        "floor_seconds": flops / rate,
-        "ratio": seconds / (flops / rate),
+        "batch_size": r["batch_size"],
+        "seconds": r["step_s"],
+        "tokens_per_second": r["tokens_per_s"],
+        "flops": r["flops"],
+        "floor_seconds": r["floor_s"],
+        "ratio": r["ratio"],
+        "peak_memory_gib": r["peak_memory_gib"],
     }
-
-
-def machine_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

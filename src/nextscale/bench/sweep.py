@@ -21,7 +21,7 @@ from ..registry import build
 from ..sampling import sample
 from ..transformer import VAR
 from ..weights import load_model
-from .sampling import synchronize
+from .measure import synchronize
 
 
 @dataclass(frozen=True)

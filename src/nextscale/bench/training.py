@@ -29,13 +29,13 @@ import torch
 
 from ..errors import NextscaleError
 from ..registry import architecture
+from ..runtime import peak_memory_bytes
 from ..tokenizer import VQVAE
-from ..training import TrainConfig, Trainer
+from ..training import TrainConfig, Trainer, initial_var
 from ..training.common import check_training_device
-from ..training.distributed import launched_by_torchrun, setup, teardown
+from ..training.distributed import Distributed, launched_by_torchrun, setup, teardown
 from ..training.var_stage import VAROptions, VARStage
-from ..transformer import VAR
-from .sampling import count_flops, machine_name, matmul_rate, peak_memory_bytes, reset_peak_memory, synchronize
+from .measure import count_flops, machine_name, matmul_rate, reset_peak_memory, synchronize
 
 MODES = ("ddp", "fsdp")
 GiB = 2**30
@@ -106,12 +106,13 @@ def bench_train_step(
     patch_nums=None,
     grad_checkpointing: bool = False,
     seed: int = 0,
+    dist: Distributed | None = None,
 ) -> list[dict]:
     """Times `steps` training steps (after `warmup` untimed ones) of the preset's transformer with random
-    weights, in this process or in every process of torchrun's job (joined here when the environment has
-    WORLD_SIZE and RANK, and left again if this call joined it). `batch_size` is the global batch;
-    `patch_nums` replaces the preset's scales (fewer tokens; the parameters change only by the position
-    embedding). Returns every rank's record, rank order (on every rank)."""
+    weights, in this process or in every process of torchrun's job (`dist` None: joined here when the
+    environment has WORLD_SIZE and RANK, and left again if this call joined it; `Distributed()`: this process
+    alone). `batch_size` is the global batch; `patch_nums` replaces the preset's scales (fewer tokens; the
+    parameters change only by the position embedding). Returns every rank's record, rank order (on every rank)."""
     import torch.distributed as tdist
 
     device = torch.device(device)
@@ -127,8 +128,9 @@ def bench_train_step(
     if patch_nums is not None:
         patch_nums = parse_scales(",".join(str(p) for p in patch_nums))
         vae_config, var_config = replace(vae_config, patch_nums=patch_nums), replace(var_config, patch_nums=patch_nums)
-    joined = not (tdist.is_available() and tdist.is_initialized())
-    dist, device = setup(device)
+    joined = dist is None and not (tdist.is_available() and tdist.is_initialized())
+    if dist is None:
+        dist, device = setup(device)
     try:
         local = dist.local_batch(batch_size)
         config = TrainConfig(
@@ -141,12 +143,7 @@ def bench_train_step(
             warmup_steps=0,
         )
         options = VAROptions()
-        # As `nextscale.training.train_var` builds it: under FSDP the other ranks take rank 0's weights.
-        torch.manual_seed(seed)
-        var = VAR(var_config, device="meta")
-        if not fsdp or dist.is_main:
-            var.to_empty(device="cpu")
-            var.init_weights(**options.init_kwargs())
+        var = initial_var(var_config, config, options, dist)
         vae = VQVAE(vae_config, device="cpu")
         stage = VARStage(vae, var, _NoImages(var_config.num_classes), None, config, options, device, dist)
         with tempfile.TemporaryDirectory() as run_dir:  # the trainer writes nothing before `start`

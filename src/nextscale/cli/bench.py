@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--compile", help="a torch.compile backend for the transformer step (e.g. inductor)")
     p.add_argument("--runs", type=int, default=3, help="timed runs (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs (or training steps) first")
-    p.add_argument("--train-batch-size", type=int, default=0, help="also time one training step (0: skip)")
+    train_step = "also time --train's training step at this batch, in this process (0: skip)"
+    p.add_argument("--train-batch-size", type=int, default=0, help=train_step)
     glibc_default = "measure with glibc's default of unmapping freed large blocks (see nextscale.runtime)"
     p.add_argument("--no-reuse-memory", action="store_true", help=glibc_default)
     p.add_argument("--json", help="also write the results here")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from .. import registry
 from ..errors import NextscaleError
+from ..sampling.settings import DEFAULTS as SAMPLER_DEFAULTS
 from .common import (
     SAMPLER_FLAGS,
     add_device_arg,
@@ -29,7 +29,7 @@ DEFAULTS = {
     "n_per_class": 100,
     "edit_cfg": 3.0,
     "seed": 0,
-    **{name: getattr(registry.SAMPLER, name) for name in SAMPLER_FLAGS},
+    **{name: getattr(SAMPLER_DEFAULTS, name) for name in SAMPLER_FLAGS},
 }
 
 
@@ -155,11 +155,10 @@ def run_metrics(args) -> None:
 def run_digits(args) -> None:
     from ..evaluation import evaluate_digit_edits, evaluate_digits
     from ..runtime import check_finite
-    from ..sampling.guidance import for_record
 
     at_least(args.n_per_class, 2, "--n-per-class")
     settings = sampler_settings(args)
-    check_finite(args.edit_cfg, "--edit-cfg")
+    check_finite(args.edit_cfg, "edit_cfg")
     seed = check_seed(args.seed)
     if not (args.model or args.vae or args.var):
         args.model = "digits"
@@ -169,12 +168,11 @@ def run_digits(args) -> None:
     if var.num_classes != 10 or vae.config.resolution != 32:
         raise NextscaleError("the digits evaluation needs a 10-class model of 32×32 images (like --model digits)")
     check_for_model(settings, var)
-    report = evaluate_digits(vae, var, n_per_class=args.n_per_class, seed=seed, **settings)
+    report = evaluate_digits(vae, var, n_per_class=args.n_per_class, seed=seed, config=settings)
     print(report.summary())
-    record = {"settings": {k: for_record(v) for k, v in settings.items()}, **report.as_dict()}
+    record = {"settings": settings.record(), **report.as_dict()}
     if not args.skip_edits:
-        edit_settings = {**settings, "cfg": args.edit_cfg}
-        edits = evaluate_digit_edits(vae, var, seed=seed, **edit_settings)
+        edits = evaluate_digit_edits(vae, var, seed=seed, config=settings, cfg=args.edit_cfg)
         print(edits.summary())
         record["edits"] = vars(edits)
     if args.json:

@@ -190,7 +190,7 @@ def run_per_class(args) -> None:
             pngs=args.png,
             model=record,
             dist=dist,
-            **settings.changed(),
+            config=settings,
             **fine,
         )
         if dist.is_main:

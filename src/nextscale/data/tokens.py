@@ -19,8 +19,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from ..distributed import Distributed
 from ..errors import NextscaleError
-from ..files import atomic_write, atomic_write_text, file_sha256, first_line
+from ..files import atomic_write_text, file_sha256, first_line
+from ..sharded import ShardedOutput, shard_name
 from . import stack_items
 
 INDEX, PLAN, FORMAT = "index.json", "tokenize.json", 1
@@ -106,22 +108,19 @@ def tokenize(
     flip: bool = False,
     batch_size: int = 256,
     shard_size: int = 4096,
-    rank: int = 0,
-    world: int = 1,
-    barrier=lambda: None,
+    dist: Distributed | None = None,
     device="cpu",
     progress: bool = True,
     tokenizer_name: str = "",
     workers: int = 0,
 ) -> Path:
-    """Encodes `dataset` (centre crops) into token shards in `out`; rank r of `world` writes shards r, r + world, …
-    Shards already complete are kept, so a stopped run resumes. Returns the index path (written by rank 0)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Encodes `dataset` (centre crops) into token shards in `out`; under torchrun (`dist`) the processes share
+    the shards. Shards already complete are kept, so a stopped run resumes. Returns the index path (written by
+    the first process)."""
+    out, dist = Path(out), dist or Distributed()
     n, L = len(dataset), sum(pn * pn for pn in vae.config.patch_nums)
     if vae.config.vocab_size > 65536:
         raise NextscaleError(f"token shards hold uint16 ids: a codebook of {vae.config.vocab_size} does not fit")
-    shards = range((n + shard_size - 1) // shard_size)
     classes = list(getattr(dataset, "classes", None) or [str(c) for c in range(dataset.num_classes)])
     plan = {
         "format": FORMAT,
@@ -133,11 +132,14 @@ def tokenize(
         "tokenizer": tokenizer_name,
         "shard_size": shard_size,
     }
-    _check_plan(out, plan)
-    barrier()
-    if rank == 0:
-        atomic_write_text(out / PLAN, json.dumps(plan) + "\n")  # what a rerun must match to resume here
-    mine = [k for k in shards if k % world == rank and not _shard_complete(out, k)]
+    # A rerun resumes only the tokenization it would have done: the same data, tokenizer and layout.
+    output = ShardedOutput(out, plan, -(-n // shard_size), dist, record=PLAN, contents="tokens made", place="--out")
+
+    def prepare() -> list[int]:
+        output.claim()
+        return output.missing(lambda k: _shard_complete(output, k))
+
+    mine = output.share(output.on_main(prepare))
     bar = tqdm(
         total=sum(min(shard_size, n - k * shard_size) for k in mine),
         desc="tokenizing",
@@ -159,46 +161,26 @@ def tokenize(
                 ids = torch.cat(vae.img_to_idx(view, check=False), dim=1)
                 rows[at : at + len(img), o] = ids.cpu().numpy().astype(np.uint16)
             bar.update(len(img))
-        _write_shard(out, k, rows, labels, [_image_source(dataset, i) for i in range(begin, end)])
+        _write_shard(output, k, rows, labels, [_image_source(dataset, i) for i in range(begin, end)])
     bar.close()
-    barrier()
-    if rank == 0:
-        index = {**plan, "shards": [f"shard-{k:05d}.json" for k in shards]}
+    dist.barrier()
+    if dist.is_main:
+        index = {**plan, "shards": [shard_name(k, ".json") for k in range(output.shard_count)]}
         atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
-    barrier()
+    dist.barrier()
     return out / INDEX
 
 
-def _check_plan(out: Path, plan: dict) -> None:
-    """A rerun resumes only the tokenization it would have done: the same data, tokenizer and layout."""
-    path = out / PLAN
-    if not path.is_file():
-        if any(out.glob("shard-*")):
-            raise NextscaleError(f"{out} holds token shards of an unknown run: use a new --out")
-        return
-    saved = _read_json(path, "tokenization plan")
-    differ = [k for k in plan if saved.get(k) != plan[k]]
-    if differ:
-        raise NextscaleError(
-            f"{out} holds tokens made with other settings ({', '.join(differ)} differ): use a "
-            "new --out, or the settings that made them"
-        )
-
-
-def _shard_complete(out: Path, k: int) -> bool:
-    meta_path = out / f"shard-{k:05d}.json"
-    if not meta_path.is_file():
-        return False
+def _shard_complete(output: ShardedOutput, k: int) -> bool:
     try:
-        meta = json.loads(meta_path.read_text())
-        return (out / meta["file"]).stat().st_size == meta["bytes"]
-    except (OSError, ValueError, KeyError):
+        meta = json.loads(output.path(k, ".json").read_text())
+        return (output.folder / meta["file"]).stat().st_size == meta["bytes"]
+    except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def _write_shard(out: Path, k: int, rows: np.ndarray, labels: list[int], sources: list[str]) -> None:
-    data = out / f"shard-{k:05d}.u16"
-    atomic_write(data, lambda tmp: rows.tofile(tmp))
+def _write_shard(output: ShardedOutput, k: int, rows: np.ndarray, labels: list[int], sources: list[str]) -> None:
+    data = output.publish(k, ".u16", lambda tmp: rows.tofile(tmp))
     meta = {
         "file": data.name,
         "records": len(labels),
@@ -208,4 +190,4 @@ def _write_shard(out: Path, k: int, rows: np.ndarray, labels: list[int], sources
         "sources": sources,
         "orientations": ["original", "flipped"][: rows.shape[1]],
     }
-    atomic_write_text(out / f"shard-{k:05d}.json", json.dumps(meta) + "\n")
+    output.publish(k, ".json", lambda tmp: Path(tmp).write_text(json.dumps(meta) + "\n"))  # last: marks it whole

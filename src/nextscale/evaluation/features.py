@@ -10,18 +10,18 @@ Inception Score where the network has them.
 
 from __future__ import annotations
 
-import contextlib
+import io
 import os
-import pickle
 import warnings
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import torch
 
 from ..errors import NextscaleError
-from ..files import file_sha256, first_line
+from ..files import file_sha256, first_line, read_torch_weights
+from .exported import load_exported
+from .judge import DigitsNetwork, judge_for
 
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -69,32 +69,16 @@ def fetch_inception_weights(path: str | os.PathLike | None = None) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _weights_only_torch_load():
-    """torch-fidelity reads its weights with `weights_only=False`; nextscale never unpickles arbitrary objects."""
-    original = torch.load
-
-    def load(f, *args, weights_only=None, **kwargs):
-        return original(f, *args, weights_only=True, **kwargs)
-
-    with mock.patch.object(torch, "load", load):
-        yield
-
-
-def _refuse_pickle(*args, **kwargs):
-    raise NextscaleError("it holds pickled Python objects, which nextscale never loads: export tensors only")
-
-
-@contextlib.contextmanager
-def _no_unpickling():
-    """`torch.export.load` unpickles weights marked `use_pickle` and opaque constants: a crafted file would run
-    code. Tensors still load (weights-only); anything else is refused."""
-    with (
-        _weights_only_torch_load(),
-        mock.patch.object(pickle, "loads", _refuse_pickle),
-        mock.patch.object(torch._C, "_pickle_load_obj", _refuse_pickle),
-    ):
-        yield
+def _resaved_weights(path: Path) -> io.BytesIO:
+    """torch-fidelity unpickles the weights file it is given whole (`weights_only=False`). It is given the tensors
+    read weights-only instead, saved again in memory: the only pickle it runs is one nextscale wrote."""
+    state = read_torch_weights(path)
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise NextscaleError(f"{path} is not the Inception weights torch-fidelity expects (no state dict of tensors)")
+    checked = io.BytesIO()
+    torch.save(state, checked)
+    checked.seek(0)
+    return checked
 
 
 class InceptionFeatures(FeatureNetwork):
@@ -104,11 +88,11 @@ class InceptionFeatures(FeatureNetwork):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         path = fetch_inception_weights(weights)
+        checked = _resaved_weights(path)
         try:
-            with _weights_only_torch_load():
-                net = FeatureExtractorInceptionV3(
-                    "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
-                )
+            net = FeatureExtractorInceptionV3(
+                "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=checked
+            )
         except Exception as e:
             raise NextscaleError(
                 f"{path} is not the Inception weights torch-fidelity expects: {first_line(e)}"
@@ -126,8 +110,6 @@ class DigitsFeatures(FeatureNetwork):
     name = "digits"
 
     def __init__(self, seed: int = 0):
-        from .digits import DigitsNetwork, judge_for
-
         self.module = DigitsNetwork(judge_for(seed)).eval()
 
     @torch.no_grad()
@@ -149,8 +131,7 @@ class ExportedNetwork(FeatureNetwork):
         self.device = torch.device(device)
         try:
             if path.suffix == ".pt2":
-                with _no_unpickling():
-                    self.module = torch.export.load(str(path)).module()
+                self.module = load_exported(path)
             else:  # TorchScript is a program: only its own restricted unpickler runs, but trust the file
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)

@@ -12,10 +12,8 @@ file into consecutive blocks, never sees one class per block), and records every
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -27,20 +25,18 @@ from tqdm.auto import tqdm
 
 from ..distributed import Distributed
 from ..errors import NextscaleError
-from ..files import atomic_write, atomic_write_text, ensure_writable_dir
-from ..registry import SAMPLER
+from ..files import atomic_write
 from ..runtime import freed_memory_reused, is_int, versions
 from ..seeding import check_seed, derive_seed
+from ..sharded import ShardedOutput, shard_name
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .batches import check_disk
-from .guidance import for_record
 from .outputs import NpzWriter, save_grid, save_png, to_uint8
-from .sampler import SETTING_NAMES, check_sample_kwargs, sample
+from .sampler import check_sampling, sample
+from .settings import SamplerConfig, sampler_config, with_settings_signature
 
 RECORD, SHARDS, NPZ, PNGS = "samples.json", "shards", "samples.npz", "png"
-SHARD_NAME = re.compile(r"shard-(\d{5,})\.npy")
-BASE_SETTINGS = ("cfg", "cfg_schedule", "top_k", "top_p", "more_smooth")  # always recorded
 MIN_KEEP_TOP = 0.01  # at most 100 candidates per image kept
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # uint8 (N, 3, H, W) → class logits (N, C)
 
@@ -50,6 +46,7 @@ def image_seed(seed: int, cls: int, index: int) -> int:
     return derive_seed(seed, cls, index)
 
 
+@with_settings_signature
 def sample_per_class(
     vae: VQVAE,
     var: VAR,
@@ -66,31 +63,50 @@ def sample_per_class(
     model: dict | None = None,
     dist: Distributed | None = None,
     progress: bool = True,
-    **sample_kwargs,
+    config: SamplerConfig | None = None,
+    fine_var: VAR | None = None,
+    handoff: int | None = None,
+    **settings,
 ) -> Path:
     """Draws `per_class` images of each class in `classes` (default: all) into `out_dir/samples.npz`.
 
     With `scorer` (a classifier: images → logits) and `keep_top` F in [0.01, 1], draws ceil(per_class / F)
     candidates per class and keeps the `per_class` the classifier gives the highest probability of their class
-    (rejection sampling). `model` describes the weights for the record. Returns the `.npz` path (written by the
+    (rejection sampling). `model` describes the weights for the record. The sampler settings are those of
+    `sample` (a `config` and/or keywords); `samples.json` records them. Returns the `.npz` path (written by the
     first process: under torchrun the others return once their shards are on disk).
     """
     dist = dist or Distributed()
-    device = check_sample_kwargs(vae, var, sample_kwargs)
-    plan = _plan(vae, var, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs)
+    config = sampler_config(config, **settings)
+    device = check_sampling(vae, var, config, fine_var, handoff)
+    draw = dict(config=config, fine_var=fine_var, handoff=handoff)
+    plan = _plan(vae, var, per_class, classes, seed, shard_size, scorer, keep_top, model, draw)
     if not is_int(batch_size) or batch_size < 1:
         raise NextscaleError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
     out = Path(out_dir)
     side, total = vae.config.resolution, plan["candidates_per_class"] * len(plan["classes"])
+    output = ShardedOutput(
+        out,
+        plan,
+        -(-total // shard_size),
+        dist,
+        record=RECORD,
+        plan_key="plan",
+        shards=SHARDS,
+        contents="samples drawn",
+        place="output directory",
+    )
     started = time.time()
 
+    def whole(k: int) -> bool:
+        return _shard_whole(output.path(k, ".npy"), len(_shard_range(k, total, shard_size)), side, scorer is not None)
+
     def prepare() -> tuple[dict, list[int]]:
-        ensure_writable_dir(out, "output directory")  # one process probes: others would race its emptiness check
-        record = _claim(out, plan)
+        record = output.claim(runs=[], complete=False)
         if record.get("complete"):
             _check_complete(out, record, pngs)
             return record, []
-        missing = _missing_shards(out, total, plan["shard_size"], scorer is not None, side)
+        missing = output.missing(whole)  # damaged ones (a crash's, another run's) are drawn again
         drawn = sum(len(_shard_range(k, total, plan["shard_size"])) for k in missing)
         kept = plan["per_class"] * len(plan["classes"])
         check_disk(out, drawn + kept * (2 if pngs else 1), side)  # shards to draw, then the npz (and PNGs)
@@ -103,13 +119,13 @@ def sample_per_class(
                 "versions": versions(),
             }
         )
-        atomic_write_text(out / RECORD, json.dumps(record, indent=1) + "\n")
+        output.save(record)
         return record, missing
 
-    record, missing = _on_main(dist, prepare)
+    record, missing = output.on_main(prepare)
     if record.get("complete"):
         return out / NPZ
-    mine = missing[dist.rank :: dist.world]
+    mine = output.share(missing)
     bar = tqdm(
         total=sum(len(_shard_range(k, total, shard_size)) for k in mine),
         unit="img",
@@ -130,13 +146,13 @@ def sample_per_class(
                 batch_size,
                 scorer,
                 bar,
-                sample_kwargs,
+                draw,
             )
     bar.close()
     dist.barrier()
     if dist.is_main:  # alone: the others need not wait (a 10 GB merge could outlast the process group's timeout)
         record["runs"][-1].update(shards_drawn=len(missing), seconds=round(time.time() - started, 1))
-        _merge(out, plan, record, side, pngs, progress)
+        _merge(output, record, side, pngs, progress)
     return out / NPZ
 
 
@@ -153,24 +169,7 @@ def _check_complete(out: Path, record: dict, pngs: bool) -> None:
         )
 
 
-def _on_main(dist: Distributed, work: Callable):
-    """`work()` on the first process, its result (or its refusal) given to all: a refusal must stop every
-    process, not leave the others waiting for one that has gone."""
-    if not dist.enabled:
-        return work()
-    outcome = None
-    if dist.is_main:
-        try:
-            outcome = ("done", work())
-        except (NextscaleError, OSError) as e:
-            outcome = ("refused", f"{e}")
-    kind, value = dist.broadcast_object(outcome)
-    if kind == "refused":
-        raise NextscaleError(value)
-    return value
-
-
-def _plan(vae, var, per_class, classes, seed, shard_size, scorer, keep_top, model, sample_kwargs) -> dict:
+def _plan(vae, var, per_class, classes, seed, shard_size, scorer, keep_top, model, draw: dict) -> dict:
     """Everything the images depend on; a rerun in the same folder must match it to resume there."""
     if not is_int(per_class) or per_class < 1:
         raise NextscaleError(f"per_class must be an integer ≥ 1, got {per_class!r}")
@@ -190,16 +189,10 @@ def _plan(vae, var, per_class, classes, seed, shard_size, scorer, keep_top, mode
         if not isinstance(keep_top, int | float) or not MIN_KEEP_TOP <= keep_top <= 1:
             raise NextscaleError(f"keep_top must be a fraction in [{MIN_KEEP_TOP}, 1], got {keep_top!r}")
         candidates = math.ceil(round(per_class / keep_top, 6))  # rounded first: 0.3 keeps 3 of 10, not of 11
-    # Settings at their defaults are left out, so that records made before a setting existed still resume.
-    settings = {
-        k: for_record(sample_kwargs[k])
-        for k in SETTING_NAMES
-        if k in sample_kwargs and sample_kwargs[k] != getattr(SAMPLER, k)
-    }
-    settings = {k: settings.get(k, getattr(SAMPLER, k)) for k in BASE_SETTINGS} | settings
+    settings = draw["config"].record()
     model = {**(model or {}), "weights": weights_fingerprint(vae, var)}  # the same path may hold other weights
-    if sample_kwargs.get("fine_var") is not None:
-        settings.update(handoff=sample_kwargs["handoff"], fine_weights=weights_fingerprint(sample_kwargs["fine_var"]))
+    if draw["fine_var"] is not None:
+        settings.update(handoff=draw["handoff"], fine_weights=weights_fingerprint(draw["fine_var"]))
     return {
         "format": 1,
         "model": model,
@@ -210,7 +203,7 @@ def _plan(vae, var, per_class, classes, seed, shard_size, scorer, keep_top, mode
         "seed": check_seed(seed),
         "image_seeds": "nextscale.sampling.image_seed(seed, class, index)",
         "sampler": settings,
-        "precision": sample_kwargs.get("precision", "fp32"),
+        "precision": draw["config"].precision,
         "resolution": vae.config.resolution,
         "shard_size": shard_size,
         "shuffle": "numpy.random.default_rng(seed).permutation",
@@ -229,48 +222,8 @@ def weights_fingerprint(*models: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _claim(out: Path, plan: dict) -> dict:
-    """The record of this folder: a new one, or the one of the run being resumed (which must match the plan)."""
-    path = out / RECORD
-    if not path.is_file():
-        if any(not p.name.startswith(".nextscale-probe.") for p in out.iterdir()):
-            raise NextscaleError(f"{out} is not empty and holds no {RECORD}: pick an empty or new output directory")
-        record = {"plan": plan, "runs": [], "complete": False}
-        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-        return record
-    try:
-        record = json.loads(path.read_text())
-        saved = record["plan"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise NextscaleError(f"{path} is not a nextscale sampling record: pick another output directory") from None
-    differ = [k for k in plan if saved.get(k) != plan[k]]
-    if differ:
-        first = differ[0]
-        raise NextscaleError(
-            f"{out} holds samples drawn with other settings ({', '.join(differ)}: "
-            f"{_short(saved.get(first))} there, {_short(plan[first])} now): use a new output "
-            "directory, or the settings that drew them"
-        )
-    return record
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "…"
-
-
 def _shard_range(k: int, total: int, shard_size: int) -> range:
     return range(k * shard_size, min(total, (k + 1) * shard_size))
-
-
-def _missing_shards(out: Path, total: int, shard_size: int, scored: bool, side: int) -> list[int]:
-    """Shards not on disk whole: missing, or damaged (truncated by a crash, another run's): those are drawn again."""
-    done = set()
-    for path in (out / SHARDS).glob("shard-*.npy") if (out / SHARDS).is_dir() else ():
-        match = SHARD_NAME.fullmatch(path.name)
-        if match and _shard_whole(path, len(_shard_range(int(match.group(1)), total, shard_size)), side, scored):
-            done.add(int(match.group(1)))
-    return [k for k in range(-(-total // shard_size)) if k not in done]
 
 
 def _shard_whole(path: Path, count: int, side: int, scored: bool) -> bool:
@@ -285,7 +238,7 @@ def _shard_whole(path: Path, count: int, side: int, scored: bool) -> bool:
         return False
 
 
-def _draw_shard(out, k, indices: range, plan, vae, var, device, batch_size, scorer, bar, sample_kwargs) -> None:
+def _draw_shard(out, k, indices: range, plan, vae, var, device, batch_size, scorer, bar, draw: dict) -> None:
     m, classes = plan["candidates_per_class"], plan["classes"]
     images, scores = [], []
     for start in range(indices.start, indices.stop, batch_size):
@@ -294,13 +247,13 @@ def _draw_shard(out, k, indices: range, plan, vae, var, device, batch_size, scor
         generators = [
             torch.Generator(device).manual_seed(image_seed(plan["seed"], classes[j // m], j % m)) for j in batch
         ]
-        result = sample(vae, var, labels, generator=generators, **{**sample_kwargs, "reuse_memory": False})
+        result = sample(vae, var, labels, generator=generators, reuse_memory=False, **draw)
         uint8 = to_uint8(result.images)
         if scorer is not None:
             scores.append(_confidence(scorer, uint8, labels, device))
         images.append(uint8)
         bar.update(len(batch))
-    shard = out / SHARDS / f"shard-{k:05d}.npy"
+    shard = out / SHARDS / shard_name(k, ".npy")  # as `ShardedOutput.path` names it
     if scorer is not None:  # the scores first: the images file marks a shard complete
         atomic_write(shard.with_suffix(".scores.npy"), lambda tmp: _save_npy(tmp, np.concatenate(scores)))
     atomic_write(shard, lambda tmp: _save_npy(tmp, np.concatenate(images)))
@@ -324,13 +277,13 @@ def _confidence(scorer: Scorer, images_NHW3: np.ndarray, labels: list[int], devi
     return log_probs[torch.arange(len(labels)), torch.as_tensor(labels, device=log_probs.device)].cpu().numpy()
 
 
-def _kept_candidates(out: Path, plan: dict, total: int) -> np.ndarray:
+def _kept_candidates(output: ShardedOutput, total: int) -> np.ndarray:
     """Indices of the candidates kept, in class order: all, or per class the most confidently classified."""
+    plan = output.plan
     if plan["keep_top"] is None:
         return np.arange(total)
-    size, m, n = plan["shard_size"], plan["candidates_per_class"], plan["per_class"]
-    shards = range(-(-total // size))
-    scores = np.concatenate([np.load(out / SHARDS / f"shard-{k:05d}.scores.npy") for k in shards])
+    m, n = plan["candidates_per_class"], plan["per_class"]
+    scores = np.concatenate([np.load(output.path(k, ".scores.npy")) for k in range(output.shard_count)])
     kept = []
     for c in range(len(plan["classes"])):
         block = scores[c * m : (c + 1) * m]
@@ -339,14 +292,14 @@ def _kept_candidates(out: Path, plan: dict, total: int) -> np.ndarray:
     return np.concatenate(kept)
 
 
-def _merge(out: Path, plan: dict, record: dict, side: int, pngs: bool, progress: bool) -> None:
+def _merge(output: ShardedOutput, record: dict, side: int, pngs: bool, progress: bool) -> None:
+    out, plan = output.folder, output.plan
     m, classes, size = plan["candidates_per_class"], plan["classes"], plan["shard_size"]
     total = m * len(classes)
     shards = [  # each checked whole after the draws
-        np.load(out / SHARDS / f"shard-{k:05d}.npy", mmap_mode="r", allow_pickle=False)
-        for k in range(-(-total // size))
+        np.load(output.path(k, ".npy"), mmap_mode="r", allow_pickle=False) for k in range(output.shard_count)
     ]
-    kept = _kept_candidates(out, plan, total)
+    kept = _kept_candidates(output, total)
     order = kept[np.random.default_rng(plan["seed"]).permutation(len(kept))]
     labels = np.asarray(classes, dtype=np.int64)[order // m]
     writer = NpzWriter(out / NPZ, len(order), side, side)
@@ -366,7 +319,7 @@ def _merge(out: Path, plan: dict, record: dict, side: int, pngs: bool, progress:
         writer.abort()
         raise
     record.update(complete=True, count=len(order), candidates_drawn=total, pngs=pngs)
-    atomic_write_text(out / RECORD, json.dumps(record, indent=1) + "\n")
-    for path in (out / SHARDS).iterdir():  # every image is in samples.npz now
+    output.save(record)
+    for path in output.shard_dir.iterdir():  # every image is in samples.npz now
         path.unlink()
-    (out / SHARDS).rmdir()
+    output.shard_dir.rmdir()

@@ -16,7 +16,7 @@ from ..seeding import seeded_generator
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from ..weights import check_compatible
-from .settings import SETTINGS, SamplerConfig, ScaleSettings, sampler_config, with_settings_signature
+from .settings import SamplerConfig, ScaleSettings, sampler_config, with_settings_signature
 
 
 @dataclass
@@ -146,14 +146,6 @@ def check_sampling(vae, var, config: SamplerConfig, fine_var=None, handoff=None)
     """What `sample` would refuse of these models and settings, for callers that must refuse them before they
     write anything (`sample_many`, `sample_per_class`). Returns the device."""
     return check_sample_inputs(vae, var, None, None, config, fine_var, handoff)[0]
-
-
-SETTING_NAMES = SETTINGS  # the per-class sampler's record, until it takes a SamplerConfig
-
-
-def check_sample_kwargs(vae, var, sample_kwargs: dict) -> torch.device:
-    config = sampler_config(**{k: v for k, v in sample_kwargs.items() if k in SETTINGS})
-    return check_sampling(vae, var, config, sample_kwargs.get("fine_var"), sample_kwargs.get("handoff"))
 
 
 def check_handoff(vae, var, fine_var, handoff, device) -> None:

@@ -14,7 +14,7 @@ from .tokenizer_stage import TokenizerOptions, TokenizerStage
 from .trainer import TrainConfig, Trainer
 from .var_stage import VAROptions, VARStage
 
-__all__ = ["TokenizerOptions", "TrainConfig", "Trainer", "VAROptions", "train_tokenizer", "train_var"]
+__all__ = ["TokenizerOptions", "TrainConfig", "Trainer", "VAROptions", "initial_var", "train_tokenizer", "train_var"]
 
 
 def train_tokenizer(
@@ -57,14 +57,21 @@ def train_var(
     """Trains a VAR on the frozen `vae`'s tokens in `run_dir` (`resume`, `dist` as for `train_tokenizer`).
     `train_data`: token shards (`TokenDataset`) or images."""
     options, dist = options or VAROptions(), dist or Distributed()
+    var = initial_var(config, train_config, options, dist)
+    stage = VARStage(vae, var, train_data, test_data, train_config, options, device, dist)
+    return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
+
+
+def initial_var(config: VARConfig, train_config: TrainConfig, options: VAROptions, dist: Distributed) -> VAR:
+    """The transformer as a training run starts it (and `nextscale bench --train` times it): on the CPU, or under
+    FSDP on the meta device on every process but the first."""
     torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
     var = VAR(config, device="meta")  # shapes first, then one initialisation with the recipe's scales
     if not train_config.fsdp or dist.is_main:  # under FSDP the other ranks take rank 0's weights
         var.to_empty(device="cpu")
         var.init_weights(**options.init_kwargs())
     var.set_drop_path(options.drop_path_rate)
-    stage = VARStage(vae, var, train_data, test_data, train_config, options, device, dist)
-    return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
+    return var
 
 
 def _fit(stage, train_config: TrainConfig, run_dir, resume, progress: bool, stop_after, dist, device):
