@@ -137,11 +137,13 @@ def test_names_come_from_the_registry():
 
 
 def test_every_released_name_has_an_architecture_and_a_recipe():
+    from nextscale.training.recipes import recipe, recipe_settings
+
     for name in registry.RELEASED:
         vae, var = registry.architecture(name)
         assert var.patch_nums == vae.patch_nums
-        assert registry.recipe(name).architecture == name
-    assert registry.RECIPES["var-d16"].train["lr"] == pytest.approx(3e-4)  # 1e-4 × 768 / 256
+        assert recipe(name).architecture == name
+    assert recipe_settings("var-d16")[0].lr == pytest.approx(3e-4)  # 1e-4 × 768 / 256
 
 
 def test_every_imported_package_is_declared():

@@ -187,16 +187,18 @@ def test_the_progressive_curriculum():
 
 def test_a_recipe_fills_in_what_was_not_given():
     from nextscale.cli import build_parser
-    from nextscale.cli.train import apply_recipe
+    from nextscale.cli.train import run_settings, var_architecture
 
     args = build_parser().parse_args(
         ["train", "--tokenizer", "x", "--data", "d", "--run-dir", "r", "--recipe", "var-d30", "--lr", "1e-4"]
     )
-    apply_recipe(args, 1_281_167)
+    config, options = run_settings(args, "var", 1_281_167)
     steps = 350 * (1_281_167 // 1024)
-    assert (args.batch_size, args.steps, args.warmup_steps, args.depth) == (1024, steps, steps // 50, 30)
-    assert args.lr == 1e-4 and args.weight_decay_end == 0.08 and args.precision == "fp16"
-    assert args.init_adaln_gamma == 1e-5 and args.drop_path_rate == pytest.approx(0.125)
+    assert (config.batch_size, config.steps, config.warmup_steps) == (1024, steps, steps // 50)
+    assert var_architecture(args).depth == 30
+    assert config.lr == 1e-4 and config.weight_decay_end == 0.08 and config.precision == "fp16"
+    assert options.init_adaln_gamma == 1e-5 and options.drop_path_rate == pytest.approx(0.125)
+    assert config.extra["options"] == vars(options)  # saved with the run, as resumed runs compare it
 
 
 def test_reference_schedule_and_groups():

@@ -99,15 +99,6 @@ def fine_model(args, vae, var, device) -> dict:
     return {"fine_var": fine_var, "handoff": args.handoff}
 
 
-def flag_error(error: NextscaleError, flags: dict[str, str]) -> NextscaleError:
-    """A library error about a setting, reworded with the command-line flag that sets it."""
-    message = str(error)
-    for field, flag in flags.items():
-        if message.startswith(f"{field} "):
-            return NextscaleError(flag + message[len(field) :])
-    return error
-
-
 def check_seed(seed: int) -> int:
     from ..seeding import check_seed as check
 

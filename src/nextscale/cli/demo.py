@@ -30,8 +30,8 @@ def run(args) -> None:
     if args.train:
         from pathlib import Path
 
+        from ..training import train_digits_model
         from ..training.common import check_run_dir
-        from ..training.recipes import train_digits_model
 
         for part in ("tokenizer", "var"):
             try:

@@ -1,4 +1,11 @@
-"""`nextscale train-tokenizer` and `nextscale train`: both stages, with runs that resume exactly."""
+"""`nextscale train-tokenizer` and `nextscale train`: both stages, with runs that resume exactly.
+
+Every training setting's flag stores under the setting's own name (its field in `TrainConfig` or the stage's
+options) and defaults to FROM_RECIPE, so the flags given are exactly the settings with another value. They take
+the place of the recipe's (`--recipe`, else the built-in model's recipe for the stage), and what the recipe leaves
+unset keeps the library's default: each default is written once, in the recipe or the class. The command's main
+names the flag of a setting the library refuses.
+"""
 
 from __future__ import annotations
 
@@ -10,75 +17,72 @@ from pathlib import Path
 from .. import registry
 from ..errors import NextscaleError
 from ..runtime import TRAIN_PRECISIONS
-from .common import add_device_arg, add_seed_arg, check_seed, flag_error, resolve_device, writable_dir
+from ..training.config import LR_SCHEDULES, reference_drop_path
+from ..training.recipes import RECIPES, recipe, recipe_settings, setting_names
+from .common import add_device_arg, add_seed_arg, check_seed, resolve_device, writable_dir
+
+BUILT_IN_RECIPES = {"tokenizer": "digits-tokenizer", "var": "digits-var"}  # the flags' defaults without --recipe
 
 
-class Given(argparse.Action):
-    """Stores the value and remembers that the user gave it (a recipe fills in only what was not given)."""
+class _FromRecipe:
+    """The default of a training setting's flag: the flag was given when its value is another."""
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+    def __repr__(self) -> str:
+        return "the recipe's"  # as --help shows it
 
 
-def add_train_args(p: argparse.ArgumentParser, recipe: registry.Recipe):
-    """The training arguments; defaults are the built-in model's recipe for the stage."""
-    r = recipe.train
+FROM_RECIPE = _FromRecipe()
+
+
+def add_setting(group, flag: str, **kwargs) -> None:
+    """The flag of a training setting: it stores under the setting's name and is unset unless given."""
+    group.add_argument(flag, default=FROM_RECIPE, **kwargs)
+
+
+def add_train_args(p: argparse.ArgumentParser, stage: str):
+    """The arguments both stages share."""
     data = "'digits' (built in), a folder with one sub-folder per class" + (
-        ", or a token directory" if recipe.stage == "var" else ""
+        ", or a token directory" if stage == "var" else ""
     )
     p.add_argument("--data", required=True, help=data)
     p.add_argument("--val-data", help="a held-out folder (default: the digits test split, or none)")
     p.add_argument("--run-dir", required=True, help="checkpoints, log.jsonl and runs.jsonl go here")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly where it stopped")
     p.add_argument("--out", help="where to write the trained model (default: RUN_DIR/model)")
-    p.add_argument("--steps", type=int, default=r["steps"], action=Given, help="optimizer steps in all")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=r["batch_size"],
-        action=Given,
-        help="the global batch: images per step over all processes",
+    g = p.add_argument_group(
+        "training settings",
+        f"a setting not given takes the recipe's value (--recipe, else {BUILT_IN_RECIPES[stage]}, the built-in "
+        "model's), else the library's default (TrainConfig and the stage's options)",
     )
-    p.add_argument("--lr", type=float, default=r["lr"], action=Given, help="peak learning rate")
-    p.add_argument(
-        "--base-lr",
-        type=float,
-        action=Given,
-        help="the reference's scaling instead of --lr: lr = base-lr × batch-size / 256",
-    )
-    p.add_argument(
-        "--warmup-steps", type=int, default=r["warmup_steps"], action=Given, help="linear warm-up from 0.005 × the peak"
-    )
+    add_setting(g, "--steps", type=int, help="optimizer steps in all (a recipe's: its epochs over --data)")
+    add_setting(g, "--batch-size", type=int, help="the global batch: images per step over all processes")
+    add_setting(g, "--lr", type=float, help="peak learning rate")
+    g.add_argument("--base-lr", type=float, help="the reference's scaling instead of --lr: lr = base-lr × batch / 256")
+    add_setting(g, "--warmup-steps", type=int, help="linear warm-up from 0.005 × the peak")
     schedules = "after warm-up: lin0 (the reference: flat 5%%, then linear), lin (flat 15%%) or cos"
-    p.add_argument("--schedule", choices=registry.LR_SCHEDULES, default="lin0", action=Given, help=schedules)
-    p.add_argument("--lr-end-ratio", type=float, default=0.01, action=Given, help="final LR / peak (reference wpe)")
-    p.add_argument("--weight-decay", type=float, default=r["weight_decay"], action=Given, help="AdamW weight decay")
-    p.add_argument(
-        "--weight-decay-end", type=float, default=None, action=Given, help="cosine to this (default: constant)"
-    )
-    p.add_argument("--grad-clip", type=float, default=2.0, action=Given, help="gradient norm clipping")
-    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights, e.g. 0.9999 (0: none)")
-    p.add_argument("--eval-every", type=int, default=r["eval_every"], action=Given, help="steps between evaluations")
-    p.add_argument("--save-every", type=int, default=r["save_every"], action=Given, help="steps between checkpoints")
-    p.add_argument("--keep", type=int, default=2, help="checkpoints kept")
-    p.add_argument("--log-every", type=int, default=50, help="steps between log.jsonl records")
-    add_seed_arg(p, "seed of the initial weights, the data order and every random draw")
+    add_setting(g, "--schedule", choices=LR_SCHEDULES, help=schedules)
+    add_setting(g, "--lr-end-ratio", type=float, help="final LR / peak (reference wpe)")
+    add_setting(g, "--weight-decay", type=float, help="AdamW weight decay")
+    add_setting(g, "--weight-decay-end", type=float, help="cosine to this (unset: constant)")
+    add_setting(g, "--grad-clip", type=float, help="gradient norm clipping")
+    add_setting(g, "--ema", type=float, help="EMA decay of the weights, e.g. 0.9999 (0: none)")
+    add_setting(g, "--eval-every", type=int, help="steps between evaluations")
+    add_setting(g, "--save-every", type=int, help="steps between checkpoints")
+    add_setting(g, "--keep", type=int, help="checkpoints kept")
+    add_setting(g, "--log-every", type=int, help="steps between log.jsonl records")
+    add_seed_arg(g, "seed of the initial weights, the data order and every random draw")
     g = p.add_argument_group("scale (run under torchrun for several processes: the same command)")
-    g.add_argument(
-        "--precision",
-        choices=TRAIN_PRECISIONS,
-        default="fp32",
-        action=Given,
-        help="bf16 autocast, or fp16 autocast with a loss scaler (CUDA only)",
-    )
-    g.add_argument("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state (FSDP2)")
-    g.add_argument("--grad-checkpointing", action="store_true", help="recompute each block in the backward")
-    g.add_argument("--compile", nargs="?", const="inductor", default=None, help="torch.compile (a backend name)")
+    precision = "bf16 autocast, or fp16 autocast with a loss scaler (CUDA only)"
+    add_setting(g, "--precision", choices=TRAIN_PRECISIONS, help=precision)
+    fsdp = "shard parameters, gradients and optimizer state (FSDP2)"
+    add_setting(g, "--fsdp", action="store_true", help=fsdp)
+    checkpointing = "recompute each block in the backward"
+    add_setting(g, "--grad-checkpointing", action="store_true", help=checkpointing)
+    add_setting(g, "--compile", nargs="?", const="inductor", help="torch.compile (a backend name)")
     g.add_argument(
         "--workers",
         type=int,
-        default=min(4, os.cpu_count() or 1),
+        default=min(4, os.cpu_count() or 1),  # the command's own: the library loads in its process (0)
         help="DataLoader worker processes for image folders (per process)",
     )
     add_device_arg(g)
@@ -93,40 +97,40 @@ def register(sub) -> None:
     p.add_argument("--ch", type=int, help="base width (default: the preset's)")
     p.add_argument("--ch-mult", help="width multipliers, e.g. 1,2,4: len − 1 halvings (default: the preset's)")
     p.add_argument("--patch-nums", help="scales, e.g. 1,2,3,4,6,8: the last is the latent size (default: the preset's)")
-    recipes = [n for n, r in registry.RECIPES.items() if r.stage == "tokenizer" and r.epochs]
+    recipes = [n for n, r in RECIPES.items() if r.stage == "tokenizer" and r.epochs]
     p.add_argument(
         "--recipe",
         choices=recipes,
         help="a documented 256 px recipe (architecture, losses, batch, LR, epochs); flags given override it",
     )
-    p.add_argument("--beta", type=float, default=0.25, action=Given, help="commitment weight of the VQ loss")
-    p.add_argument(
-        "--perceptual-weight",
-        type=float,
-        default=0.0,
-        action=Given,
-        help="LPIPS loss (needs VGG16 weights; LPIPS's own for LPIPS proper)",
+    g = p.add_argument_group("losses")
+    add_setting(g, "--beta", type=float, help="commitment weight of the VQ loss")
+    add_setting(
+        g, "--perceptual-weight", type=float, help="LPIPS loss (needs VGG16 weights; LPIPS's own for LPIPS proper)"
     )
-    p.add_argument("--perceptual-weights", help="torchvision's vgg16-397923af.pth (default: torch hub's cache)")
-    p.add_argument(
+    add_setting(g, "--perceptual-weights", help="torchvision's vgg16-397923af.pth (unset: torch hub's cache)")
+    add_setting(
+        g,
         "--lpips-weights",
-        help="the lpips package's weights/v0.1/vgg.pth (default: equal channel weights, a plain VGG feature distance)",
+        help="the lpips package's weights/v0.1/vgg.pth (unset: equal channel weights, a plain VGG feature distance)",
     )
-    p.add_argument("--adversarial-weight", type=float, default=0.0, action=Given, help="PatchGAN hinge loss")
-    p.add_argument(
-        "--adversarial-start", type=int, default=0, action=Given, help="step at which the adversarial loss starts"
+    add_setting(g, "--adversarial-weight", type=float, help="PatchGAN hinge loss")
+    add_setting(g, "--adversarial-start", type=int, help="step at which the adversarial loss starts")
+    add_setting(
+        g,
+        "--no-adaptive-weight",
+        dest="adaptive_weight",
+        action="store_false",
+        help="a fixed adversarial weight instead of VQGAN's adaptive one",
     )
-    p.add_argument(
-        "--no-adaptive-weight", action="store_true", help="a fixed adversarial weight instead of VQGAN's adaptive one"
-    )
-    p.add_argument("--revive-every", type=int, default=50, help="steps between dead-code revivals (0: never)")
-    add_train_args(p, registry.RECIPES["digits-tokenizer"])
+    add_setting(g, "--revive-every", type=int, help="steps between dead-code revivals (0: never)")
+    add_train_args(p, "tokenizer")
     p.set_defaults(func=run_tokenizer)
 
     p = sub.add_parser("train", help="train a VAR transformer on a frozen tokenizer")
     tokenizer = "a trained tokenizer: a model name (digits, var-d16 …), a directory or a reference .pth"
     p.add_argument("--tokenizer", required=True, help=tokenizer)
-    recipes = [n for n, r in registry.RECIPES.items() if r.stage == "var" and r.epochs]
+    recipes = [n for n, r in RECIPES.items() if r.stage == "var" and r.epochs]
     recipe_help = (
         "the reference's hyper-parameters for this model (its README's recipes): depth, batch, LR, "
         "schedule, weight decay, epochs; flags given override them"
@@ -134,113 +138,46 @@ def register(sub) -> None:
     p.add_argument("--recipe", choices=recipes, help=recipe_help)
     p.add_argument("--preset", default="digits", choices=list(registry.ARCHITECTURES), help="transformer shape")
     p.add_argument("--depth", type=int, help="the released depth rule instead of --preset: width 64·depth")
-    p.add_argument("--cond-drop-rate", type=float, default=0.1, action=Given, help="label dropout, for guidance")
-    p.add_argument(
-        "--drop-path-rate",
-        type=float,
-        default=None,
-        action=Given,
-        help="stochastic depth (default: 0.1·depth/24 with --depth, else 0)",
-    )
-    p.add_argument("--label-smoothing", type=float, default=0.0, action=Given, help="cross-entropy label smoothing")
+    g = p.add_argument_group("regularisation")
+    add_setting(g, "--cond-drop-rate", type=float, help="label dropout, for guidance")
+    drop_path = "stochastic depth (with --depth, unset: the released models' rule for that depth)"
+    add_setting(g, "--drop-path-rate", type=float, help=drop_path)
+    add_setting(g, "--label-smoothing", type=float, help="cross-entropy label smoothing")
     g = p.add_argument_group("progressive training (the reference's curriculum over scales; off by default)")
-    g.add_argument("--pg", type=float, default=0.0, help="fraction of the run by which every scale is trained (0: off)")
-    g.add_argument("--pg0", type=int, default=4, help="the last scale trained until the warm-up ends")
-    g.add_argument(
+    add_setting(g, "--pg", type=float, help="fraction of the run by which every scale is trained (0: off)")
+    add_setting(g, "--pg0", type=int, help="the last scale trained until the warm-up ends")
+    add_setting(
+        g,
         "--pgwp",
         type=int,
-        default=None,
-        help="steps over which a new scale's loss weight ramps up (default: steps/300, as the reference's epochs/300)",
+        help="steps over which a new scale's loss weight ramps up (unset: steps/300, as the reference's epochs/300)",
     )
-    add_train_args(p, registry.RECIPES["digits-var"])
+    add_train_args(p, "var")
     p.set_defaults(func=run_var)
 
 
-TRAIN_FLAGS = {
-    "steps": "--steps",
-    "batch_size": "--batch-size",
-    "lr_end_ratio": "--lr-end-ratio",
-    "lr": "--lr",
-    "warmup_steps": "--warmup-steps",
-    "weight_decay_end": "--weight-decay-end",
-    "weight_decay": "--weight-decay",
-    "grad_clip": "--grad-clip",
-    "eval_every": "--eval-every",
-    "save_every": "--save-every",
-    "log_every": "--log-every",
-    "keep": "--keep",
-    "ema": "--ema",
-    "workers": "--workers",
-    "pgwp": "--pgwp",
-    "pg0": "--pg0",
-    "pg": "--pg",
-    "cond_drop_rate": "--cond-drop-rate",
-    "drop_path_rate": "--drop-path-rate",
-    "label_smoothing": "--label-smoothing",
-    "adversarial_start": "--adversarial-start",
-    "revive_every": "--revive-every",
-    "beta": "--beta",
-}
+def run_settings(args, stage: str, n_images: int, implied: dict | None = None, **extra):
+    """The run's (TrainConfig, options): the recipe with the settings given in its place, after the `implied`
+    ones (what other flags imply). `extra` is saved with the run's settings, beside the options."""
+    names = setting_names(stage)
+    given = {**(implied or {}), **{k: v for k, v in vars(args).items() if k in names and v is not FROM_RECIPE}}
+    if args.base_lr is not None and "lr" in given:
+        raise NextscaleError("give --lr or --base-lr, not both")
+    if args.resume and "pgwp" not in given:  # its default follows --steps, which a resumed run may change
+        given["pgwp"] = saved_settings(args.run_dir)["train"]["pgwp"]
+    name = args.recipe or BUILT_IN_RECIPES[stage]
+    config, options = recipe_settings(name, stage, n_images=n_images, base_lr=args.base_lr, **given)
+    return replace(config, extra={"options": vars(options), **extra}), options
 
 
-def train_config(args, **extra):
-    from ..training import TrainConfig
+def var_architecture(args):
+    """The transformer's configuration: --depth's rule, else the recipe's depth by that rule, else --preset."""
+    from ..transformer import VARConfig
 
-    lr = args.lr
-    if args.base_lr is not None:
-        if "lr" in getattr(args, "given", ()):
-            raise NextscaleError("give --lr or --base-lr, not both")
-        lr = args.base_lr * args.batch_size / 256
-    pg = getattr(args, "pg", 0.0)
-    pgwp = getattr(args, "pgwp", None)
-    try:
-        return TrainConfig(
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=lr,
-            warmup_steps=args.warmup_steps,
-            schedule=args.schedule,
-            lr_end_ratio=args.lr_end_ratio,
-            weight_decay=args.weight_decay,
-            weight_decay_end=args.weight_decay_end,
-            grad_clip=args.grad_clip,
-            eval_every=args.eval_every,
-            save_every=args.save_every,
-            log_every=args.log_every,
-            keep=args.keep,
-            seed=check_seed(args.seed),
-            precision=args.precision,
-            ema=args.ema,
-            fsdp=args.fsdp,
-            grad_checkpointing=args.grad_checkpointing,
-            compile=args.compile,
-            workers=args.workers,
-            pg=pg,
-            pg0=getattr(args, "pg0", 4),
-            pgwp=pgwp if pgwp is not None else max(1, args.steps // 300),
-            extra=extra,
-        )
-    except NextscaleError as e:
-        raise flag_error(e, TRAIN_FLAGS) from None
-
-
-def apply_recipe(args, n_images: int, stage: str = "var") -> None:
-    """`--recipe`: the recipe's settings for every flag the user did not give; its epochs become steps for
-    this dataset's size."""
-    r = registry.recipe(args.recipe, stage)
-    given = getattr(args, "given", set())
-    for key, value in {**r.train, **r.options}.items():
-        if key not in given and hasattr(args, key):
-            setattr(args, key, value)
-    if "batch_size" in given and "lr" not in given and "base_lr" not in given:
-        args.lr = r.train["lr"] / r.train["batch_size"] * args.batch_size  # base LR × batch / 256, as the recipe
-    args.init_adaln_gamma = r.options.get("init_adaln_gamma")
-    if "steps" not in given:
-        args.steps = r.epochs * max(1, n_images // args.batch_size)
-        if "warmup_steps" not in given:
-            args.warmup_steps = args.steps // 50 if stage == "var" else 0  # the reference: epochs / 50
-    if stage == "var" and args.depth is None:
-        args.depth = registry.architecture(args.recipe)[1].depth
+    depth = args.depth
+    if depth is None and args.recipe:
+        depth = registry.architecture(recipe(args.recipe, "var").architecture)[1].depth
+    return VARConfig.from_depth(depth) if depth is not None else registry.architecture(args.preset)[1]
 
 
 def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
@@ -260,7 +197,8 @@ def start_processes(args):
 
     check_seed(args.seed)
     device = resolve_device(args.device)
-    check_training_device(device, args.precision)
+    if args.precision is not FROM_RECIPE:  # a recipe's precision is checked with the recipe, once the data is open
+        check_training_device(device, args.precision)
     check_run_dir(Path(args.run_dir), args.resume)
     writable_dir(args.run_dir, "--run-dir")
     writable_dir(args.out, "--out")
@@ -303,12 +241,12 @@ def finish(dist, model_out: Path, message: str) -> None:
 
 
 def run_tokenizer(args) -> None:
-    from ..training import TokenizerOptions, train_tokenizer
+    from ..training import train_tokenizer
     from ..training.export import export_checkpoint
 
     dist, device = start_processes(args)
     if args.recipe:
-        r = registry.recipe(args.recipe, "tokenizer")
+        r = recipe(args.recipe, "tokenizer")
         args.preset = r.architecture if args.preset == "digits" else args.preset
     config, _ = registry.architecture(args.preset)
     overrides = {
@@ -320,22 +258,7 @@ def run_tokenizer(args) -> None:
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     train, test = datasets(args, config.resolution)
-    if args.recipe:
-        apply_recipe(args, len(train), "tokenizer")
-    try:
-        options = TokenizerOptions(
-            beta=args.beta,
-            perceptual_weight=args.perceptual_weight,
-            perceptual_weights=args.perceptual_weights,
-            lpips_weights=args.lpips_weights,
-            adversarial_weight=args.adversarial_weight,
-            adversarial_start=args.adversarial_start,
-            adaptive_weight=not args.no_adaptive_weight,
-            revive_every=args.revive_every,
-        )
-    except NextscaleError as e:
-        raise flag_error(e, TRAIN_FLAGS) from None
-    settings = train_config(args, options=vars(options))
+    settings, options = run_settings(args, "tokenizer", len(train))
     train_tokenizer(
         config,
         train,
@@ -356,34 +279,16 @@ def run_tokenizer(args) -> None:
 
 
 def run_var(args) -> None:
-    from ..training import VAROptions, train_var
+    from ..training import train_var
     from ..training.export import export_checkpoint
-    from ..transformer import VARConfig
     from ..weights import load_vae, save_model
 
     dist, device = start_processes(args)
     vae = load_vae(args.tokenizer, device=device)
     train, test = datasets(args, vae.config.resolution, tokens_allowed=True)
-    args.init_adaln_gamma = None
-    if args.recipe:
-        apply_recipe(args, len(train))
-    if args.depth is not None:
-        config = VARConfig.from_depth(args.depth)
-    else:
-        _, config = registry.architecture(args.preset)
-    drop_path = args.drop_path_rate
-    if drop_path is None:
-        drop_path = 0.1 * args.depth / 24 if args.depth is not None else 0.0  # the released models' rule
-    extra = {} if args.init_adaln_gamma is None else {"init_adaln_gamma": args.init_adaln_gamma}
-    try:
-        options = VAROptions(
-            cond_drop_rate=args.cond_drop_rate, drop_path_rate=drop_path, label_smoothing=args.label_smoothing, **extra
-        )
-    except NextscaleError as e:
-        raise flag_error(e, TRAIN_FLAGS) from None
-    if args.pgwp is None and args.resume:  # its default follows --steps, which a resumed run may change
-        args.pgwp = saved_settings(args.run_dir)["train"]["pgwp"]
-    settings = train_config(args, options=vars(options), tokenizer=str(args.tokenizer))
+    config = var_architecture(args)
+    implied = {} if args.depth is None else {"drop_path_rate": reference_drop_path(args.depth)}
+    settings, options = run_settings(args, "var", len(train), implied, tokenizer=str(args.tokenizer))
     config = replace(
         config,
         vocab_size=vae.config.vocab_size,

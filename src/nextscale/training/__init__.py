@@ -1,80 +1,42 @@
-"""Training both stages: `train_tokenizer` and `train_var` (what `nextscale train-tokenizer` / `train` call)."""
+"""Training both stages: `train_tokenizer` and `train_var` (what `nextscale train-tokenizer` / `train` call), with
+their settings (`TrainConfig`, `TokenizerOptions`, `VAROptions`) and recipes. The settings and recipes load without
+torch (the command line lists them); everything else loads on first use."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING
 
-import torch
-from torch.utils.data import Dataset
+_LAZY = {
+    "TrainConfig": "config",
+    "TokenizerOptions": "config",
+    "VAROptions": "config",
+    "Trainer": "trainer",
+    "initial_var": "run",
+    "train_tokenizer": "run",
+    "train_var": "run",
+    "train_digits_model": "run",
+}
+__all__ = [
+    "TokenizerOptions",
+    "TrainConfig",
+    "Trainer",
+    "VAROptions",
+    "initial_var",
+    "train_digits_model",
+    "train_tokenizer",
+    "train_var",
+]
 
-from ..tokenizer import VQVAE, VQVAEConfig
-from ..transformer import VAR, VARConfig
-from .distributed import Distributed
-from .tokenizer_stage import TokenizerOptions, TokenizerStage
-from .trainer import TrainConfig, Trainer
-from .var_stage import VAROptions, VARStage
-
-__all__ = ["TokenizerOptions", "TrainConfig", "Trainer", "VAROptions", "initial_var", "train_tokenizer", "train_var"]
-
-
-def train_tokenizer(
-    config: VQVAEConfig,
-    train_data: Dataset,
-    test_data: Dataset | None,
-    train_config: TrainConfig,
-    run_dir: str | Path,
-    *,
-    options: TokenizerOptions | None = None,
-    resume: bool | None = None,
-    device="cpu",
-    dist: Distributed | None = None,
-    progress: bool = True,
-    stop_after: int | None = None,
-) -> tuple[VQVAE, dict]:
-    """Trains a multi-scale VQ-VAE in `run_dir`. `resume`: True continues the run there (which must exist),
-    False starts one (the directory must hold none), None continues one if there is one. `dist`: this
-    process's place in a torchrun job (`distributed.setup`); None: one process."""
-    torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
-    stage = TokenizerStage(VQVAE(config, device="cpu"), train_data, test_data, train_config, options, device, dist)
-    return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
+if TYPE_CHECKING:
+    from .config import TokenizerOptions, TrainConfig, VAROptions
+    from .run import initial_var, train_digits_model, train_tokenizer, train_var
+    from .trainer import Trainer
 
 
-def train_var(
-    config: VARConfig,
-    vae: VQVAE,
-    train_data: Dataset,
-    test_data: Dataset | None,
-    train_config: TrainConfig,
-    run_dir: str | Path,
-    *,
-    options: VAROptions | None = None,
-    resume: bool | None = None,
-    device="cpu",
-    dist: Distributed | None = None,
-    progress: bool = True,
-    stop_after: int | None = None,
-) -> tuple[VAR, dict]:
-    """Trains a VAR on the frozen `vae`'s tokens in `run_dir` (`resume`, `dist` as for `train_tokenizer`).
-    `train_data`: token shards (`TokenDataset`) or images."""
-    options, dist = options or VAROptions(), dist or Distributed()
-    var = initial_var(config, train_config, options, dist)
-    stage = VARStage(vae, var, train_data, test_data, train_config, options, device, dist)
-    return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
-
-
-def initial_var(config: VARConfig, train_config: TrainConfig, options: VAROptions, dist: Distributed) -> VAR:
-    """The transformer as a training run starts it (and `nextscale bench --train` times it): on the CPU, or under
-    FSDP on the meta device on every process but the first."""
-    torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
-    var = VAR(config, device="meta")  # shapes first, then one initialisation with the recipe's scales
-    if not train_config.fsdp or dist.is_main:  # under FSDP the other ranks take rank 0's weights
-        var.to_empty(device="cpu")
-        var.init_weights(**options.init_kwargs())
-    var.set_drop_path(options.drop_path_rate)
-    return var
-
-
-def _fit(stage, train_config: TrainConfig, run_dir, resume, progress: bool, stop_after, dist, device):
-    trainer = Trainer(stage, train_config, run_dir, dist=dist, device=device, progress=progress)
-    trainer.start(resume)
-    return stage.model, trainer.fit(stop_after=stop_after)
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

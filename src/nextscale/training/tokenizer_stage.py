@@ -3,58 +3,19 @@ perceptual and adversarial terms, and dead-code revival."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch.utils.data import Dataset
 
 from ..data import stack_items
-from ..errors import NextscaleError
-from ..runtime import check_finite
 from ..seeding import derive_seed
 from ..tokenizer import VQVAE
 from ..tokenizer.layers import AttnBlock
 from .checkpoint import ModuleAndOptimizer
 from .common import check_training_device
+from .config import TokenizerOptions
 from .distributed import Distributed
 from .feed import evaluation_batches, step_batches, sum_over_ranks
 from .losses import PatchDiscriminator, PerceptualLoss, adaptive_weight, hinge_discriminator_loss
-
-
-@dataclass
-class TokenizerOptions:
-    """The tokenizer's training settings (the architecture is `VQVAEConfig`)."""
-
-    beta: float = 0.25  # commitment weight of the VQ loss (the reference's)
-    l1_weight: float = 1.0
-    l2_weight: float = 1.0
-    vq_weight: float = 1.0
-    perceptual_weight: float = 0.0  # LPIPS; off by default: needs VGG16 weights (and LPIPS's, for LPIPS proper)
-    perceptual_weights: str | None = None  # torchvision's vgg16-397923af.pth (default: torch hub's cache)
-    lpips_weights: str | None = None  # the lpips package's weights/v0.1/vgg.pth
-    adversarial_weight: float = 0.0  # off by default
-    adversarial_start: int = 0  # step at which the discriminator's verdict enters the loss
-    adaptive_weight: bool = True  # VQGAN's: scale the adversarial term to the reconstruction's gradient
-    revive_every: int = 50  # steps between dead-code revivals; 0 disables
-    revive_threshold: float = 0.05  # a code is dead when its EMA hits, summed over scales, fall below this
-    eval_batches: int = 8
-
-    def __post_init__(self):
-        for name in (
-            "beta",
-            "l1_weight",
-            "l2_weight",
-            "vq_weight",
-            "perceptual_weight",
-            "adversarial_weight",
-            "revive_threshold",
-        ):
-            check_finite(getattr(self, name), name.replace("_", "-"), 0.0)
-        for name in ("adversarial_start", "revive_every"):
-            if getattr(self, name) < 0:
-                raise NextscaleError(f"{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
-        if self.eval_batches < 1:
-            raise NextscaleError(f"eval_batches must be at least 1, got {self.eval_batches}")
 
 
 class TokenizerStage:

@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
@@ -16,87 +16,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import NextscaleError
-from ..registry import LR_SCHEDULES
-from ..runtime import TRAIN_PRECISIONS, check_compile_backend, check_finite
-from ..seeding import check_seed
 from . import checkpoint
 from .common import apply_schedule, autocast_context, check_run_dir, param_groups, step_generator
+from .config import RESUMABLE_CHANGES, TrainConfig
 from .distributed import FSDP_NEEDS_TORCHRUN, Distributed, wrap
 from .monitor import RunLogger, run_record
-
-# Settings a resumed run may change. The length re-times the schedules (LR, weight decay, curriculum) from the
-# resume step on; the others change nothing the run computes.
-RESUMABLE_CHANGES = (
-    "steps",
-    "eval_every",
-    "save_every",
-    "log_every",
-    "keep",
-    "fsdp",
-    "grad_checkpointing",
-    "compile",
-    "workers",
-)
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 2000
-    batch_size: int = 64  # the global batch, split equally over the processes
-    lr: float = 3e-4  # peak learning rate
-    warmup_steps: int = 100
-    schedule: str = "lin0"  # the reference's: flat for 5% after warm-up, then linear decay
-    lr_end_ratio: float = 0.01  # the final LR as a fraction of the peak (reference `wpe`)
-    weight_decay: float = 0.05
-    weight_decay_end: float | None = None  # None: constant
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 2.0
-    eval_every: int = 500
-    save_every: int = 500
-    log_every: int = 50
-    keep: int = 2  # checkpoints kept
-    seed: int = 0
-    precision: str = "fp32"  # bf16 autocast, or fp16 with a gradient scaler, on CUDA; CPUs run fp32
-    ema: float = 0.0  # EMA decay of the weights (0: no EMA)
-    fsdp: bool = False
-    grad_checkpointing: bool = False
-    compile: str | None = None  # a torch.compile backend ("inductor") or None
-    workers: int = 0  # DataLoader worker processes for image folders
-    pg: float = 0.0  # progressive training: the fraction of the run by which every scale is trained (0: off)
-    pg0: int = 4  # the last scale trained until the warm-up ends
-    pgwp: int = 1  # steps over which a newly added scale's loss weight ramps up
-    extra: dict = field(default_factory=dict)  # stage options, saved with the run
-
-    def __post_init__(self):
-        self.betas = tuple(self.betas)
-        if self.weight_decay_end is None:
-            self.weight_decay_end = self.weight_decay
-        for name in ("steps", "batch_size", "eval_every", "save_every", "log_every", "keep", "pgwp"):
-            if getattr(self, name) < 1:
-                raise NextscaleError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "workers", "pg0"):
-            if getattr(self, name) < 0:
-                raise NextscaleError(f"{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
-        check_finite(self.lr, "lr", 0.0)
-        if self.lr == 0:
-            raise NextscaleError("lr must be positive, got 0")
-        check_finite(self.lr_end_ratio, "lr-end-ratio", 0.0, 1.0)
-        check_finite(self.weight_decay, "weight-decay", 0.0)
-        check_finite(self.weight_decay_end, "weight-decay-end", 0.0)
-        check_finite(self.grad_clip, "grad-clip", 0.0)
-        check_finite(self.ema, "ema", 0.0, 1.0, open_high=True)
-        check_finite(self.pg, "pg", 0.0, 1.0)
-        if self.grad_clip == 0:
-            raise NextscaleError("grad-clip must be positive, got 0")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise NextscaleError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        if self.schedule not in LR_SCHEDULES:
-            raise NextscaleError(f"schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.schedule!r}")
-        if self.precision not in TRAIN_PRECISIONS:
-            raise NextscaleError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}")
-        if self.compile is not None:
-            check_compile_backend(self.compile)
-        check_seed(self.seed)
 
 
 class Stage(Protocol):

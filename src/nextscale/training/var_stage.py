@@ -2,53 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..data import stack_items
 from ..errors import NextscaleError
-from ..runtime import check_finite
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .common import check_training_device, newest_scale_weight, progressive_scale
+from .config import VAROptions
 from .distributed import Distributed
 from .feed import evaluation_batches, evaluation_size, step_batches, sum_over_ranks
 
 ENCODE_BATCH = 256  # images per tokenizer call when a dataset is encoded once (tokenize uses the same)
-
-
-@dataclass
-class VAROptions:
-    """The transformer's training settings (the architecture is `VARConfig`); defaults are the reference's."""
-
-    cond_drop_rate: float = 0.1  # label dropout, so that the model also learns the unconditional branch
-    drop_path_rate: float = 0.0  # stochastic depth at the last block (the reference: 0.1 · depth / 24)
-    label_smoothing: float = 0.0
-    init_adaln: float = 0.5  # the AdaLN scales and shifts start at this × the generic init
-    init_adaln_gamma: float = 1e-5  # the residual gates start near zero (the reference's recipes: 1e-3 … 5e-6)
-    init_head: float = 0.02
-    init_std: float = -1.0  # < 0: sqrt(1 / (3 C))
-    eval_batches: int = 8
-
-    def __post_init__(self):
-        check_finite(self.cond_drop_rate, "cond-drop-rate", 0.0, 1.0, open_high=True)
-        check_finite(self.drop_path_rate, "drop-path-rate", 0.0, 1.0, open_high=True)
-        check_finite(self.label_smoothing, "label-smoothing", 0.0, 1.0, open_high=True)
-        for name in ("init_adaln", "init_adaln_gamma", "init_head", "init_std"):
-            check_finite(getattr(self, name), name)
-        if self.eval_batches < 1:
-            raise NextscaleError(f"eval_batches must be at least 1, got {self.eval_batches}")
-
-    def init_kwargs(self) -> dict:
-        return dict(
-            init_adaln=self.init_adaln,
-            init_adaln_gamma=self.init_adaln_gamma,
-            init_head=self.init_head,
-            init_std=self.init_std,
-        )
 
 
 class EncodedDataset(Dataset):

@@ -1,0 +1,117 @@
+"""Training both stages: `train_tokenizer` and `train_var` (what `nextscale train-tokenizer` / `train` call), and
+the built-in digits model's two runs (`nextscale demo --train`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ..data import DigitsDataset
+from ..registry import architecture
+from ..tokenizer import VQVAE, VQVAEConfig
+from ..transformer import VAR, VARConfig
+from ..weights import save_model
+from .config import TokenizerOptions, TrainConfig, VAROptions
+from .distributed import Distributed
+from .recipes import recipe_settings
+from .tokenizer_stage import TokenizerStage
+from .trainer import Trainer
+from .var_stage import VARStage
+
+
+def train_tokenizer(
+    config: VQVAEConfig,
+    train_data: Dataset,
+    test_data: Dataset | None,
+    train_config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    options: TokenizerOptions | None = None,
+    resume: bool | None = None,
+    device="cpu",
+    dist: Distributed | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[VQVAE, dict]:
+    """Trains a multi-scale VQ-VAE in `run_dir`. `resume`: True continues the run there (which must exist),
+    False starts one (the directory must hold none), None continues one if there is one. `dist`: this
+    process's place in a torchrun job (`distributed.setup`); None: one process."""
+    torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
+    stage = TokenizerStage(VQVAE(config, device="cpu"), train_data, test_data, train_config, options, device, dist)
+    return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
+
+
+def train_var(
+    config: VARConfig,
+    vae: VQVAE,
+    train_data: Dataset,
+    test_data: Dataset | None,
+    train_config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    options: VAROptions | None = None,
+    resume: bool | None = None,
+    device="cpu",
+    dist: Distributed | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[VAR, dict]:
+    """Trains a VAR on the frozen `vae`'s tokens in `run_dir` (`resume`, `dist` as for `train_tokenizer`).
+    `train_data`: token shards (`TokenDataset`) or images."""
+    options, dist = options or VAROptions(), dist or Distributed()
+    var = initial_var(config, train_config, options, dist)
+    stage = VARStage(vae, var, train_data, test_data, train_config, options, device, dist)
+    return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
+
+
+def initial_var(config: VARConfig, train_config: TrainConfig, options: VAROptions, dist: Distributed) -> VAR:
+    """The transformer as a training run starts it (and `nextscale bench --train` times it): on the CPU, or under
+    FSDP on the meta device on every process but the first."""
+    torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
+    var = VAR(config, device="meta")  # shapes first, then one initialisation with the recipe's scales
+    if not train_config.fsdp or dist.is_main:  # under FSDP the other ranks take rank 0's weights
+        var.to_empty(device="cpu")
+        var.init_weights(**options.init_kwargs())
+    var.set_drop_path(options.drop_path_rate)
+    return var
+
+
+def _fit(stage, train_config: TrainConfig, run_dir, resume, progress: bool, stop_after, dist, device):
+    trainer = Trainer(stage, train_config, run_dir, dist=dist, device=device, progress=progress)
+    trainer.start(resume)
+    return stage.model, trainer.fit(stop_after=stop_after)
+
+
+def train_digits_model(out_dir, *, run_dir, device="cpu", progress: bool = True) -> Path:
+    """Both stages of the built-in model from scratch (recipes `digits-tokenizer`, `digits-var`); writes
+    `out_dir/{vae,var}`."""
+    run_dir = Path(run_dir)
+    vae_config, var_config = architecture("digits")
+    tok_config, tok_options = recipe_settings("digits-tokenizer", "tokenizer")
+    var_train_config, var_options = recipe_settings("digits-var", "var")
+    seed = tok_config.seed
+    train, test = DigitsDataset("train", seed=seed), DigitsDataset("test", seed=seed)
+    vae, _ = train_tokenizer(
+        vae_config,
+        train,
+        test,
+        tok_config,
+        run_dir / "tokenizer",
+        options=tok_options,
+        device=device,
+        progress=progress,
+    )
+    var, _ = train_var(
+        var_config,
+        vae,
+        train,
+        test,
+        var_train_config,
+        run_dir / "var",
+        options=var_options,
+        device=device,
+        progress=progress,
+    )
+    return save_model(vae.cpu(), var.cpu(), out_dir)
