@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint format bench golden
+.PHONY: setup demo test test-fast lint format bench golden
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ demo: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -q
+
+# The quick loop while working: everything not marked slow (distributed and browser tests are slow too).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests

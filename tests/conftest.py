@@ -1,31 +1,30 @@
-"""Shared fixtures. `NEXTSCALE_TEST_DEVICE=cuda` runs the device-sensitive tests (those taking the `device`
-fixture) on that device and skips the ones marked `cpu_only`; everything else runs on the CPU as usual."""
-
-import os
-from pathlib import Path
+"""Shared fixtures and markers. `NEXTSCALE_TEST_DEVICE=cuda` runs the device-sensitive tests (those taking the
+`device` fixture) on that device and skips the ones marked `cpu_only`; everything else runs on the CPU as usual.
+Tests marked `distributed` (several processes) or `browser` (a real Chromium) are `slow` too: `make test-fast`
+leaves out everything slow."""
 
 import pytest
 import torch
 
-from nextscale.registry import build
+from tests.helpers import TEST_DEVICE, tiny_pair
 
-# ../shared/golden beside the checkout; NEXTSCALE_GOLDEN_DIR points elsewhere (a machine without ../shared)
-GOLDEN_DIR = Path(
-    os.environ.get("NEXTSCALE_GOLDEN_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "golden")
-)
-GOLDEN_FILES = sorted(GOLDEN_DIR.glob("*.safetensors"))
-TEST_DEVICE = os.environ.get("NEXTSCALE_TEST_DEVICE", "cpu")
+MARKERS = {
+    "cpu_only": "checks that only mean something on the CPU (skipped when NEXTSCALE_TEST_DEVICE names another device)",
+    "slow": "takes seconds or more: left out by `make test-fast`, run by `make test` and CI",
+    "distributed": "runs several processes (torchrun with gloo); slow",
+    "browser": "drives a real browser against `nextscale serve`; slow",
+}
 
 
 def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "cpu_only: checks that only mean something on the CPU (skipped when "
-        "NEXTSCALE_TEST_DEVICE names another device)",
-    )
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "distributed" in item.keywords or "browser" in item.keywords:
+            item.add_marker(pytest.mark.slow)
     if TEST_DEVICE == "cpu":
         return
     skip = pytest.mark.skip(reason=f"CPU-only check; NEXTSCALE_TEST_DEVICE={TEST_DEVICE}")
@@ -40,32 +39,6 @@ def device() -> torch.device:
     if TEST_DEVICE.startswith("cuda") and not torch.cuda.is_available():
         pytest.fail(f"NEXTSCALE_TEST_DEVICE={TEST_DEVICE} but CUDA is not available")
     return torch.device(TEST_DEVICE)
-
-
-def golden_files():
-    """The reference-tensor files; CI sets NEXTSCALE_REQUIRE_GOLDEN=1 so that their absence fails, not skips."""
-    if not GOLDEN_FILES:
-        if os.environ.get("NEXTSCALE_REQUIRE_GOLDEN") == "1":
-            raise FileNotFoundError(f"no reference tensors in {GOLDEN_DIR} (NEXTSCALE_REQUIRE_GOLDEN=1)")
-        pytest.skip(f"reference tensors not found in {GOLDEN_DIR}: put ../shared beside the checkout")
-    return GOLDEN_FILES
-
-
-@torch.no_grad()
-def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.2) -> torch.nn.Module:
-    """Replaces every parameter with noise: the reference init gates blocks near zero, which hides bugs."""
-    g = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
-def tiny_pair():
-    torch.manual_seed(0)
-    vae, var = build("tiny")
-    randomize_(vae, seed=1, std=0.1)
-    randomize_(var, seed=2)
-    return vae.eval(), var.eval()
 
 
 @pytest.fixture

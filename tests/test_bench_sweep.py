@@ -7,6 +7,7 @@ from nextscale.bench.sweep import OPTIONS, sweep, table
 pytestmark = pytest.mark.cpu_only
 
 
+@pytest.mark.slow
 def test_the_sweep_times_and_judges_each_option():
     options = [OPTIONS[0], *(o for o in OPTIONS if o.handoff_last == 1 and not o.guidance_off_last)]
     rows = sweep("tiny", 1, batch=2, runs=1, warmup=0, n_per_class=2, options=options, progress=False)

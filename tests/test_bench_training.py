@@ -2,21 +2,20 @@
 with DDP and FSDP2, where FSDP must hold less parameter + gradient + optimizer memory per rank."""
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from nextscale.bench.training import bench_train_step, bench_training_matrix, matrix_table, train_command
 from nextscale.cli import main
+from tests.helpers import PROCESS_ENV, nextscale_command
 
 pytestmark = pytest.mark.cpu_only
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}  # 2 processes on 2 cores
 TINY = ["--preset", "tiny", "--device", "cpu", "--batch-size", "4", "--train-steps", "1", "--warmup", "1"]
 
 
+@pytest.mark.slow
 def test_one_process_reports_sane_numbers():
     (r,) = bench_train_step("tiny", batch_size=4, device="cpu", steps=2, warmup=1)
     assert (r["world"], r["mode"], r["rank"], r["local_batch"]) == (1, "single", 0, 4)
@@ -39,23 +38,8 @@ def test_fewer_scales_mean_fewer_tokens():
 
 def torchrun(tmp_path, *extra: str) -> list[dict]:
     out = tmp_path / f"bench{'-'.join(extra)}.json"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "nextscale",
-        "bench",
-        "--train",
-        *TINY,
-        "--json",
-        str(out),
-        *extra,
-    ]
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    cmd = nextscale_command(["bench", "--train", *TINY, "--json", str(out), *extra], nproc=2)
+    done = subprocess.run(cmd, env=PROCESS_ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     mode = "fsdp" if "--fsdp" in extra else "ddp"
     assert f"| 2 | {mode} |" in done.stdout  # rank 0 prints the table, once
@@ -63,6 +47,7 @@ def torchrun(tmp_path, *extra: str) -> list[dict]:
     return json.loads(out.read_text())["ranks"]
 
 
+@pytest.mark.distributed
 def test_two_processes_fsdp_holds_less_state_per_rank_than_ddp(tmp_path):
     ddp, fsdp = torchrun(tmp_path), torchrun(tmp_path, "--fsdp")
     for records, mode in ((ddp, "ddp"), (fsdp, "fsdp")):

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 

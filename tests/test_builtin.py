@@ -1,6 +1,7 @@
 """The shipped digits model, the demo and the digits evaluation."""
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -11,6 +12,7 @@ from nextscale.evaluation import Statistics, evaluate_digits, frechet_distance
 from nextscale.registry import BUILTIN
 
 
+@pytest.mark.slow
 def test_shipped_model_is_small_loads_strictly_and_samples_every_class():
     files = [p for name in BUILTIN for p in BUILTIN[name].rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) < 20 * 2**20  # every built-in model together
@@ -22,6 +24,7 @@ def test_shipped_model_is_small_loads_strictly_and_samples_every_class():
     assert out.labels.tolist() == list(range(10))
 
 
+@pytest.mark.slow
 def test_demo_writes_a_png(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo.png")]) == 0
     assert "wrote" in capsys.readouterr().out
@@ -48,6 +51,7 @@ def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_a_shift():
     assert frechet_distance(stats, Statistics.of(a + 1.0, "f")) > 7.9
 
 
+@pytest.mark.slow
 def test_digits_evaluation_reports_every_number():
     vae, var = load_model("digits")
     report = evaluate_digits(vae, var, n_per_class=3, progress=False)
@@ -57,6 +61,7 @@ def test_digits_evaluation_reports_every_number():
     assert "Fréchet" in report.summary()
 
 
+@pytest.mark.slow
 def test_the_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     import re
     from pathlib import Path
@@ -88,6 +93,7 @@ def test_the_shipped_digits_split_is_scikit_learns():
     assert np.array_equal(test.images8, x_te) and np.array_equal(test.labels, y_te)
 
 
+@pytest.mark.slow
 def test_the_small_digits_model_takes_over_the_fine_scales():
     vae, var = load_model("digits")
     small_vae, small = load_model("digits-small")  # strict, and on the digits tokenizer

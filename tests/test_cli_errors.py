@@ -13,7 +13,7 @@ from PIL import Image
 from nextscale import VQVAE, golden, save_model
 from nextscale.cli import main
 from nextscale.registry import architecture
-from tests.conftest import tiny_pair
+from tests.helpers import tiny_pair
 
 
 class NotWeights:

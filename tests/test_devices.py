@@ -41,6 +41,7 @@ def digits8():
     return DigitsDataset("train", resolution=8), DigitsDataset("test", resolution=8)
 
 
+@pytest.mark.slow
 def test_training_steps_of_both_stages_run_on_the_device(digits8, device, tmp_path):
     train, test = digits8
     vae_config, var_config = architecture("tiny")
@@ -75,6 +76,7 @@ def test_label_dropout_draws_the_same_labels_on_every_device(device):
     assert on_device.device.type == device.type and torch.equal(on_device.cpu(), on_cpu)
 
 
+@pytest.mark.slow
 def test_sampling_and_editing_run_on_the_device(tiny_models_on_device, device):
     vae, var = tiny_models_on_device
     spy = GeneratorDeviceSpy()
@@ -97,6 +99,7 @@ def test_bf16_path_runs_on_the_device(tiny_models_on_device):
     assert all(t.dtype == torch.long for t in out.tokens)
 
 
+@pytest.mark.slow
 def test_compiled_step_draws_the_tokens_of_the_plain_one(tiny_models_on_device, device):
     vae, var = tiny_models_on_device
     plain = sample(vae, var, [0, 1, 2], seed=4, cfg=2.0, top_k=8)

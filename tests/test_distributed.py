@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,50 +16,12 @@ import torch
 from safetensors.torch import load_file
 
 from nextscale.training.checkpoint import checkpoint_step, latest_checkpoint
+from tests.helpers import PROCESS_ENV, nextscale_command, run_nextscale
 
-pytestmark = pytest.mark.cpu_only
+pytestmark = [pytest.mark.cpu_only, pytest.mark.distributed]
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}  # 2 processes on 2 cores
-COMMON = [
-    "--data",
-    "digits",
-    "--preset",
-    "tiny",
-    "--batch-size",
-    "16",
-    "--eval-every",
-    "1000",
-    "--device",
-    "cpu",
-    "--quiet",
-    "--lr",
-    "3e-3",
-    "--warmup-steps",
-    "2",
-]
-
-
-def command(args: list[str], nproc: int) -> list[str]:
-    if nproc == 1:
-        return [sys.executable, "-m", "nextscale", *args]
-    # --standalone: a rendezvous on localhost port 0, i.e. a free port picked by the OS
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        str(nproc),
-        "-m",
-        "nextscale",
-        *args,
-    ]
-
-
-def run(args: list[str], nproc: int = 1, expect: int = 0) -> subprocess.CompletedProcess:
-    done = subprocess.run(command(args, nproc), env=ENV, capture_output=True, text=True, timeout=300)
-    assert done.returncode == expect, done.stderr[-3000:]
-    return done
+COMMON = "--data digits --preset tiny --batch-size 16 --eval-every 1000 --device cpu --quiet --lr 3e-3 --warmup-steps 2"
+COMMON = COMMON.split()  # every run's arguments
 
 
 def weights(run_dir: Path, stage: str) -> dict[str, torch.Tensor]:
@@ -97,7 +58,7 @@ def baselines(tmp_path_factory):
         key = (stage, nproc, steps, extra)
         if key not in made:
             made[key] = tmp_path_factory.mktemp("whole")
-            run(stage_args(stage, tokenizer, steps, made[key], *extra), nproc=nproc)
+            run_nextscale(stage_args(stage, tokenizer, steps, made[key], *extra), nproc=nproc)
         return made[key]
 
     return baseline
@@ -132,7 +93,7 @@ def test_an_fsdp_checkpoint_of_two_processes_resumes_in_one_and_in_two(tokenizer
         resumed = tmp_path / f"resumed{nproc}"
         resumed.mkdir()
         os.symlink(whole / "ckpt-00000003", resumed / "ckpt-00000003")
-        run(stage_args("train", tokenizer, 6, resumed, "--ema", "0.5", "--resume", *extra), nproc=nproc)
+        run_nextscale(stage_args("train", tokenizer, 6, resumed, "--ema", "0.5", "--resume", *extra), nproc=nproc)
         assert max_difference(weights(whole, "train"), weights(resumed, "train")) < 1e-6
 
 
@@ -148,7 +109,12 @@ def interrupted(args: list[str], nproc: int, run_dir: Path, sig: int) -> subproc
     """Starts a run and sends `sig` to every process of it once its checkpoint of step 10 is published (the
     rename makes it whole at once; the `latest` pointer may not have moved yet, which resuming does not need)."""
     process = subprocess.Popen(
-        command(args, nproc), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        nextscale_command(args, nproc),
+        env=PROCESS_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     wait_for(run_dir / "ckpt-00000010", process)
     os.killpg(process.pid, sig) if sig == signal.SIGKILL else process.send_signal(sig)
@@ -168,7 +134,7 @@ def test_a_run_killed_with_sigkill_resumes_bit_identical(stage, nproc, tokenizer
     newest = latest_checkpoint(killed)
     assert not (killed / "model").exists() and 10 <= checkpoint_step(newest) < int(steps)
     (killed / "latest").unlink(missing_ok=True)  # as if the kill had landed between a publish and its pointer
-    run([*args, "--resume"], nproc=nproc)
+    run_nextscale([*args, "--resume"], nproc=nproc)
     assert bit_identical(weights(whole, stage), weights(killed, stage))
 
 
@@ -181,7 +147,7 @@ def test_sigterm_saves_a_checkpoint_then_the_run_resumes(tokenizer, baselines, t
     assert "stopped by SIGTERM" in process.stderr.read()
     step = checkpoint_step(latest_checkpoint(stopped))
     assert 10 < step < 40, step  # saved where the signal came, after the checkpoint of step 10
-    run([*stage_args("train", tokenizer, 40, stopped, *args), "--resume"])
+    run_nextscale([*stage_args("train", tokenizer, 40, stopped, *args), "--resume"])
     assert bit_identical(weights(whole, "train"), weights(stopped, "train"))
 
 
@@ -196,8 +162,8 @@ def test_a_batch_that_does_not_divide_over_the_processes_is_refused():
 
 def test_tokenize_shards_over_processes_and_resumes(tokenizer, tmp_path):
     args = ["tokenize", "--data", "digits", "--tokenizer", str(tokenizer), "--shard-size", "300", "--quiet"]
-    run([*args, "--out", str(tmp_path / "one")])
-    run([*args, "--out", str(tmp_path / "two")], nproc=2)
+    run_nextscale([*args, "--out", str(tmp_path / "one")])
+    run_nextscale([*args, "--out", str(tmp_path / "two")], nproc=2)
     files = sorted(p.name for p in (tmp_path / "one").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "two").iterdir()) and "shard-00004.u16" in files
     for name in files:  # the same records, whichever process wrote them (index.json names the tokenizer only)
@@ -206,6 +172,6 @@ def test_tokenize_shards_over_processes_and_resumes(tokenizer, tmp_path):
     (tmp_path / "two" / "shard-00002.json").unlink()  # as if stopped before this shard was complete
     (tmp_path / "two" / "shard-00002.u16").write_bytes(b"partial")
     before = (tmp_path / "two" / "shard-00003.u16").stat().st_mtime_ns
-    run([*args, "--out", str(tmp_path / "two")])
+    run_nextscale([*args, "--out", str(tmp_path / "two")])
     assert (tmp_path / "two" / "shard-00003.u16").stat().st_mtime_ns == before  # complete shards are kept
     assert (tmp_path / "two" / "shard-00002.u16").read_bytes() == (tmp_path / "one" / "shard-00002.u16").read_bytes()

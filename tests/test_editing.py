@@ -5,12 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from nextscale import golden, save_model
+from nextscale import NextscaleError, golden, save_model
 from nextscale.cli import main
 from nextscale.editing import box_region, edit, region_on_token_grid, scale_keep_masks
-from nextscale.errors import NextscaleError
 from nextscale.golden import build_models, read_reference
-from tests.conftest import golden_files
+from tests.helpers import golden_files
 
 
 @pytest.mark.parametrize("index", [0, 1])
@@ -187,3 +186,38 @@ def test_edit_cli_bad_input(edit_setup, capsys, extra, message):
     code = main(["edit", "--model", str(model), *args, "--seed", "0", "--out", str(d / "o.png")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(message, err), err
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(images=torch.rand(1, 3, 8, 8) * 2), r"image tensors must lie in \[0, 1\]"),
+        (dict(images=torch.rand(1, 8, 8, 3)), r"float \(B, 3, H, W\) tensor in \[0, 1\], got a torch.float32 tensor"),
+        (dict(keep_coarse_scales=4), r"keep_coarse_scales must be an integer in \[0, 3\]"),
+        (dict(keep_coarse_scales=-1), r"keep_coarse_scales must be an integer in \[0, 3\]"),
+        (dict(feather=-1.0), r"feather must lie in \[0, 2\]"),
+        (dict(feather=100.0), r"feather must lie in \[0, 2\]"),
+        (dict(mode="sideways"), "mode must be one of inpaint, outpaint"),
+        (dict(labels=[0, 1]), "2 labels for 1 images"),
+        (dict(mask=(0.1, 0.2)), r"a box is four numbers"),
+        (dict(mask=torch.ones(5)), r"an \(h, w\) / \(B, h, w\) tensor, got shape \(5,\)"),
+    ],
+)
+def test_edit_refuses_bad_input(tiny_models, kwargs, message):
+    vae, var = tiny_models
+    args = {"images": torch.rand(1, 3, 8, 8), "mask": (0.25, 0.25, 0.75, 0.75), **kwargs}
+    with pytest.raises(NextscaleError, match=message):
+        edit(vae, var, args.pop("images"), args.pop("mask"), seed=0, **args)
+
+
+@pytest.mark.parametrize(
+    "mask, message",
+    [
+        ((0.0, 0.0, 1.0, 1.0), "covers the whole image: out-painting would generate nothing"),
+        (torch.zeros(8, 8), "the region is empty: out-painting would keep nothing"),
+    ],
+)
+def test_outpaint_masks_are_checked_for_what_outpainting_generates(tiny_models, mask, message):
+    vae, var = tiny_models
+    with pytest.raises(NextscaleError, match=message):
+        edit(vae, var, torch.rand(1, 3, 8, 8), mask, mode="outpaint", seed=0)

@@ -182,6 +182,7 @@ def fake_inception(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_inception_features_and_an_adm_reference_batch(tmp_path, fake_inception):
     net = load_network("inception", inception_weights=fake_inception)
     features, logits = net(torch.from_numpy(random_images(2, 0, side=32)).permute(0, 3, 1, 2))
@@ -292,6 +293,7 @@ def test_rejection_keeps_the_candidates_the_classifier_is_most_sure_of(tmp_path,
     assert record["candidates_drawn"] == 4 and record["count"] == 2 and record["plan"]["keep_top"] == 0.5
 
 
+@pytest.mark.slow
 def test_the_digits_protocol_from_the_command_line(tmp_path, features_file, capsys):
     out = tmp_path / "digits"
     assert main(["sample", "--model", "digits", "--per-class", "4", "--out", str(out), "--png", "--device", "cpu"]) == 0
@@ -368,8 +370,9 @@ def test_the_exported_digits_network_is_the_built_in_one_and_serves_rejection(tm
     assert record["plan"]["model"]["classifier"]["file"] == str(path)
 
 
+@pytest.mark.distributed
 def test_two_processes_write_the_samples_file_of_one(tmp_path):
-    from tests.test_distributed import run
+    from tests.helpers import run_nextscale as run
 
     args = [
         "sample",
@@ -526,6 +529,7 @@ def load_while_another_thread_unpickles(load):
     return network
 
 
+@pytest.mark.slow
 def test_loading_a_network_patches_nothing_another_thread_unpickles_with(digits_file, fake_inception):
     images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
     exported = load_while_another_thread_unpickles(lambda: load_network(digits_file))

@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nextscale import golden
-from tests.conftest import GOLDEN_FILES, golden_files
+from tests.helpers import GOLDEN_FILES, golden_files
 
 
 @pytest.mark.parametrize("path", GOLDEN_FILES or ["<absent>"], ids=lambda p: getattr(p, "name", str(p)))

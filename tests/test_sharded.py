@@ -108,6 +108,7 @@ def run_two(folder, store, seed: int) -> dict:
 
 
 @pytest.mark.cpu_only
+@pytest.mark.distributed
 def test_the_first_process_claims_and_every_process_gets_its_share_or_the_refusal(tmp_path):
     folder = tmp_path / "out"
     assert run_two(str(folder), str(tmp_path / "store1"), seed=1) == {0: [1, 3], 1: [2, 4]}

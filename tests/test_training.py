@@ -252,6 +252,7 @@ def test_image_folder_with_a_corrupt_file_trains_with_a_warning(tmp_path):
     assert {str(w.message).split(":")[0] for w in seen} <= {f"skipping unreadable image {root / 'a' / 'broken.png'}"}
 
 
+@pytest.mark.slow
 def test_training_commands_end_to_end(tmp_path, capsys):
     from nextscale.cli import main
     from nextscale.weights import load_model
@@ -337,6 +338,7 @@ def test_the_loading_benchmark_reports_both_formats(tmp_path):
     assert "safetensors" in loading.table(results)
 
 
+@pytest.mark.slow
 def test_lpips_from_local_files_and_the_offline_error(tmp_path, monkeypatch):
     from torchvision.models import vgg16
 
@@ -362,6 +364,7 @@ def test_lpips_from_local_files_and_the_offline_error(tmp_path, monkeypatch):
         PerceptualLoss()
 
 
+@pytest.mark.slow
 def test_the_adaptive_adversarial_weight_trains(digits8, tmp_path):
     vae_config, _ = preset_configs("tiny")
     train, test = digits8
@@ -374,6 +377,7 @@ def test_the_adaptive_adversarial_weight_trains(digits8, tmp_path):
     assert len(weights) == 2 and all(0 < w < 0.5 * 1e4 for w in weights)
 
 
+@pytest.mark.slow
 def test_checkpointed_and_compiled_steps_train_the_same_weights(digits8, tmp_path):
     vae_config, var_config = tiny_for_digits()
     train, test = digits8
@@ -389,6 +393,7 @@ def test_checkpointed_and_compiled_steps_train_the_same_weights(digits8, tmp_pat
     assert same_weights(plain, compiled)
 
 
+@pytest.mark.slow
 def test_dataloader_workers_do_not_change_what_a_step_sees(tmp_path):
     root = tmp_path / "data"
     for label in ("a", "b"):
@@ -435,6 +440,7 @@ def test_tokenize_refuses_to_resume_another_tokenization(digits8, tmp_path):
         tokenize(train, VQVAE(vae_config), tmp_path / "t", shard_size=500, flip=True, progress=False)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_an_optimizer_that_never_stepped_resumes_exactly(digits8, tmp_path):
     from nextscale.training import Trainer
     from nextscale.training.var_stage import VARStage

@@ -64,6 +64,7 @@ def killed_between_publish_and_pointer(digits8, run_dir, monkeypatch, at_step: i
     monkeypatch.undo()
 
 
+@pytest.mark.slow
 def test_a_kill_between_publish_and_pointer_loses_nothing(digits8, whole, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     killed_between_publish_and_pointer(digits8, run_dir, monkeypatch, at_step=4)
@@ -78,6 +79,7 @@ def test_a_kill_between_publish_and_pointer_loses_nothing(digits8, whole, tmp_pa
     assert sorted(p.name for p in run_dir.glob("ckpt-*")) == ["ckpt-00000004", "ckpt-00000006"]
 
 
+@pytest.mark.slow
 def test_the_first_checkpoint_without_a_pointer_resumes(digits8, whole, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     killed_between_publish_and_pointer(digits8, run_dir, monkeypatch, at_step=2)
@@ -87,6 +89,7 @@ def test_the_first_checkpoint_without_a_pointer_resumes(digits8, whole, tmp_path
 
 
 @pytest.mark.parametrize("pointer", ["ckpt-00000002\n", "ckpt-00000000\n", "nonsense", None])
+@pytest.mark.slow
 def test_the_pointer_is_never_what_resume_reads(digits8, tmp_path, monkeypatch, pointer):
     """Stale, naming a pruned checkpoint, garbage or missing: export and resume take the newest complete one."""
     run_dir = tmp_path / "run"
@@ -98,6 +101,7 @@ def test_the_pointer_is_never_what_resume_reads(digits8, tmp_path, monkeypatch, 
     assert record["step"] == 6 and check_run_dir(run_dir, resume=True) == run_dir / "ckpt-00000006"
 
 
+@pytest.mark.slow
 def test_an_incomplete_checkpoint_is_passed_over_and_pruned(digits8, tmp_path):
     run_dir = tmp_path / "run"
     run_var(digits8, run_dir, steps=4)

@@ -15,7 +15,7 @@ from nextscale import (
     save_model,
 )
 from nextscale.golden import FLOAT_TOL, read_reference, relative_error
-from tests.conftest import golden_files
+from tests.helpers import golden_files
 
 
 def reference_state_dicts(path):
@@ -33,7 +33,7 @@ def test_save_pretrained_round_trip_is_bit_exact(tiny_models, tmp_path):
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
         assert a.config == b.config
     x = sample(vae, var, [0, 1], seed=3, cfg=1.0)
-    y = sample(var2, vae2, [0, 1], seed=3, cfg=1.0)
+    y = sample(vae2, var2, [0, 1], seed=3, cfg=1.0)
     assert torch.equal(x.images, y.images)
 
 

@@ -7,7 +7,7 @@ import torch
 from nextscale.errors import NextscaleError
 from nextscale.sampling import sample
 from nextscale.sampling.guidance import Constant, Guidance, Interval, Linear, PerScale, Power, make_guidance
-from tests.conftest import tiny_pair
+from tests.helpers import tiny_pair
 
 LABELS = [1, 3, 0]
 
@@ -21,7 +21,7 @@ def models(request):
     from dataclasses import replace
 
     from nextscale.transformer import VAR
-    from tests.conftest import randomize_
+    from tests.helpers import randomize_
 
     shared = VAR(replace(var.config, shared_aln=True))
     randomize_(shared, seed=3)
