@@ -71,38 +71,8 @@ SAMPLE = ["sample", "--model", "{m}", "--out", "{d}/out"]
 EDIT_TO = ["edit", "--model", "{m}", "--out", "{d}/e.png"]
 EDIT = [*EDIT_TO, "--image", "{d}/img.png", "--box", "0.25,0.25,0.75,0.75"]
 EDIT_BOX = [*EDIT_TO, "--image", "{d}/img.png", "--box"]
-TOKENIZER = [
-    "train-tokenizer",
-    "--data",
-    "digits",
-    "--preset",
-    "tiny",
-    "--steps",
-    "2",
-    "--batch-size",
-    "8",
-    "--device",
-    "cpu",
-    "--quiet",
-]
-TRAIN = [
-    "train",
-    "--tokenizer",
-    "digits",
-    "--data",
-    "digits",
-    "--preset",
-    "tiny",
-    "--steps",
-    "2",
-    "--batch-size",
-    "8",
-    "--device",
-    "cpu",
-    "--quiet",
-    "--run-dir",
-    "{d}/varrun",
-]
+TOKENIZER = "train-tokenizer --data digits --preset tiny --steps 2 --batch-size 8 --device cpu --quiet".split()
+TRAIN = "train --tokenizer digits --data digits --preset tiny --steps 2 --batch-size 8 --device cpu --quiet --run-dir {d}/varrun".split()
 EVAL = ["eval", "--preset", "digits", "--n-per-class", "2", "--device", "cpu"]
 METRICS = ["eval", "{d}/samples.npz", "--features", "digits", "--device", "cpu"]
 PER_CLASS = [*SAMPLE, "--per-class", "2"]

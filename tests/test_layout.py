@@ -17,7 +17,7 @@ PACKAGE = Path(nextscale.__file__).parent
 # Foundations first (any stage may import them), then the pipeline in order; a module may import its own
 # stage, the foundations and earlier stages. The tools at the end use everything before them.
 ORDER = [
-    {"errors", "files", "seeding", "runtime", "distributed", "pretrained", "sharded"},
+    {"errors", "files", "seeding", "runtime", "distributed", "pretrained", "sharded", "lazy"},
     {"data"},
     {"tokenizer"},
     {"transformer"},

@@ -5,11 +5,11 @@ The public API loads on first use, so `nextscale --version` and `--help` answer 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from . import registry
 from .errors import CheckpointError, NextscaleError
+from .lazy import lazy_exports
 
 __version__ = "0.2.0"
 
@@ -17,6 +17,7 @@ _LAZY = {
     "SampleOutput": "sampling",
     "sample": "sampling",
     "sample_many": "sampling",
+    "SamplerConfig": "sampling",
     "edit": "editing",
     "scale_keep_masks": "editing",
     "VQVAE": "tokenizer",
@@ -37,6 +38,7 @@ __all__ = [
     "CheckpointError",
     "NextscaleError",
     "SampleOutput",
+    "SamplerConfig",
     "VAR",
     "VARConfig",
     "VQVAE",
@@ -60,20 +62,13 @@ if TYPE_CHECKING:
     from .editing import edit, scale_keep_masks
     from .registry import build
     from .runtime import reuse_freed_memory
-    from .sampling import SampleOutput, sample, sample_many
+    from .sampling import SampleOutput, SamplerConfig, sample, sample_many
     from .tokenizer import VQVAE, VQVAEConfig
     from .transformer import VAR, VARConfig
     from .weights import load_model, load_pair, load_vae, load_var, save_model
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'nextscale' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY, _SUBPACKAGES)
 
 
 def __dir__() -> list[str]:

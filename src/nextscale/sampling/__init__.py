@@ -4,8 +4,9 @@ command line can build its flags from them; everything else loads on first use."
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 _LAZY = {
     "ForcedTokens": "sampler",
@@ -55,9 +56,4 @@ if TYPE_CHECKING:
     from .settings import SamplerConfig, sampler_config
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
