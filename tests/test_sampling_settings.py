@@ -48,7 +48,8 @@ def test_every_setting_is_a_flag_with_its_default_and_help(command):
 
 
 def test_the_readme_table_is_the_definitions():
-    assert markdown_table() in README.read_text()
+    regenerate = "print it with: python -c 'from nextscale.sampling.settings import markdown_table as t; print(t())'"
+    assert markdown_table() in README.read_text(), regenerate
 
 
 def test_the_web_form_offers_settings_with_their_definitions(tiny_models):

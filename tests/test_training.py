@@ -87,9 +87,9 @@ def test_resume_refuses_other_settings_and_allows_more_steps(digits8, tmp_path):
     vae_config, _ = preset_configs("tiny")
     train, test = digits8
     train_tokenizer(vae_config, train, test, settings(2), tmp_path / "r", progress=False)
-    with pytest.raises(NextscaleError, match=r"other training settings: --lr \(0.003 → 0.0001\) differ"):
+    with pytest.raises(NextscaleError, match=r"other training settings: lr \(0.003 → 0.0001\) differ"):
         train_tokenizer(vae_config, train, test, settings(2, lr=1e-4), tmp_path / "r", progress=False)
-    with pytest.raises(NextscaleError, match="--batch-size \\(16 → 8\\)"):
+    with pytest.raises(NextscaleError, match="batch_size \\(16 → 8\\)"):
         train_tokenizer(vae_config, train, test, settings(2, batch_size=8), tmp_path / "r", progress=False)
     more = settings(4, save_every=1, log_every=1, keep=1)  # length and cadences may change on resume
     train_tokenizer(vae_config, train, test, more, tmp_path / "r", resume=True, progress=False)

@@ -1,7 +1,7 @@
 """Every training recipe builds into typed settings; the rules it follows follow what was given; a misspelt key
 fails by name; the command line's training defaults are the recipes' and the library's."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -53,7 +53,7 @@ def test_what_a_recipe_derives_follows_what_was_given():
     assert config.steps == 200 * 39 and config.warmup_steps == config.steps // 50
     assert config.lr == pytest.approx(1e-4)  # base LR 1e-4 per 256 images
     config, _ = recipe_settings("var-d16", steps=1000, weight_decay=0.1)
-    assert config.warmup_steps == 20 and config.pgwp == 3 and config.weight_decay_end == 0.1
+    assert config.warmup_steps == 20 and config.pgwp == 1 and config.weight_decay_end == 0.1
     assert recipe_settings("var-d16", lr=1e-3, base_lr=5e-4)[0].lr == 1e-3  # lr given wins
     assert recipe_settings("digits-var", base_lr=1e-3)[0].lr == pytest.approx(1e-3 * 64 / 256)
     assert recipe_settings("digits-var", warmup_steps=7, drop_path_rate=0.2)[1].drop_path_rate == 0.2
@@ -76,24 +76,29 @@ def test_settings_name_their_parameter():
         VAROptions(drop_path_rate=1)
     with pytest.raises(SettingError, match="^revive_every must be ≥ 0"):
         TokenizerOptions(revive_every=-1)
-    assert TrainConfig(steps=3000).pgwp == curriculum_ramp(3000) == 10
+    assert TrainConfig(steps=3000).pgwp == 1 and curriculum_ramp(3000) == 10  # the command line's default
 
 
 @pytest.mark.parametrize("command, stage", [("train-tokenizer", "tokenizer"), ("train", "var")])
 def test_the_command_lines_defaults_are_the_recipes(command, stage):
     from nextscale.cli import build_parser
-    from nextscale.cli.train import BUILT_IN_RECIPES, FROM_RECIPE, run_settings
+    from nextscale.cli.train import BUILT_IN_RECIPES, FromRecipe, run_settings
 
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     names = setting_names(stage)
     flags = [a for a in sub._actions if a.dest in names]
-    assert {a.dest for a in flags if a.default is not FROM_RECIPE} == {"seed", "workers"}  # the command's own choices
+    assert {a.dest for a in flags if not isinstance(a.default, FromRecipe)} == {
+        "seed",
+        "workers",
+    }  # the command's own choices
     assert "base_lr" in {a.dest for a in sub._actions}  # a rule's input, not a setting
     argv = [command, "--data", "digits", "--run-dir", "r"] + (["--tokenizer", "digits"] if stage == "var" else [])
     args = parser.parse_args(argv)
     config, options = run_settings(args, stage, 1437)
     recipe_config, recipe_options = recipe_settings(BUILT_IN_RECIPES[stage])
+    assert config.pgwp == curriculum_ramp(config.steps)  # the command line's rule; the library's default is 1
+    recipe_config = replace(recipe_config, pgwp=config.pgwp)
     ours = {k: v for k, v in asdict(config).items() if k not in ("workers", "extra")}
     assert ours == {k: v for k, v in asdict(recipe_config).items() if k not in ("workers", "extra")}
     assert options == recipe_options and config.extra["options"] == vars(options)

@@ -27,7 +27,6 @@ DEFAULTS = {
     "features": "inception",
     "batch_size": 100,
     "n_per_class": 100,
-    "edit_cfg": 3.0,
     "seed": 0,
     **{name: getattr(SAMPLER_DEFAULTS, name) for name in SAMPLER_FLAGS},
 }
@@ -74,7 +73,10 @@ def register(sub) -> None:
     digits.add_argument("--n-per-class", type=int, default=DEFAULTS["n_per_class"], help="samples per class")
     digits.add_argument("--skip-edits", action="store_true", help="skip the centre-editing measurement")
     digits.add_argument(
-        "--edit-cfg", type=float, default=DEFAULTS["edit_cfg"], help="guidance for the editing measurement"
+        "--edit-cfg",
+        type=float,
+        help="guidance for the editing measurement (None: the edit evaluation's own, "
+        "nextscale.evaluation.edits.EDIT_SETTINGS)",
     )
     add_model_args(p, default_model=None)
     add_sampler_args(p)
@@ -158,7 +160,8 @@ def run_digits(args) -> None:
 
     at_least(args.n_per_class, 2, "--n-per-class")
     settings = sampler_settings(args)
-    check_finite(args.edit_cfg, "edit_cfg")
+    if args.edit_cfg is not None:
+        check_finite(args.edit_cfg, "edit_cfg")
     seed = check_seed(args.seed)
     if not (args.model or args.vae or args.var):
         args.model = "digits"
@@ -170,9 +173,14 @@ def run_digits(args) -> None:
     check_for_model(settings, var)
     report = evaluate_digits(vae, var, n_per_class=args.n_per_class, seed=seed, config=settings)
     print(report.summary())
-    record = {"settings": settings.record(), **report.as_dict()}
+    record = {"settings": settings.record(every=True), **report.as_dict()}
     if not args.skip_edits:
-        edits = evaluate_digit_edits(vae, var, seed=seed, config=settings, cfg=args.edit_cfg)
+        from dataclasses import replace
+
+        from ..evaluation.edits import EDIT_SETTINGS
+
+        edit_cfg = EDIT_SETTINGS.cfg if args.edit_cfg is None else args.edit_cfg
+        edits = evaluate_digit_edits(vae, var, seed=seed, config=replace(settings, cfg=edit_cfg))
         print(edits.summary())
         record["edits"] = vars(edits)
     if args.json:

@@ -1,7 +1,7 @@
 """`nextscale train-tokenizer` and `nextscale train`: both stages, with runs that resume exactly.
 
 Every training setting's flag stores under the setting's own name (its field in `TrainConfig` or the stage's
-options) and defaults to FROM_RECIPE, so the flags given are exactly the settings with another value. They take
+options) and defaults to a FromRecipe, so the flags given are exactly the settings with another value. They take
 the place of the recipe's (`--recipe`, else the built-in model's recipe for the stage), and what the recipe leaves
 unset keeps the library's default: each default is written once, in the recipe or the class. The command's main
 names the flag of a setting the library refuses.
@@ -17,26 +17,42 @@ from pathlib import Path
 from .. import registry
 from ..errors import NextscaleError
 from ..runtime import TRAIN_PRECISIONS
-from ..training.config import LR_SCHEDULES, reference_drop_path
-from ..training.recipes import RECIPES, recipe, recipe_settings, setting_names
+from ..training.config import LR_SCHEDULES, TrainConfig, curriculum_ramp, reference_drop_path
+from ..training.recipes import RECIPES, options_class, recipe, recipe_settings, setting_names
 from .common import add_device_arg, add_seed_arg, check_seed, resolve_device, writable_dir
 
 BUILT_IN_RECIPES = {"tokenizer": "digits-tokenizer", "var": "digits-var"}  # the flags' defaults without --recipe
+FOLLOW_STEPS = ("pgwp", "warmup_steps")  # settings that follow the length of the run unless given
 
 
-class _FromRecipe:
-    """The default of a training setting's flag: the flag was given when its value is another."""
+class FromRecipe:
+    """The default of a training setting's flag: the flag was given when its value is another. It shows, in --help,
+    the value a run takes without the flag."""
+
+    def __init__(self, shown: str):
+        self.shown = shown
 
     def __repr__(self) -> str:
-        return "the recipe's"  # as --help shows it
+        return self.shown
 
 
-FROM_RECIPE = _FromRecipe()
+def shown_default(stage: str, name: str) -> str:
+    """What a setting is when its flag is not given: the built-in recipe's value, else the library's default."""
+    from dataclasses import MISSING, fields
+
+    built_in = RECIPES[BUILT_IN_RECIPES[stage]]
+    if name in FOLLOW_STEPS and name not in built_in.train:
+        return "follows --steps, or --recipe's"
+    if name in {**built_in.train, **built_in.options}:
+        return f"{ {**built_in.train, **built_in.options}[name]!r}, or --recipe's"
+    default = next(f.default for cls in (TrainConfig, options_class(stage)) for f in fields(cls) if f.name == name)
+    return f"{default!r}, or --recipe's" if default is not MISSING else "--recipe's"
 
 
-def add_setting(group, flag: str, **kwargs) -> None:
+def add_setting(group, stage: str, flag: str, **kwargs) -> None:
     """The flag of a training setting: it stores under the setting's name and is unset unless given."""
-    group.add_argument(flag, default=FROM_RECIPE, **kwargs)
+    name = kwargs.get("dest") or flag.removeprefix("--").replace("-", "_")
+    group.add_argument(flag, default=FromRecipe(shown_default(stage, name)), **kwargs)
 
 
 def add_train_args(p: argparse.ArgumentParser, stage: str):
@@ -54,31 +70,39 @@ def add_train_args(p: argparse.ArgumentParser, stage: str):
         f"a setting not given takes the recipe's value (--recipe, else {BUILT_IN_RECIPES[stage]}, the built-in "
         "model's), else the library's default (TrainConfig and the stage's options)",
     )
-    add_setting(g, "--steps", type=int, help="optimizer steps in all (a recipe's: its epochs over --data)")
-    add_setting(g, "--batch-size", type=int, help="the global batch: images per step over all processes")
-    add_setting(g, "--lr", type=float, help="peak learning rate")
+    add_setting(g, stage, "--steps", type=int, help="optimizer steps in all (a recipe's: its epochs over --data)")
+    add_setting(g, stage, "--batch-size", type=int, help="the global batch: images per step over all processes")
+    add_setting(g, stage, "--lr", type=float, help="peak learning rate")
     g.add_argument("--base-lr", type=float, help="the reference's scaling instead of --lr: lr = base-lr × batch / 256")
-    add_setting(g, "--warmup-steps", type=int, help="linear warm-up from 0.005 × the peak")
+    add_setting(g, stage, "--warmup-steps", type=int, help="linear warm-up from 0.005 × the peak")
     schedules = "after warm-up: lin0 (the reference: flat 5%%, then linear), lin (flat 15%%) or cos"
-    add_setting(g, "--schedule", choices=LR_SCHEDULES, help=schedules)
-    add_setting(g, "--lr-end-ratio", type=float, help="final LR / peak (reference wpe)")
-    add_setting(g, "--weight-decay", type=float, help="AdamW weight decay")
-    add_setting(g, "--weight-decay-end", type=float, help="cosine to this (unset: constant)")
-    add_setting(g, "--grad-clip", type=float, help="gradient norm clipping")
-    add_setting(g, "--ema", type=float, help="EMA decay of the weights, e.g. 0.9999 (0: none)")
-    add_setting(g, "--eval-every", type=int, help="steps between evaluations")
-    add_setting(g, "--save-every", type=int, help="steps between checkpoints")
-    add_setting(g, "--keep", type=int, help="checkpoints kept")
-    add_setting(g, "--log-every", type=int, help="steps between log.jsonl records")
+    add_setting(g, stage, "--schedule", choices=LR_SCHEDULES, help=schedules)
+    add_setting(g, stage, "--lr-end-ratio", type=float, help="final LR / peak (reference wpe)")
+    add_setting(g, stage, "--weight-decay", type=float, help="AdamW weight decay")
+    add_setting(g, stage, "--weight-decay-end", type=float, help="cosine to this (unset: constant)")
+    add_setting(g, stage, "--grad-clip", type=float, help="gradient norm clipping")
+    add_setting(g, stage, "--ema", type=float, help="EMA decay of the weights, e.g. 0.9999 (0: none)")
+    add_setting(g, stage, "--eval-every", type=int, help="steps between evaluations")
+    add_setting(g, stage, "--save-every", type=int, help="steps between checkpoints")
+    add_setting(g, stage, "--keep", type=int, help="checkpoints kept")
+    add_setting(g, stage, "--log-every", type=int, help="steps between log.jsonl records")
     add_seed_arg(g, "seed of the initial weights, the data order and every random draw")
     g = p.add_argument_group("scale (run under torchrun for several processes: the same command)")
     precision = "bf16 autocast, or fp16 autocast with a loss scaler (CUDA only)"
-    add_setting(g, "--precision", choices=TRAIN_PRECISIONS, help=precision)
+    add_setting(g, stage, "--precision", choices=TRAIN_PRECISIONS, help=precision)
     fsdp = "shard parameters, gradients and optimizer state (FSDP2)"
-    add_setting(g, "--fsdp", action="store_true", help=fsdp)
+    add_setting(g, stage, "--fsdp", action="store_true", help=fsdp)
     checkpointing = "recompute each block in the backward"
-    add_setting(g, "--grad-checkpointing", action="store_true", help=checkpointing)
-    add_setting(g, "--compile", nargs="?", const="inductor", help="torch.compile (a backend name)")
+    add_setting(g, stage, "--grad-checkpointing", action="store_true", help=checkpointing)
+    add_setting(
+        g,
+        stage,
+        "--compile",
+        nargs="?",
+        const="inductor",
+        metavar="BACKEND",
+        help="torch.compile (a bare --compile: inductor)",
+    )
     g.add_argument(
         "--workers",
         type=int,
@@ -104,26 +128,29 @@ def register(sub) -> None:
         help="a documented 256 px recipe (architecture, losses, batch, LR, epochs); flags given override it",
     )
     g = p.add_argument_group("losses")
-    add_setting(g, "--beta", type=float, help="commitment weight of the VQ loss")
+    add_setting(g, "tokenizer", "--beta", type=float, help="commitment weight of the VQ loss")
+    perceptual = "LPIPS loss (needs VGG16 weights; LPIPS's own for LPIPS proper)"
+    add_setting(g, "tokenizer", "--perceptual-weight", type=float, help=perceptual)
     add_setting(
-        g, "--perceptual-weight", type=float, help="LPIPS loss (needs VGG16 weights; LPIPS's own for LPIPS proper)"
+        g, "tokenizer", "--perceptual-weights", help="torchvision's vgg16-397923af.pth (unset: torch hub's cache)"
     )
-    add_setting(g, "--perceptual-weights", help="torchvision's vgg16-397923af.pth (unset: torch hub's cache)")
     add_setting(
         g,
+        "tokenizer",
         "--lpips-weights",
         help="the lpips package's weights/v0.1/vgg.pth (unset: equal channel weights, a plain VGG feature distance)",
     )
-    add_setting(g, "--adversarial-weight", type=float, help="PatchGAN hinge loss")
-    add_setting(g, "--adversarial-start", type=int, help="step at which the adversarial loss starts")
+    add_setting(g, "tokenizer", "--adversarial-weight", type=float, help="PatchGAN hinge loss")
+    add_setting(g, "tokenizer", "--adversarial-start", type=int, help="step at which the adversarial loss starts")
     add_setting(
         g,
+        "tokenizer",
         "--no-adaptive-weight",
         dest="adaptive_weight",
         action="store_false",
         help="a fixed adversarial weight instead of VQGAN's adaptive one",
     )
-    add_setting(g, "--revive-every", type=int, help="steps between dead-code revivals (0: never)")
+    add_setting(g, "tokenizer", "--revive-every", type=int, help="steps between dead-code revivals (0: never)")
     add_train_args(p, "tokenizer")
     p.set_defaults(func=run_tokenizer)
 
@@ -139,15 +166,16 @@ def register(sub) -> None:
     p.add_argument("--preset", default="digits", choices=list(registry.ARCHITECTURES), help="transformer shape")
     p.add_argument("--depth", type=int, help="the released depth rule instead of --preset: width 64·depth")
     g = p.add_argument_group("regularisation")
-    add_setting(g, "--cond-drop-rate", type=float, help="label dropout, for guidance")
+    add_setting(g, "var", "--cond-drop-rate", type=float, help="label dropout, for guidance")
     drop_path = "stochastic depth (with --depth, unset: the released models' rule for that depth)"
-    add_setting(g, "--drop-path-rate", type=float, help=drop_path)
-    add_setting(g, "--label-smoothing", type=float, help="cross-entropy label smoothing")
+    add_setting(g, "var", "--drop-path-rate", type=float, help=drop_path)
+    add_setting(g, "var", "--label-smoothing", type=float, help="cross-entropy label smoothing")
     g = p.add_argument_group("progressive training (the reference's curriculum over scales; off by default)")
-    add_setting(g, "--pg", type=float, help="fraction of the run by which every scale is trained (0: off)")
-    add_setting(g, "--pg0", type=int, help="the last scale trained until the warm-up ends")
+    add_setting(g, "var", "--pg", type=float, help="fraction of the run by which every scale is trained (0: off)")
+    add_setting(g, "var", "--pg0", type=int, help="the last scale trained until the warm-up ends")
     add_setting(
         g,
+        "var",
         "--pgwp",
         type=int,
         help="steps over which a new scale's loss weight ramps up (unset: steps/300, as the reference's epochs/300)",
@@ -160,13 +188,16 @@ def run_settings(args, stage: str, n_images: int, implied: dict | None = None, *
     """The run's (TrainConfig, options): the recipe with the settings given in its place, after the `implied`
     ones (what other flags imply). `extra` is saved with the run's settings, beside the options."""
     names = setting_names(stage)
-    given = {**(implied or {}), **{k: v for k, v in vars(args).items() if k in names and v is not FROM_RECIPE}}
+    given = {**(implied or {}), **{k: v for k, v in vars(args).items() if k in names and not isinstance(v, FromRecipe)}}
     if args.base_lr is not None and "lr" in given:
         raise NextscaleError("give --lr or --base-lr, not both")
-    if args.resume and "pgwp" not in given:  # its default follows --steps, which a resumed run may change
-        given["pgwp"] = saved_settings(args.run_dir)["train"]["pgwp"]
+    if args.resume:  # what follows --steps keeps its recorded value: a resumed run may change its length
+        saved = saved_settings(args.run_dir)["train"]
+        given.update({name: saved[name] for name in FOLLOW_STEPS if name not in given and name in saved})
     name = args.recipe or BUILT_IN_RECIPES[stage]
     config, options = recipe_settings(name, stage, n_images=n_images, base_lr=args.base_lr, **given)
+    if "pgwp" not in given:
+        config = replace(config, pgwp=curriculum_ramp(config.steps))
     return replace(config, extra={"options": vars(options), **extra}), options
 
 
@@ -197,7 +228,9 @@ def start_processes(args):
 
     check_seed(args.seed)
     device = resolve_device(args.device)
-    if args.precision is not FROM_RECIPE:  # a recipe's precision is checked with the recipe, once the data is open
+    if not isinstance(
+        args.precision, FromRecipe
+    ):  # a recipe's precision is checked with the recipe, once the data is open
         check_training_device(device, args.precision)
     check_run_dir(Path(args.run_dir), args.resume)
     writable_dir(args.run_dir, "--run-dir")

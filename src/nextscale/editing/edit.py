@@ -78,7 +78,10 @@ def check_edit_settings(mode: str, keep_coarse_scales: int, feather: float | Non
             f"only reconstruct the input), got {keep_coarse_scales!r}",
         )
     if feather is not None:
-        check_finite(feather, "feather", 0.0, side / 4)  # pixels: at most a quarter of the side
+        try:
+            check_finite(feather, "feather", 0.0, side / 4)
+        except SettingError as e:
+            raise SettingError("feather", f"{e.problem} (pixels, at most a quarter of the {side}-pixel side)") from None
 
 
 @torch.no_grad()

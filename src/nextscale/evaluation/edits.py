@@ -19,7 +19,7 @@ from .judge import judge_for
 EDIT_BOX = (0.125, 0.125, 0.875, 0.875)  # the centre 6×6 of the 8×8 token grid; the 1-token border is kept
 
 
-EDIT_SETTINGS = SamplerConfig(cfg=3.0)
+EDIT_SETTINGS = SamplerConfig(cfg=3.0)  # stronger guidance: the requested class must win over the input's
 
 
 @dataclass
@@ -37,7 +37,7 @@ class EditReport:
         )
 
 
-@with_settings_signature
+@with_settings_signature(defaults=EDIT_SETTINGS)
 def evaluate_digit_edits(
     vae: VQVAE,
     var: VAR,

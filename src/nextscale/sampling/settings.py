@@ -133,7 +133,7 @@ class SamplerConfig:
         "linear",
         "Guidance schedule",
         "linear: 0 at the 1x1 scale up to cfg at the last (the reference); constant: cfg; power:P: "
-        "cfg·(si/(K-1))^P; list:w0,w1,…: one weight per scale; or a Guidance object (Python)",
+        "cfg·(si/(K-1))^P; list:w0,w1,…: one weight per scale (from Python, also a Guidance object)",
         SCHEDULE,
         recorded=True,
     )
@@ -163,14 +163,18 @@ class SamplerConfig:
     )
     precision: str = setting("fp32", "Precision", "bf16 autocast (for GPUs)", PRECISION, speed=True)
     compile: str | None = setting(
-        None, "Compile", "torch.compile the transformer step with this backend (e.g. inductor)", BACKEND, speed=True
+        None,
+        "Compile",
+        "torch.compile the transformer step with this backend (on the command line, a bare --compile: inductor)",
+        BACKEND,
+        speed=True,
     )
 
     def __post_init__(self):
         for f in fields(self):
             value = getattr(self, f.name)
             if f.metadata["per_scale"] and isinstance(value, Sequence) and not isinstance(value, str):
-                value = tuple(value)  # frozen and hashable, whatever sequence was given
+                value = tuple(value)  # frozen all the way down, whatever sequence was given
                 object.__setattr__(self, f.name, value)
             for one in value if isinstance(value, tuple) else (value,):
                 problem = f.metadata["kind"].check(one)
@@ -204,12 +208,14 @@ class SamplerConfig:
                 per_scale[f.name] = values
         return ScaleSettings(guidance, **per_scale)
 
-    def record(self) -> dict:
-        """What samples.json keeps: the settings that decide the images (not the speed ones), as JSON values."""
+    def record(self, every: bool = False) -> dict:
+        """The settings that decide the images (not the speed ones), as JSON values: what samples.json keeps (those
+        always recorded and those changed, so that records made before a setting existed still resume), or
+        `every` one of them."""
         return {
             f.name: for_record(getattr(self, f.name))
             for f in fields(self)
-            if not f.metadata["speed"] and (f.metadata["recorded"] or getattr(self, f.name) != f.default)
+            if not f.metadata["speed"] and (every or f.metadata["recorded"] or getattr(self, f.name) != f.default)
         }
 
     def changed(self) -> dict:
@@ -244,12 +250,16 @@ def sampler_config(config: SamplerConfig | None = None, /, **settings) -> Sample
     return replace(config, **settings) if settings else config
 
 
-def with_settings_signature(function):
-    """Shows the settings as `function`'s own keyword arguments (help(), IDEs), in place of its `**settings`."""
+def with_settings_signature(function=None, *, defaults: SamplerConfig | None = None):
+    """Shows the settings as `function`'s own keyword arguments (help(), IDEs), in place of its `**settings`, with
+    the values of `defaults` (a function whose settings start elsewhere than `DEFAULTS` says so)."""
+    if function is None:
+        return lambda f: with_settings_signature(f, defaults=defaults)
+    defaults = defaults or DEFAULTS
     signature = inspect.signature(function)
     params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     params += [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, f.name), annotation=f.type)
         for f in fields(SamplerConfig)
     ]
     function.__signature__ = signature.replace(parameters=params)

@@ -58,9 +58,9 @@ RESUMABLE_CHANGES = (
 
 @dataclass
 class TrainConfig:
-    """A run's settings. `weight_decay_end` and `pgwp` left None follow `weight_decay` and `steps` when the config
-    is made: a config with other values is made anew (as `recipe_settings` does), since `dataclasses.replace`
-    would carry the derived values over."""
+    """A run's settings. `weight_decay_end` left None follows `weight_decay` when the config is made, so a config
+    with another weight decay is made anew (as `recipe_settings` does): `dataclasses.replace` would carry the
+    derived value over."""
 
     steps: int = 2000
     batch_size: int = 64  # the global batch, split equally over the processes
@@ -85,15 +85,13 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes for image folders
     pg: float = 0.0  # progressive training: the fraction of the run by which every scale is trained (0: off)
     pg0: int = 4  # the last scale trained until the warm-up ends
-    pgwp: int | None = None  # steps over which a newly added scale's loss weight ramps up (None: curriculum_ramp)
+    pgwp: int = 1  # steps over which a newly added scale's loss weight ramps up (the command line: curriculum_ramp)
     extra: dict = field(default_factory=dict)  # stage options, saved with the run
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
         if self.weight_decay_end is None:
             self.weight_decay_end = self.weight_decay
-        if self.pgwp is None:
-            self.pgwp = curriculum_ramp(self.steps)
         for name in ("steps", "batch_size", "eval_every", "save_every", "log_every", "keep", "pgwp"):
             if getattr(self, name) < 1:
                 raise SettingError(name, f"must be at least 1, got {getattr(self, name)}")

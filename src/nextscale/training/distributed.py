@@ -13,12 +13,12 @@ import torch
 import torch.distributed as dist
 
 from ..distributed import Distributed, launched_by_torchrun, setup, teardown
-from ..errors import NextscaleError
+from ..errors import SettingError
 
 __all__ = ["FSDP_NEEDS_TORCHRUN", "Distributed", "launched_by_torchrun", "setup", "teardown", "unwrap", "wrap"]
 
 
-FSDP_NEEDS_TORCHRUN = "--fsdp needs torchrun (e.g. torchrun --nproc_per_node 2 -m nextscale train …)"
+FSDP_NEEDS_TORCHRUN = "needs torchrun (e.g. torchrun --nproc_per_node 2 -m nextscale train …)"  # fsdp's
 
 
 def wrap(model: torch.nn.Module, dist_info: Distributed, device: torch.device, fsdp: bool):
@@ -28,7 +28,7 @@ def wrap(model: torch.nn.Module, dist_info: Distributed, device: torch.device, f
         from torch.distributed.fsdp import fully_shard
 
         if not dist.is_initialized():
-            raise NextscaleError(FSDP_NEEDS_TORCHRUN)
+            raise SettingError("fsdp", FSDP_NEEDS_TORCHRUN)
         # The transformer returns fresh logits that nothing modifies in place; FSDP2 warns about any view.
         warnings.filterwarnings("ignore", message=".*returned a view tensor")
         from torch.distributed.device_mesh import init_device_mesh

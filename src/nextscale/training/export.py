@@ -45,7 +45,7 @@ def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, tor
     if weights not in ("auto", "ema", "raw"):
         raise NextscaleError(f"weights must be auto, ema or raw, got {weights!r}")
     if weights == "ema" and not has_ema:
-        raise NextscaleError(f"{ckpt} has no EMA weights (the run did not use --ema): export the raw weights")
+        raise NextscaleError(f"{ckpt} has no EMA weights (the run kept no EMA): export the raw weights")
     use_ema = weights == "ema" or (weights == "auto" and has_ema)
     model_class, config_class = STAGES[stage]
     model = model_class(

@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import NextscaleError
+from ..errors import NextscaleError, SettingError
 from . import checkpoint
 from .common import apply_schedule, autocast_context, check_run_dir, param_groups, step_generator
 from .config import RESUMABLE_CHANGES, TrainConfig
@@ -64,9 +64,9 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self.step, self.started, self.stop_requested = 0, False, False
         if config.fsdp and not stage.supports_fsdp:
-            raise NextscaleError("--fsdp shards the transformer; the tokenizer fits one device: train it with DDP")
+            raise SettingError("fsdp", "shards the transformer; the tokenizer fits one device: train it with DDP")
         if config.fsdp and not torch.distributed.is_initialized():
-            raise NextscaleError(FSDP_NEEDS_TORCHRUN)
+            raise SettingError("fsdp", FSDP_NEEDS_TORCHRUN)
         model = stage.model
         model.grad_checkpointing = config.grad_checkpointing
         if config.compile:
@@ -139,13 +139,17 @@ class Trainer:
                 continue
             if k == "extra":
                 extra_old, extra_new = saved["train"].get(k) or {}, now["train"].get(k) or {}
-                changed += [e for e in sorted(set(extra_old) | set(extra_new)) if extra_old.get(e) != extra_new.get(e)]
+                changed += [
+                    f"{e} ({extra_old.get(e)} → {extra_new.get(e)})"
+                    for e in sorted(set(extra_old) | set(extra_new))
+                    if extra_old.get(e) != extra_new.get(e)
+                ]
             else:
-                changed.append(f"--{k.replace('_', '-')} ({saved['train'].get(k)} → {now['train'].get(k)})")
+                changed.append(f"{k} ({saved['train'].get(k)} → {now['train'].get(k)})")
         if changed:
             raise NextscaleError(
-                f"{ckpt} was made with other training settings: {', '.join(changed)} differ; "
-                "resume with the run's settings or use a new --run-dir"
+                f"{ckpt} was made with other training settings: {', '.join(changed)} differ; resume with the run's "
+                "settings or start a new run directory"
             )
 
     def _load(self, ckpt: Path) -> None:

@@ -177,6 +177,6 @@ def check_token_data(data, vae: VQVAE) -> None:
     if data.vocab_size != vae.config.vocab_size or tuple(data.patch_nums) != tuple(vae.config.patch_nums):
         raise NextscaleError(
             f"{data.root} holds tokens of a tokenizer with {data.vocab_size} codes and scales "
-            f"{tuple(data.patch_nums)}; --tokenizer has {vae.config.vocab_size} codes and scales "
+            f"{tuple(data.patch_nums)}; the tokenizer has {vae.config.vocab_size} codes and scales "
             f"{tuple(vae.config.patch_nums)}"
         )
