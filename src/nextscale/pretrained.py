@@ -4,9 +4,12 @@ without copies (the model is built on the meta device, then takes the memory-map
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 
@@ -69,6 +72,18 @@ def config_from_dict(config_class, values: dict, legacy_keys: tuple[str, ...] = 
         raise CheckpointError(f"{source} holds an invalid configuration: {e}") from None
 
 
+def weights_fingerprint(*models: torch.nn.Module) -> str:
+    """A SHA-256 over every tensor's name, shape and an even sample of ~1,000 of its values: other weights under
+    the same name are caught without hashing gigabytes."""
+    digest = hashlib.sha256()
+    for model in models:
+        for name, tensor in model.state_dict().items():
+            flat = tensor.detach().flatten()
+            sample = flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy()
+            digest.update(f"{name}{tuple(tensor.shape)}".encode() + sample.tobytes())
+    return digest.hexdigest()
+
+
 class PretrainedMixin:
     """`save_pretrained(dir)` / `from_pretrained(dir)` for a module with a dataclass `config` whose constructor
     takes `(config, device=…)` and builds nothing but shapes on the meta device."""
@@ -76,6 +91,14 @@ class PretrainedMixin:
     model_type: str
     config_class: type
     legacy_config_keys: tuple[str, ...] = ()
+    # Where the weights came from, saved beside the config (not part of the architecture): e.g. a transformer's
+    # {"tokenizer": the fingerprint of the tokenizer it was trained with, "classes": its class names}.
+    provenance: Mapping = MappingProxyType({})  # assign a new dict to a model's own; this one is read-only
+
+    def fingerprint(self) -> str:
+        """Identifies these weights and this architecture by content (the same weights by any path)."""
+        config = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode()).hexdigest()
+        return f"{weights_fingerprint(self)[:32]}:{config[:16]}"
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         directory = Path(directory)
@@ -85,6 +108,8 @@ class PretrainedMixin:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
         meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
+        if self.provenance:
+            meta["provenance"] = self.provenance
         atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
         return directory
 
@@ -106,6 +131,16 @@ class PretrainedMixin:
             raise CheckpointError(f"{config_path} has no 'config' object")
         return config_from_dict(cls.config_class, meta["config"], cls.legacy_config_keys, str(config_path))
 
+    @staticmethod
+    def read_provenance(directory: str | os.PathLike) -> dict:
+        """The provenance a saved model directory records ({} where none: older saves, released files)."""
+        try:
+            meta = json.loads((Path(directory) / CONFIG_NAME).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return {}
+        provenance = meta.get("provenance") if isinstance(meta, dict) else None
+        return provenance if isinstance(provenance, dict) else {}
+
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu"):
         """Builds the model's shapes only, then takes the file's memory-mapped tensors as its own."""
@@ -118,6 +153,7 @@ class PretrainedMixin:
                 f"{weights_path} not found: a saved model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}"
             )
         load_strict(model, read_safetensors(weights_path), str(weights_path), assign=True)
+        model.provenance = cls.read_provenance(directory)
         return model.to(device).eval()
 
 

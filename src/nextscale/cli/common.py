@@ -85,7 +85,7 @@ def fine_model(args, vae, var, device) -> dict:
         return {}
     if args.fine_model is None or args.handoff is None:
         raise NextscaleError("--fine-model and --handoff go together")
-    from ..sampling.per_class import weights_fingerprint
+    from ..pretrained import weights_fingerprint
     from ..sampling.sampler import check_handoff
     from ..weights import load_model
 

@@ -11,7 +11,6 @@ file into consecutive blocks, never sees one class per block), and records every
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from ..distributed import Distributed
 from ..errors import NextscaleError
 from ..files import atomic_write
+from ..pretrained import weights_fingerprint
 from ..runtime import freed_memory_reused, is_int, versions
 from ..seeding import check_seed, derive_seed
 from ..sharded import ShardedOutput, shard_name
@@ -208,18 +208,6 @@ def _plan(vae, var, per_class, classes, seed, shard_size, scorer, keep_top, mode
         "shard_size": shard_size,
         "shuffle": "numpy.random.default_rng(seed).permutation",
     }
-
-
-def weights_fingerprint(*models: torch.nn.Module) -> str:
-    """A SHA-256 over every tensor's name, shape and an even sample of ~1,000 of its values: other weights under
-    the same name are caught without hashing gigabytes."""
-    digest = hashlib.sha256()
-    for model in models:
-        for name, tensor in model.state_dict().items():
-            flat = tensor.detach().flatten()
-            sample = flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy()
-            digest.update(f"{name}{tuple(tensor.shape)}".encode() + sample.tobytes())
-    return digest.hexdigest()
 
 
 def _shard_range(k: int, total: int, shard_size: int) -> range:
