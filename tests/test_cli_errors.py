@@ -54,9 +54,6 @@ def ws(tmp_path_factory):
     np.savez(d / "stats.npz", mu=np.zeros(3), sigma=np.eye(3))
     np.savez(d / "badstats.npz", mu=np.array(["a", "b"]), sigma=np.eye(2))
     np.savez(d / "floats.npz", arr_0=np.zeros((4, 8, 8, 3), np.float32))
-    (d / "mixed").mkdir()
-    for i, side in enumerate((8, 8, 9)):
-        Image.new("RGB", (side, side)).save(d / "mixed" / f"{i}.png")
     (d / "drawn").mkdir()
     (d / "drawn" / "samples.json").write_text('{"plan": {"seed": 5}, "runs": [], "complete": false}')
     for folder, classes in (("data", ("x", "y")), ("otherdata", ("x", "z"))):
@@ -254,7 +251,6 @@ CASES = {
     "eval: not an npz": (["eval", "{d}/img.png", "--features", "digits"], "expected an .npz file"),
     "eval: not a zip": (["eval", "{d}/garbage.npz", "--features", "digits"], "not a readable .npz"),
     "eval: float images": (["eval", "{d}/floats.npz", "--features", "digits"], "the ADM format is uint8"),
-    "eval: mixed sizes": (["eval", "{d}/mixed", "--features", "digits"], "crop the folder to one size"),
     "eval: empty folder": (["eval", "{d}/emptydir", "--features", "digits"], "no images"),
     "eval: unknown metric": ([*METRICS, "--metrics", "fid,sfid"], "unknown 'sfid'"),
     "eval: fid without ref": ([*METRICS, "--metrics", "fid"], "compare with a reference: give --ref"),
@@ -328,9 +324,22 @@ CASES = {
     "bench: compile bogus": ([*BENCH, "--compile", "bogus"], "unknown torch.compile backend 'bogus'"),
     "bench: unwritable json": ([*BENCH, "--json", "{d}/afile/b.json"], "not writable"),
     "bench: device banana": ([*BENCH, "--device", "banana"], "unknown device 'banana'"),
+    # classes by name; folders that are not classes
+    "edit: class by unknown name": ([*EDIT, "--class", "cat"], r"--class 'cat' is not one of this model's 4 class names \(0, 1, 2, 3\) and not an integer class id"),
+    "sample: class name unknown": ([*SAMPLE, "--class", "name:7"], "--class '7' is not one of this model's 4 class names"),
+    "sample: class id not a number": ([*SAMPLE, "--class", "id:seven"], "--class 'seven' is not an integer class id"),
+    "tokenize: class folder without images": (["tokenize", "--data", "{d}/nolatest", "--tokenizer", "{m}/vae", "--out", "{d}/tok"], r"nolatest/ckpt-00000010 holds no image files \(1 such class folder\(s\)\)"),
+    # evaluating your own images (a folder of mixed sizes is read: tests/test_evaluation.py)
+    "eval: unfinished sample folder": (["eval", "{d}/drawn", "--features", "digits"], "drawn: nextscale sample's folder holds no samples.npz yet: the run has not finished"),
+    "eval-tokenizer: no-rfid, features": (["eval-tokenizer", "--tokenizer", "digits", "--data", "digits", "--no-rfid", "--features", "digits"], "--features is for rFID: drop --no-rfid"),
+    "eval-tokenizer: no-rfid, weights": (["eval-tokenizer", "--tokenizer", "digits", "--data", "digits", "--no-rfid", "--inception-weights", "{d}/w.pth"], "--inception-weights is for rFID: drop --no-rfid"),
+    "eval-tokenizer: weights, other net": (["eval-tokenizer", "--tokenizer", "digits", "--data", "digits", "--features", "digits", "--inception-weights", "{d}/w.pth"], "--inception-weights goes with --features inception"),
     # the command itself
     "no command": ([], "the following arguments are required: command"),
     "unknown command": (["paint"], "invalid choice: 'paint'"),
+    # tokens: --rebuild removes a token folder's own files only, so a folder of other files is still refused
+    "tokenize: rebuild over other files": (["tokenize", "--data", "digits", "--tokenizer", "digits", "--out", "{d}/twins",
+                                             "--rebuild"], "twins is not empty and holds no tokenize.json"),
 }
 # fmt: on
 
@@ -378,6 +387,35 @@ def test_no_checkpoint_was_touched(ws, capsys):
     assert (ws / "nolatest" / "ckpt-00000010" / "keep.txt").read_text() == "a checkpoint's file"
     assert sorted(p.name for p in (ws / "badlatest").iterdir()) == ["latest"]
     assert not (ws / "emptydir" / "latest").exists()
+
+
+REFUSED_RUNS = {
+    "batch over data": [*TOKENIZER, "--batch-size", "5000"],
+    "val classes differ": [*TOKENIZER[:2], "{d}/data", *TOKENIZER[3:], "--val-data", "{d}/otherdata"],
+    "fsdp without torchrun": pytest.param([*TRAIN[:-2], "--fsdp"], marks=pytest.mark.slow),  # encodes the data first
+    "label smoothing 2": [*TRAIN[:-2], "--label-smoothing", "2"],
+}
+
+
+@pytest.mark.parametrize("argv", list(REFUSED_RUNS.values()), ids=list(REFUSED_RUNS))
+def test_a_refused_run_leaves_no_directory_behind(argv, ws, tmp_path, capsys):
+    argv = [a.format(d=ws) for a in argv]
+    assert main([*argv, "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the run directory nor --out
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_resume(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 3, "loss": 1.0}\n')  # as a run killed before its first checkpoint
+    (run / "runs.jsonl").write_text('{"from_step": 0}\n')
+    assert main([*TOKENIZER, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "pass --resume to start it again from step 0" in err, err
+    assert main([*TOKENIZER, "--run-dir", str(run), "--resume"]) == 0
+    assert "holds a run stopped before its first checkpoint: starting it again from step 0" in capsys.readouterr().err
+    assert (run / "ckpt-00000002").is_dir() and len((run / "runs.jsonl").read_text().splitlines()) == 2
 
 
 @pytest.mark.parametrize("content", [b"", os.urandom(200), None], ids=["empty", "random", "missing"])

@@ -127,3 +127,35 @@ def test_bad_settings_are_refused_before_the_last_run_is_cleared(model_dir, tmp_
         with pytest.raises(NextscaleError):
             sample_many(vae, var, kwargs.pop("labels"), out_dir=tmp_path / "o", progress=False, **kwargs)
     assert len(np.load(tmp_path / "o" / "samples.npz")["arr_0"]) == 2  # the earlier run's files are intact
+
+
+def named_model(tiny_models, path, names):
+    """A model that records the class names it was trained with, as an image folder's training does."""
+    vae, var = tiny_models
+    var.provenance = {"classes": names}
+    return save_model(vae, var, path)
+
+
+def test_classes_are_given_by_the_names_the_model_records(tiny_models, tmp_path, capsys):
+    import json
+
+    model = named_model(tiny_models, tmp_path / "named", ["three", "two", "one", "zero"])
+    code, stdout, err = run_cli(capsys, "sample", "--model", model, "--class", "zero,Two", "1", "--out", tmp_path / "o")
+    assert code == 0 and np.load(tmp_path / "o" / "samples.npz")["arr_1"].tolist() == [3, 1, 1], err
+    code, _, err = run_cli(capsys, "sample", "--model", model, "--class", "four", "--out", tmp_path / "o")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--class 'four' is not one of this model's 4 class names (three, two, one, zero)" in err
+    # samples.json names the classes it drew (not part of the plan: a name changes no image)
+    argv = ["--per-class", "1", "--class", "one", "--out", tmp_path / "p"]
+    assert run_cli(capsys, "sample", "--model", model, *argv)[0] == 0
+    assert json.loads((tmp_path / "p" / "samples.json").read_text())["class_names"] == {"2": "one"}
+
+
+def test_a_number_that_is_also_another_class_name_is_refused_unless_marked(tiny_models, tmp_path, capsys):
+    model = named_model(tiny_models, tmp_path / "numbered", ["1", "10", "11", "2"])  # folders 1, 2, 10, 11, sorted
+    code, _, err = run_cli(capsys, "sample", "--model", model, "--class", "2", "--out", tmp_path / "o")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--class 2 is ambiguous: class 2 is named '11', and class 3 is named '2': write id:2 or name:2" in err
+    for given, label in (("id:2", 2), ("name:2", 3), ("10", 1), ("0", 0)):  # no class 10: "10" is the name
+        assert run_cli(capsys, "sample", "--model", model, "--class", given, "--out", tmp_path / given)[0] == 0
+        assert np.load(tmp_path / given / "samples.npz")["arr_1"].tolist() == [label], given

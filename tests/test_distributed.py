@@ -106,8 +106,9 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
 
 
 def interrupted(args: list[str], nproc: int, run_dir: Path, sig: int) -> subprocess.Popen:
-    """Starts a run and sends `sig` to every process of it once its checkpoint of step 10 is published (the
-    rename makes it whole at once; the `latest` pointer may not have moved yet, which resuming does not need)."""
+    """Starts a run and sends `sig` once its checkpoint of step 10 is published (the rename makes it whole at once;
+    the `latest` pointer may not have moved yet, which resuming does not need): SIGKILL to every process of it,
+    SIGINT to the command's process group as a terminal's Ctrl-C does, SIGTERM to the command."""
     process = subprocess.Popen(
         nextscale_command(args, nproc),
         env=PROCESS_ENV,
@@ -117,7 +118,7 @@ def interrupted(args: list[str], nproc: int, run_dir: Path, sig: int) -> subproc
         start_new_session=True,
     )
     wait_for(run_dir / "ckpt-00000010", process)
-    os.killpg(process.pid, sig) if sig == signal.SIGKILL else process.send_signal(sig)
+    os.killpg(process.pid, sig) if sig in (signal.SIGKILL, signal.SIGINT) else process.send_signal(sig)
     process.wait(timeout=120)
     return process
 
@@ -148,6 +149,23 @@ def test_sigterm_saves_a_checkpoint_then_the_run_resumes(tokenizer, baselines, t
     step = checkpoint_step(latest_checkpoint(stopped))
     assert 10 < step < 40, step  # saved where the signal came, after the checkpoint of step 10
     run_nextscale([*stage_args("train", tokenizer, 40, stopped, *args), "--resume"])
+    assert bit_identical(weights(whole, "train"), weights(stopped, "train"))
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_ctrl_c_saves_a_checkpoint_then_the_run_resumes(nproc, tokenizer, baselines, tmp_path):
+    """Under torchrun the terminal's Ctrl-C reaches torchrun, which passes it on to every rank."""
+    stopped = tmp_path / "stopped"
+    args = ["--save-every", "10", "--log-every", "7"]
+    whole = baselines("train", tokenizer, nproc, 40, *args)  # the SIGKILL test's
+    process = interrupted(stage_args("train", tokenizer, 40, stopped, *args), nproc, stopped, signal.SIGINT)
+    err = process.stderr.read()
+    assert "stopped by Ctrl-C at step" in err and "checkpoint saved: rerun with --resume" in err, err[-2000:]
+    if nproc == 1:  # (torchrun ends with its own report of the signal)
+        assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    step = checkpoint_step(latest_checkpoint(stopped))
+    assert 10 < step < 40, step  # saved where the signal came, after the checkpoint of step 10
+    run_nextscale([*stage_args("train", tokenizer, 40, stopped, *args), "--resume"], nproc=nproc)
     assert bit_identical(weights(whole, "train"), weights(stopped, "train"))
 
 

@@ -221,3 +221,46 @@ def test_outpaint_masks_are_checked_for_what_outpainting_generates(tiny_models, 
     vae, var = tiny_models
     with pytest.raises(NextscaleError, match=message):
         edit(vae, var, torch.rand(1, 3, 8, 8), mask, mode="outpaint", seed=0)
+
+
+def edit_cli(model, image, mask, out, *extra):
+    argv = ["edit", "--model", model, "--image", image, "--mask", mask, "--seed", "0", "--out", out, *extra]
+    return main([str(a) for a in argv])
+
+
+def test_edit_cli_reads_transparency_as_the_user_sees_it(edit_setup, capsys):
+    """An image's transparent pixels sit on white; a mask's are unpainted (kept), as its black ones."""
+    model, d = edit_setup
+    photo = np.zeros((8, 8, 4), np.uint8)
+    photo[..., 1], photo[2:6, 2:6, 3] = 160, 255  # a green square on a transparent page
+    Image.fromarray(photo, "RGBA").save(d / "rgba.png")
+    on_white = np.where(photo[..., 3:] == 255, photo[..., :3], 255).astype(np.uint8)
+    Image.fromarray(on_white, "RGB").save(d / "on-white.png")
+    strokes = np.zeros((8, 8, 4), np.uint8)
+    strokes[2:6, 2:6] = 255  # white strokes on a transparent layer, as an editor exports them
+    Image.fromarray(strokes, "RGBA").save(d / "strokes.png")
+    assert edit_cli(model, d / "rgba.png", d / "strokes.png", d / "a.png", "--class", "1") == 0
+    assert edit_cli(model, d / "on-white.png", d / "mask.png", d / "b.png", "--class", "1") == 0
+    assert np.array_equal(np.asarray(Image.open(d / "a.png")), np.asarray(Image.open(d / "b.png")))
+
+
+def test_edit_cli_paints_a_class_given_by_name(edit_setup, tiny_models, capsys):
+    _, d = edit_setup
+    vae, var = tiny_models
+    var.provenance = {"classes": ["cat", "dog", "emu", "fox"]}
+    named = save_model(vae, var, d / "named")
+    assert edit_cli(named, d / "in.png", d / "mask.png", d / "dog.png", "--class", "dog") == 0
+    assert edit_cli(named, d / "in.png", d / "mask.png", d / "one.png", "--class", "1") == 0
+    assert np.array_equal(np.asarray(Image.open(d / "dog.png")), np.asarray(Image.open(d / "one.png")))
+    assert edit_cli(named, d / "in.png", d / "mask.png", d / "x.png", "--class", "owl") == 2
+    err = capsys.readouterr().err
+    assert "--class 'owl' is not one of this model's 4 class names (cat, dog, emu, fox)" in err, err
+
+
+def test_edit_cli_leaves_hidden_files_of_a_folder_alone(edit_setup, capsys):
+    model, d = edit_setup
+    (d / "photos").mkdir()
+    Image.new("RGB", (8, 8), (90, 0, 0)).save(d / "photos" / "0.png")
+    (d / "photos" / "._0.png").write_bytes(b"\x00\x05\x16\x07 macOS metadata, not an image")
+    assert edit_cli(model, d / "photos", d / "mask.png", d / "edited") == 0
+    assert sorted(p.name for p in (d / "edited").glob("*.png")) == ["0.png"]

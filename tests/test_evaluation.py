@@ -29,7 +29,7 @@ from nextscale.evaluation import (
     precision_recall,
 )
 from nextscale.evaluation.judge import export_digits_network
-from nextscale.sampling import image_seed, sample, sample_per_class
+from nextscale.sampling import image_seed, sample, sample_many, sample_per_class
 from nextscale.sampling.outputs import to_uint8
 from nextscale.weights import load_model
 
@@ -536,3 +536,82 @@ def test_loading_a_network_patches_nothing_another_thread_unpickles_with(digits_
     assert exported(images)[1].shape == (2, 10)
     inception = load_while_another_thread_unpickles(lambda: load_network("inception", inception_weights=fake_inception))
     assert inception(images)[0].shape == (2, 2048)
+
+
+def test_a_folder_of_transparent_and_16_bit_images_is_read_as_they_show(tmp_path):
+    """The folder reader converts as every reader of a user's images does (`nextscale.data.to_rgb`)."""
+    from PIL import Image
+
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0], rgba[2:, :, 3] = 200, 255  # top half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "0.png")
+    Image.fromarray(np.full((4, 4), 32896, np.uint16)).save(tmp_path / "1.png")  # 16-bit grey, mid-grey
+    images = torch.cat(list(open_set(tmp_path).batches(2))).permute(0, 2, 3, 1)
+    assert images[0, 0, 0].tolist() == [255, 255, 255] and images[0, -1, 0].tolist() == [200, 0, 0]
+    assert images[1, 0, 0].tolist() == [128, 128, 128]
+
+
+# --- your own images: class folders, other sizes, nextscale sample's folders --------------------------------------
+
+
+def save_pngs(folder, images, names=None):
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / (names[i] if names else f"{i:06d}.png"))
+
+
+def test_a_class_folder_tree_is_read_as_training_reads_it(tmp_path):
+    """Sub-folders too, every file type training reads (a .tif and a .ppm here), hidden folders and files not."""
+    images = random_images(4, 5)
+    save_pngs(tmp_path / "ref" / "cat", images[:2], ["a.png", "b.tif"])
+    save_pngs(tmp_path / "ref" / "dog", images[2:], ["c.ppm", "d.png"])
+    save_pngs(tmp_path / "ref" / ".thumbnails", random_images(1, 6), ["e.png"])
+    save_pngs(tmp_path / "ref" / "dog", random_images(1, 7), ["._d.png"])
+    ref = open_set(tmp_path / "ref", "--ref")
+    assert ref.count == 4 and ref.notes == []
+    assert torch.equal(torch.cat(list(ref.batches(3))), torch.from_numpy(images).permute(0, 3, 1, 2))
+
+
+def test_images_of_another_size_are_brought_to_the_samples_size_as_training_reads_them(tmp_path, features_file):
+    from nextscale.data import ImageFolderDataset
+
+    save_pngs(tmp_path / "ref" / "x", random_images(3, 8))
+    save_pngs(tmp_path / "ref" / "x", [random_images(1, 9, side=40)[0][:, :28]], ["wide.png"])  # 28 wide, 40 high
+    np.savez(tmp_path / "samples.npz", arr_0=random_images(6, 10))
+    result = evaluate(tmp_path / "samples.npz", tmp_path / "ref", load_network(features_file), progress=False)
+    assert result["metrics"]["fid"] >= 0 and result["settings"]["ref_count"] == 4
+    (note,) = result["settings"]["notes"]
+    assert "1 of 4 images are not 16×16: resized and centre-cropped" in note
+    # the pixels a model trained on that folder would see at 16×16 (its evaluation crop), as uint8
+    trained = ImageFolderDataset(tmp_path / "ref", 16, train=False)[3][0].add(1).mul(127.5).round().to(torch.uint8)
+    assert torch.equal(torch.cat(list(open_set(tmp_path / "ref", "--ref", (16, 16)).batches(4)))[3], trained)
+    # a sample folder of mixed sizes: the size most of them have
+    assert open_set(tmp_path / "ref" / "x").size == (16, 16)
+
+
+def test_a_nextscale_sample_folder_is_read_through_its_samples_npz_not_grid_png(tmp_path, digits_model):
+    vae, var = digits_model
+    out = tmp_path / "out"
+    sample_many(vae, var, [1, 2, 3], seed=1, out_dir=out, progress=False)  # what `nextscale sample --out` runs
+    assert (out / "grid.png").is_file()
+    drawn = open_set(out)
+    assert drawn.source == str(out / "samples.npz") and drawn.count == 3 and drawn.size == (32, 32)
+    assert drawn.notes == [f"SAMPLES {out}: read samples.npz, the samples nextscale sample wrote there (not its PNGs)"]
+    expected = torch.from_numpy(read(out / "samples.npz")[0]).permute(0, 3, 1, 2)
+    assert torch.equal(torch.cat(list(drawn.batches(2))), expected)
+    (out / "samples.npz").unlink()  # a run that has not finished: its PNGs are not all the samples
+    with pytest.raises(NextscaleError, match="holds no samples.npz yet: the run has not finished"):
+        open_set(out)
+
+
+@pytest.mark.slow
+def test_eval_of_a_sample_folder_from_the_command_line_says_what_it_read(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sample", "--model", "digits", "--n", "3", "--seed", "1", "--out", str(out), "--device", "cpu"]) == 0
+    net = export(ChannelMoments(), tmp_path / "moments32.pt2", 32)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--ref", "digits", "--features", str(net), "--metrics", "fid"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out / 'samples.npz'} (3) vs digits" in printed and "note: SAMPLES" in printed and "FID" in printed

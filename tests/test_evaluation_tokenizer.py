@@ -13,8 +13,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from nextscale.cli import main
-from nextscale.evaluation import TokenizerReport, evaluate_tokenizer
+from nextscale.evaluation import FeatureNetwork, TokenizerReport, evaluate_tokenizer
 from nextscale.evaluation import tokenizer as tok
+from nextscale.evaluation.features import INCEPTION_FILE
 from nextscale.training.losses import LPIPS_FILE, VGG16_FILE
 
 
@@ -205,3 +206,54 @@ def test_bad_input_ends_in_one_line_and_exit_code_2(case, tmp_path, capsys):
     assert main(args + extra) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("nextscale eval-tokenizer: error: ") and message in err, err
+
+
+class MeanColour(FeatureNetwork):
+    """Stands in for Inception: the Inception weights file is only looked for, never read, by these tests."""
+
+    name = "inception"
+
+    def __call__(self, images):
+        features = images.float().mean(dim=(2, 3))
+        return features, features
+
+
+OFFLINE_RUN = ["eval-tokenizer", "--tokenizer", "digits", "--data", "digits", "--limit", "8", "--quiet"]
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No network, an empty torch hub folder; the hub path is returned."""
+
+    def no_network(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    return tmp_path / "hub" / "checkpoints"
+
+
+def test_offline_rfid_is_skipped_with_a_note_unless_asked_for(offline, capsys):
+    assert main(OFFLINE_RUN) == 0
+    out = capsys.readouterr().out
+    assert "rFID   skipped" in out and f"note: rFID skipped: the Inception weights {INCEPTION_FILE}" in out
+    assert str(offline) in out and "--rfid" in out and "PSNR" in out
+    assert main([*OFFLINE_RUN, "--rfid"]) == 2  # asked for: the file to download, in one line
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and INCEPTION_FILE in err and str(offline) in err and "--inception-weights" in err
+
+
+def test_rfid_uses_the_inception_weights_where_they_are_and_none_with_no_rfid(offline, monkeypatch, capsys, tmp_path):
+    offline.mkdir(parents=True)
+    (offline / INCEPTION_FILE).write_bytes(b"")
+    loaded = []
+    monkeypatch.setattr(tok, "load_network", lambda name, **kw: loaded.append(kw["inception_weights"]) or MeanColour())
+    assert main([*OFFLINE_RUN, "--json", str(tmp_path / "r.json")]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert loaded == [offline / INCEPTION_FILE] and record["features"] == "inception" and record["rfid"] >= 0
+    assert not any("rFID" in note for note in record["notes"])
+    assert main([*OFFLINE_RUN, "--no-rfid", "--json", str(tmp_path / "r.json")]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["rfid"] is None and record["settings"]["rfid"] == "skipped" and len(loaded) == 1
+    assert main([*OFFLINE_RUN, "--no-rfid", "--features", "digits"]) == 2
+    assert "--features is for rFID: drop --no-rfid" in capsys.readouterr().err

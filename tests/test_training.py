@@ -226,7 +226,7 @@ def test_data_order_is_a_function_of_seed_and_step():
     assert len(set(epoch.tolist())) == 96  # one epoch: no repeats, last partial batch dropped
 
 
-def test_image_folder_with_a_corrupt_file_trains_with_a_warning(tmp_path):
+def test_image_folder_with_a_corrupt_file_trains_on_the_others(tmp_path):
     root = tmp_path / "data"
     for label in ("a", "b"):
         (root / label).mkdir(parents=True)
@@ -235,21 +235,19 @@ def test_image_folder_with_a_corrupt_file_trains_with_a_warning(tmp_path):
             Image.new("RGB", (12, 10), color).save(root / label / f"{i}.png")
     (root / "a" / "broken.png").write_bytes(b"not a png at all")
     (root / "b" / "notes.txt").write_text("not an image")
-    data = ImageFolderDataset(root, resolution=8, train=True)  # lists names only: nothing is opened yet
-    assert len(data) == 21 and data.num_classes == 2  # the .txt file is not an image name
-    img, label = data[0]
-    assert img.shape == (3, 8, 8) and -1 <= img.min() and img.max() <= 1
-    with pytest.warns(UserWarning, match=r"skipping unreadable image .*broken\.png"):
-        img, label = data[10]  # "broken.png", after a/0 … a/9: read, named, and replaced by the next image
-    assert label == 1
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) that are not images: a/broken\.png"):
+        data = ImageFolderDataset(root, resolution=8, train=True)  # headers read when listed, pixels not
+    assert len(data) == 20 and data.num_classes == 2 and data.skipped == [("a/broken.png", "not an image file")]
+    img, label = data[10]  # b/0.png: every index is its own file, never a stand-in
+    assert img.shape == (3, 8, 8) and label == 1 and data.samples[10][0].name == "0.png"
     vae_config, _ = preset_configs("tiny")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         _, metrics = train_tokenizer(
             vae_config, data, None, settings(6, batch_size=8), tmp_path / "run", progress=False
         )
-    assert metrics["psnr"] > 0
-    assert {str(w.message).split(":")[0] for w in seen} <= {f"skipping unreadable image {root / 'a' / 'broken.png'}"}
+    assert metrics["train_psnr"] > 0
+    assert not [w for w in seen if "broken" in str(w.message)]  # nothing left to find while training
 
 
 @pytest.mark.slow
@@ -459,3 +457,279 @@ def test_a_checkpoint_of_an_optimizer_that_never_stepped_resumes_exactly(digits8
     trainer.save()  # step 0: AdamW has no state yet (as when fp16's scaler skips the first steps)
     resumed, _ = train_var(var_config, vae, train, test, settings(3), tmp_path / "run", resume=True, progress=False)
     assert same_weights(whole, resumed)
+
+
+def signal_during_step(monkeypatch, step: int, *signals: int) -> None:
+    """Makes the tokenizer's training step `step` raise `signals` in this process (as a terminal's Ctrl-C lands
+    mid-step)."""
+    import signal
+
+    from nextscale.training.tokenizer_stage import TokenizerStage
+
+    train_step = TokenizerStage.train_step
+
+    def signalled(self, batch, at, generator):
+        out = train_step(self, batch, at, generator)
+        for sig in signals if at == step else ():
+            if signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL):
+                pytest.fail(f"the trainer does not handle {sig!r}")  # Python's own would end the test session
+            signal.raise_signal(sig)
+        return out
+
+    monkeypatch.setattr(TokenizerStage, "train_step", signalled)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_at_the_end_of_its_step(digits8, tmp_path, capsys, monkeypatch):
+    import signal
+
+    vae_config = preset_configs("tiny")[0]
+    whole, _ = train_tokenizer(vae_config, *digits8, settings(6), tmp_path / "whole", progress=False)
+    signal_during_step(monkeypatch, 2, signal.SIGINT)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        train_tokenizer(vae_config, *digits8, settings(6), tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    assert stopped.value.code == 130
+    assert "stopped by Ctrl-C at step 3; checkpoint saved: rerun with --resume" in capsys.readouterr().err
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # given back
+    assert sorted(p.name for p in (tmp_path / "run").glob("ckpt-*")) == ["ckpt-00000003"]
+    resumed, _ = train_tokenizer(vae_config, *digits8, settings(6), tmp_path / "run", resume=True, progress=False)
+    assert same_weights(whole, resumed)
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_and_the_run_starts_again(digits8, tmp_path, capsys, monkeypatch):
+    import signal
+
+    vae_config, config = preset_configs("tiny")[0], settings(4, log_every=1)
+    whole, _ = train_tokenizer(vae_config, *digits8, config, tmp_path / "whole", progress=False)
+    signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train_tokenizer(vae_config, *digits8, config, tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) == handler
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["log.jsonl", "runs.jsonl"]  # no checkpoint
+    with pytest.raises(NextscaleError, match="stopped before its first checkpoint .*pass --resume to start it again"):
+        train_tokenizer(vae_config, *digits8, config, tmp_path / "run", resume=False, progress=False)
+    capsys.readouterr()
+    again, _ = train_tokenizer(vae_config, *digits8, config, tmp_path / "run", resume=True, progress=False)
+    assert "holds a run stopped before its first checkpoint: starting it again from step 0" in capsys.readouterr().err
+    assert same_weights(whole, again)
+
+
+def test_a_refused_run_writes_nothing(digits8, tmp_path):
+    vae_config = preset_configs("tiny")[0]
+    with pytest.raises(NextscaleError, match="fewer than one batch of 5000"):
+        train_tokenizer(vae_config, *digits8, settings(2, batch_size=5000), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_metrics_measured_on_the_training_data_are_named_train(digits8, tmp_path):
+    vae_config, var_config = tiny_for_digits()
+    train, test = digits8
+    vae = VQVAE(vae_config)
+    _, held_out = train_var(var_config, vae, train, test, settings(1), tmp_path / "val", progress=False)
+    _, on_train = train_var(var_config, vae, train, None, settings(1), tmp_path / "train", progress=False)
+    assert {"val_loss", "val_acc", "val_acc_4"} <= held_out.keys() and not any(k.startswith("train") for k in held_out)
+    assert {"train_loss", "train_acc", "train_acc_4"} <= on_train.keys() and not any("val" in k for k in on_train)
+    logged = (tmp_path / "train" / "log.jsonl").read_text()
+    assert '"train_loss"' in logged and "val_" not in logged
+    _, tokenizer = train_tokenizer(vae_config, train, None, settings(1), tmp_path / "tok", progress=False)
+    assert "train_psnr" in tokenizer and "psnr" not in tokenizer
+
+
+@pytest.mark.slow
+def test_every_run_starts_with_a_summary(digits8, tmp_path, capsys):
+    from nextscale.training.monitor import run_summary
+
+    vae_config = preset_configs("tiny")[0]
+    train_tokenizer(vae_config, *digits8, settings(1), tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""  # progress=False: not a word
+    train_tokenizer(vae_config, *digits8, settings(2), tmp_path / "run")
+    line = capsys.readouterr().err.splitlines()[0]
+    assert line == (
+        "training the tokenizer: 1,437 images in 10 classes (0, 1, 2, …, 9); 32 px images read at 8 px by preset "
+        "tiny; 30 tokens per image; 44,055 parameters; 2 steps of 16 images = 0.022 epochs"
+    )
+    root = tmp_path / "data"
+    for label in ("cat", "dog"):
+        (root / label).mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", (12, 10), (i * 20, 90, 40)).save(root / label / f"{i}.png")
+    folder = ImageFolderDataset(root, resolution=8)
+    config = settings(100, batch_size=4)
+    summary = run_summary("var", folder, vae_config, 1234, config, step=50)
+    assert "16 images in 2 classes (cat, dog); 12×10 px images (the first) read at 8 px by preset tiny" in summary
+    assert summary.endswith("1,234 parameters; 100 steps of 4 images = 25 epochs, from step 50")
+
+    class Many(torch.utils.data.Dataset):  # a dataset of the user's own: its size on disk is unknown
+        classes = [f"c{i}" for i in range(1000)]
+
+        def __len__(self):
+            return 1000
+
+        def __getitem__(self, key):
+            return torch.zeros(3, 8, 8), 0
+
+    summary = run_summary("var", Many(), vae_config, 1, config, step=0)
+    assert "1,000 images in 1,000 classes (c0, c1, c2, …, c999); 8 px images; 30 tokens per image" in summary
+
+
+@pytest.mark.slow
+def test_dataloader_workers_outlive_a_ctrl_c(tmp_path):
+    """A terminal's Ctrl-C reaches the DataLoader's workers too: they must go on reading until the trainer has
+    saved its checkpoint (a dead worker fails the next batch)."""
+    import multiprocessing
+    import os
+    import signal
+
+    from nextscale.training.feed import step_batches
+
+    root = tmp_path / "data"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (12, 10), (i * 40, 90, 40)).save(root / label / f"{i}.png")
+    batches = step_batches(
+        ImageFolderDataset(root, resolution=8),
+        settings(12, batch_size=4, workers=1),
+        slice(0, 4),
+        0,
+        12,
+        torch.device("cpu"),
+    )
+    others = set(multiprocessing.active_children())
+    next(batches)  # the worker is up
+    (worker,) = set(multiprocessing.active_children()) - others
+    os.kill(worker.pid, signal.SIGINT)
+    assert len(list(batches)) == 11  # more than it had fetched ahead: the worker lived on
+
+
+def seeded_tokenizer(seed: int) -> VQVAE:
+    """A tiny tokenizer for the digits at 8 px: each seed gives other weights of the same shape."""
+    torch.manual_seed(seed)
+    return VQVAE(tiny_for_digits()[0])
+
+
+def short(model) -> str:
+    return f"{model.fingerprint()[:12]}…"
+
+
+def one_image_per_class(root, classes: int = 10, tint: int = 0) -> ImageFolderDataset:
+    for c in range(classes):
+        (root / f"{c}").mkdir(parents=True)
+        Image.new("RGB", (8, 8), (c * 20, 90, tint)).save(root / f"{c}" / "0.png")
+    return ImageFolderDataset(root, 8, train=False)
+
+
+def test_token_shards_of_another_tokenizer_are_refused_for_training_and_validation(tmp_path):
+    from nextscale.data.tokens import TokenDataset, tokenize
+
+    _, var_config = tiny_for_digits()
+    images = one_image_per_class(tmp_path / "images")
+    vae, other = seeded_tokenizer(0), seeded_tokenizer(1)
+    tokenize(images, vae, tmp_path / "mine", progress=False)
+    tokenize(images, other, tmp_path / "theirs", progress=False)
+    mine, theirs = TokenDataset(tmp_path / "mine"), TokenDataset(tmp_path / "theirs")
+    refusal = rf"theirs holds tokens made by tokenizer {short(other)}, not by this one \({short(vae)}\)"
+    with pytest.raises(NextscaleError, match=refusal):
+        train_var(var_config, vae, theirs, None, settings(1), tmp_path / "a", progress=False)
+    with pytest.raises(NextscaleError, match=refusal):
+        train_var(var_config, vae, mine, theirs, settings(1), tmp_path / "b", progress=False)
+
+
+def test_token_shards_from_before_fingerprints_are_taken_with_a_note(tmp_path):
+    from nextscale.data.tokens import TokenDataset, tokenize
+    from nextscale.training.var_stage import check_token_data
+
+    tokenize(one_image_per_class(tmp_path / "images"), seeded_tokenizer(0), tmp_path / "t", progress=False)
+    index = json.loads((tmp_path / "t" / "index.json").read_text())
+    (tmp_path / "t" / "index.json").write_text(json.dumps({**index, "format": 1, "tokenizer": "runs/tok/model"}))
+    with pytest.warns(UserWarning, match="does not record the tokenizer that made its tokens.*cannot be checked"):
+        check_token_data(TokenDataset(tmp_path / "t"), seeded_tokenizer(1))
+
+
+def test_a_transformer_is_refused_data_of_another_class_count(tmp_path):
+    _, var_config = tiny_for_digits()  # ten classes
+    three = one_image_per_class(tmp_path / "images", classes=3)
+    with pytest.raises(NextscaleError, match=r"the data has 3 classes and the model 10: .*\(num_classes=3\)"):
+        train_var(var_config, seeded_tokenizer(0), three, None, settings(1), tmp_path / "run", progress=False)
+
+
+@pytest.mark.slow
+def test_a_run_records_its_data_and_tokenizer_and_resumes_on_nothing_else(tmp_path):
+    from nextscale.data.tokens import TokenDataset, tokenize
+    from nextscale.weights import load_model, save_model
+
+    _, var_config = tiny_for_digits()
+    images, look_alike = one_image_per_class(tmp_path / "a"), one_image_per_class(tmp_path / "b", tint=1)
+    vae, other, run = seeded_tokenizer(0), seeded_tokenizer(1), tmp_path / "run"
+    first, more = settings(1, batch_size=8), settings(2, batch_size=8)
+    var, _ = train_var(var_config, vae, images, None, first, run, progress=False)
+    recorded = {"tokenizer": vae.fingerprint(), "classes": [str(c) for c in range(10)]}
+    _, exported, _ = export_checkpoint(run)
+    assert var.provenance == exported.provenance == recorded
+    save_model(vae, exported, tmp_path / "model")
+    assert load_model(tmp_path / "model")[1].provenance == recorded
+
+    with pytest.raises(NextscaleError, match=r"settings: data \(images:10:\w{12} → images:10:\w{12}\) differ"):
+        train_var(var_config, vae, look_alike, None, more, run, resume=True, progress=False)
+    tokenize(images, vae, tmp_path / "tokens", progress=False)  # the same images, as shards: another input
+    with pytest.raises(NextscaleError, match=r"data \(images:10:\w{12} → tokens:10:\w{12}\)"):
+        train_var(var_config, vae, TokenDataset(tmp_path / "tokens"), None, more, run, resume=True, progress=False)
+    with pytest.raises(NextscaleError, match=rf"settings: tokenizer \({short(vae)} → {short(other)}\) differ"):
+        train_var(var_config, other, images, None, more, run, resume=True, progress=False)
+    train_var(var_config, vae, images, None, more, run, resume=True, progress=False)  # the same: it goes on
+    assert (run / "ckpt-00000002").is_dir()
+
+    record_path = run / "ckpt-00000002" / "trainer.json"  # as an older version wrote it: the tokenizer's path only
+    record = json.loads(record_path.read_text())
+    record["settings"]["train"]["extra"] = {"tokenizer": "runs/tok/model"}
+    record_path.write_text(json.dumps(record))
+    with pytest.warns(UserWarning, match="does not record its data and tokenizer: they cannot be checked"):
+        train_var(var_config, vae, images, None, settings(3, batch_size=8), run, resume=True, progress=False)
+
+
+@pytest.mark.slow
+def test_the_commands_find_a_runs_tokenizer_by_content_from_any_directory(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from nextscale.cli import main
+    from nextscale.weights import load_model
+
+    seeded_tokenizer(0).save_pretrained(tmp_path / "tok")
+    seeded_tokenizer(1).save_pretrained(tmp_path / "other")
+    run, model = str(tmp_path / "run"), tmp_path / "model"
+    common = ["--preset", "tiny", "--batch-size", "8", "--device", "cpu", "--quiet", "--run-dir", run]
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--tokenizer", "tok", "--data", "digits", "--steps", "1", *common]) == 0
+    monkeypatch.chdir(tmp_path / "run")  # the same tokenizer by another path, from another directory
+    resume = ["train", "--data", "digits", "--resume", *common]
+    assert main([*resume, "--tokenizer", f"{tmp_path / 'tok'}/", "--steps", "2"]) == 0
+    assert main([*resume, "--tokenizer", "../other", "--steps", "3"]) == 2
+    assert f"tokenizer ({short(seeded_tokenizer(0))} → {short(seeded_tokenizer(1))})" in capsys.readouterr().err
+    one_image_per_class(tmp_path / "images")
+    other_data = [*resume[:1], "--data", str(tmp_path / "images"), *resume[3:], "--tokenizer", "../tok"]
+    assert main([*other_data, "--steps", "3"]) == 2
+    assert "data (digits:1437:" in capsys.readouterr().err
+
+    assert main(["export", run, str(model)]) == 0  # the recorded tokenizer, found from here
+    vae, var = load_model(model)
+    assert var.provenance["tokenizer"] == vae.fingerprint() == seeded_tokenizer(0).fingerprint()
+    shutil.move(tmp_path / "tok", tmp_path / "moved")
+    assert main(["export", run, str(model)]) == 2
+    assert f"the run's tokenizer {tmp_path / 'tok'} cannot be read" in capsys.readouterr().err
+    shutil.copytree(tmp_path / "other", tmp_path / "tok")  # another tokenizer where the run's was
+    assert main(["export", run, str(model)]) == 2
+    assert "has changed since the run trained with it" in capsys.readouterr().err
+    assert main(["export", run, str(model), "--tokenizer", "../other"]) == 2
+    assert "is not the tokenizer this run trained with" in capsys.readouterr().err
+    assert main(["export", run, str(model), "--tokenizer", "../moved"]) == 0
+    assert main(["export", run, str(tmp_path / "anyway"), "--tokenizer", "../other", "--any-tokenizer"]) == 0
+    assert "load it with --any-tokenizer" in capsys.readouterr().out
+    with pytest.raises(NextscaleError, match="was trained with tokenizer"):
+        load_model(tmp_path / "anyway")
+    assert load_model(tmp_path / "anyway", check_tokenizer=False)[0].fingerprint() == seeded_tokenizer(1).fingerprint()

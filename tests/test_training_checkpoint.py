@@ -121,3 +121,15 @@ def test_a_folder_without_a_complete_checkpoint_is_refused_naming_what_it_holds(
     with pytest.raises(NextscaleError, match="already holds a run"):
         check_run_dir(tmp_path, resume=False)
     assert check_run_dir(tmp_path / "new", resume=None) is None
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_resume(tmp_path):
+    (tmp_path / "runs.jsonl").write_text('{"from_step": 0}\n')  # stopped before its first log record
+    assert all(check_run_dir(tmp_path, resume) is None for resume in (True, None, False))
+    (tmp_path / "log.jsonl").write_text('{"step": 7, "loss": 1.0}\n')
+    assert check_run_dir(tmp_path, resume=True) is None and check_run_dir(tmp_path, resume=None) is None
+    with pytest.raises(NextscaleError, match=r"stopped before its first checkpoint \(log.jsonl\): pass --resume to st"):
+        check_run_dir(tmp_path, resume=False)
+    (tmp_path / "ckpt-00000010").mkdir()  # a checkpoint's folder, even an incomplete one: never written over
+    with pytest.raises(NextscaleError, match="holds no complete checkpoint to continue"):
+        check_run_dir(tmp_path, resume=True)

@@ -238,7 +238,7 @@ def test_class_names_and_wrapped_base64(client):
 def test_released_models_get_imagenet_names_offline():
     from types import SimpleNamespace
 
-    from nextscale.web.session import class_names
+    from nextscale.weights.classes import model_class_names as class_names
 
     names = class_names(SimpleNamespace(num_classes=1000))  # from torchvision's weight metadata: no download
     assert len(names) == 1000 and names[1] == "goldfish" and names[207] == "golden retriever"
@@ -413,3 +413,43 @@ def test_a_taken_port_is_refused_before_the_model_loads(capsys):
         assert main(["serve", "--model", "no-such-model", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_model_s_recorded_class_names_are_the_page_s_and_its_commands_draw_the_same(tmp_path):
+    from nextscale import save_model
+    from tests.helpers import tiny_pair
+
+    vae, var = tiny_pair()
+    var.provenance = {"classes": ["1", "10", "11", "2"]}  # numbered folders, in sorted order
+    model = save_model(vae, var, tmp_path / "named")
+    with TestClient(create_app(Session(*load_model(model), ["--model", str(model)], "named"))) as client:
+        assert client.get("/api/info").json()["classes"] == ["1", "10", "11", "2"]
+        by_name = client.post("/api/sample", json={"class": "name:2", "seed": 4}).json()
+        by_id = client.post("/api/sample", json={"class": "2", "seed": 4}).json()  # the page sends ids as text
+        assert by_name["labels"] == [3] and by_id["labels"] == [2]
+        assert "--class id:2" in by_id["command"] and "--class 3" in by_name["command"]  # "2" would be ambiguous
+        refused = client.post("/api/sample", json={"class": "twelve"})
+        assert refused.status_code == 400 and "class 'twelve' is not one of this model's 4 class names" in refused.text
+        run_command(by_id["command"], **{"--out": str(tmp_path / "o")})
+        assert np.array_equal(np.load(tmp_path / "o" / "samples.npz")["arr_0"][0], pixels(by_id["images"][0]))
+
+
+def test_an_uploaded_image_s_transparency_is_white_and_a_mask_s_is_kept(client):
+    photo = np.zeros((32, 32, 4), np.uint8)
+    photo[..., 1], photo[8:24, 8:24, 3] = 160, 255  # a green square on a transparent page
+    on_white = np.where(photo[..., 3:] == 255, photo[..., :3], 255).astype(np.uint8)
+    strokes = np.zeros((32, 32, 4), np.uint8)
+    strokes[8:24, 8:24] = 255  # white strokes on a transparent layer
+    opaque = np.where(strokes[..., 3:] == 255, 255, 0).astype(np.uint8)[..., 0]
+    results = [
+        client.post(
+            "/api/edit",
+            json={
+                "image": b64(png_bytes(Image.fromarray(image))),
+                "mask": b64(png_bytes(Image.fromarray(mask))),
+                "seed": 1,
+            },
+        ).json()
+        for image, mask in ((photo, strokes), (on_white, opaque))
+    ]
+    assert results[0]["input"] == results[1]["input"] and results[0]["images"] == results[1]["images"]

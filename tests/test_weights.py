@@ -254,3 +254,40 @@ def test_builtin_names_work_wherever_a_model_part_is_taken():
     assert_same_tensors(load_var("digits"), var)
     with pytest.raises(CheckpointError, match="unknown tokenizer 'digitz'"):
         load_vae("digitz")
+
+
+def test_a_transformer_pairs_only_with_the_tokenizer_it_records(tiny_models, tmp_path, capsys):
+    from nextscale.cli import main
+    from nextscale.errors import NextscaleError
+    from tests.helpers import randomize_
+
+    vae, var = tiny_models
+    retrained = randomize_(VQVAE(vae.config, device="cpu"), seed=7)  # the same shape, other weights
+    save_model(vae, var, tmp_path / "plain")  # records nothing: nothing to check
+    assert load_model(tmp_path / "plain", check_tokenizer=True)[1].provenance == {}
+    var.provenance = {"tokenizer": vae.fingerprint()}
+    save_model(vae, var, tmp_path / "m")
+    save_model(retrained, var, tmp_path / "mixed")  # vae/ and var/ disagree
+    load_model(tmp_path / "m")
+    load_pair(tmp_path / "m" / "vae", tmp_path / "mixed" / "var")  # the tokenizer it records, from anywhere
+    short = lambda model: f"{model.fingerprint()[:12]}…"  # noqa: E731
+    refusal = rf"var was trained with tokenizer {short(vae)} and .*mixed/vae is another \({short(retrained)}\)"
+    with pytest.raises(NextscaleError, match=refusal):
+        load_model(tmp_path / "mixed")
+    with pytest.raises(NextscaleError, match=refusal):
+        load_pair(tmp_path / "mixed" / "vae", tmp_path / "m" / "var")
+    assert load_model(tmp_path / "mixed", check_tokenizer=False)[0].fingerprint() == retrained.fingerprint()
+
+    sample_argv = ["sample", "--vae", str(tmp_path / "mixed"), "--var", str(tmp_path / "m"), "--n", "1", "--no-png"]
+    sample_argv += ["--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(sample_argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--any-tokenizer" in err and short(retrained) in err, err
+    assert main([*sample_argv, "--any-tokenizer"]) == 0
+
+
+def test_the_built_in_models_record_their_tokenizer():
+    vae = load_vae("digits")
+    for name in ("digits", "digits-small"):
+        assert load_var(name).provenance == {"tokenizer": vae.fingerprint(), "classes": [str(c) for c in range(10)]}
+        assert load_model(name)[0].fingerprint() == vae.fingerprint()

@@ -84,6 +84,11 @@ def weights_fingerprint(*models: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def short_fingerprint(fingerprint: str) -> str:
+    """A fingerprint as messages show it: its first 12 hex digits tell two models apart."""
+    return f"{fingerprint[:12]}…"
+
+
 class PretrainedMixin:
     """`save_pretrained(dir)` / `from_pretrained(dir)` for a module with a dataclass `config` whose constructor
     takes `(config, device=…)` and builds nothing but shapes on the meta device."""
@@ -96,8 +101,12 @@ class PretrainedMixin:
     provenance: Mapping = MappingProxyType({})  # assign a new dict to a model's own; this one is read-only
 
     def fingerprint(self) -> str:
-        """Identifies these weights and this architecture by content (the same weights by any path)."""
-        config = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode()).hexdigest()
+        """Identifies these weights and this architecture by content (the same weights by any path). The config
+        counts by its values that differ from the defaults, so that a setting added later, with a default, leaves
+        every recorded fingerprint as it was."""
+        defaults = self.config_class().to_dict()
+        changed = {k: v for k, v in self.config.to_dict().items() if defaults.get(k) != v}
+        config = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()
         return f"{weights_fingerprint(self)[:32]}:{config[:16]}"
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

@@ -30,6 +30,11 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None)
     g.add_argument(
         "--var", help="a transformer: a model name, a saved directory or a reference .pth (or ar-ckpt-*.pth) file"
     )
+    g.add_argument(
+        "--any-tokenizer",
+        action="store_true",
+        help="pair the transformer with a tokenizer other than the one it records it was trained with",
+    )
 
 
 def add_device_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
@@ -85,12 +90,11 @@ def fine_model(args, vae, var, device) -> dict:
         return {}
     if args.fine_model is None or args.handoff is None:
         raise NextscaleError("--fine-model and --handoff go together")
-    from ..pretrained import weights_fingerprint
     from ..sampling.sampler import check_handoff
     from ..weights import load_model
 
     fine_vae, fine_var = load_model(args.fine_model, device=device)
-    if weights_fingerprint(fine_vae) != weights_fingerprint(vae):
+    if fine_vae.fingerprint() != vae.fingerprint():
         raise NextscaleError(
             f"--fine-model {args.fine_model} comes with another tokenizer than the model: the two "
             "transformers must share one"
@@ -125,30 +129,29 @@ def load_models(args, device):
     from ..weights import load_model, load_pair
 
     check_model_args(args)
+    check = not args.any_tokenizer
     if args.model:
-        return load_model(args.model, device=device)
-    return load_pair(args.vae, args.var, device=device)
+        return load_model(args.model, device=device, check_tokenizer=check)
+    return load_pair(args.vae, args.var, device=device, check_tokenizer=check)
 
 
-def parse_classes(values: list[str] | None) -> list[int] | None:
-    if not values:
+def parse_classes(values: list[str] | None) -> list[str] | None:
+    """`--class` as given: ids or names, space- or comma-separated (the model's names are known once it loads)."""
+    parts = [part.strip() for value in values or [] for part in value.split(",")]
+    return [part for part in parts if part] or None
+
+
+def check_classes(classes: list[str] | None, var) -> list[int] | None:
+    """`--class` values → class ids, by the model's names (`nextscale.weights.classes.class_index`)."""
+    from ..weights.classes import class_index, model_class_names
+
+    if not classes:
         return None
-    out = []
-    for value in values:
-        for part in value.split(","):
-            part = part.strip()
-            if part:
-                try:
-                    out.append(int(part))
-                except ValueError:
-                    raise NextscaleError(f"--class {part!r} is not an integer class id") from None
-    return out
-
-
-def check_classes(classes: list[int] | None, num_classes: int) -> None:
-    for c in classes or []:
-        if not 0 <= c < num_classes:
-            raise NextscaleError(f"--class {c} is out of range: this model has classes 0..{num_classes - 1}")
+    names = model_class_names(var)
+    try:
+        return [class_index(value, names) for value in classes]
+    except NextscaleError as e:
+        raise NextscaleError(f"--class {e}") from None
 
 
 def at_least(value: int, minimum: int, flag: str) -> int:

@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--mask", help="a mask image: white = the region to generate (any size)")
     p.add_argument("--box", help="the region to generate, y0,x0,y1,x1 in [0, 1]")
     p.add_argument("--outpaint", action="store_true", help="generate outside the region instead of inside")
-    p.add_argument("--class", dest="classes", type=int, help="paint this class (default: unconditional)")
+    p.add_argument("--class", dest="classes", help="paint this class: an id or a name (default: unconditional)")
     p.add_argument(
         "--keep-scales",
         dest="keep_coarse_scales",
@@ -70,10 +70,11 @@ def parse_box(text: str):
 
 
 def image_jobs(image: Path, out: Path) -> list[tuple[Path, Path]]:
-    from ..data import IMAGE_EXTENSIONS
+    from ..data.folders import IMAGE_EXTENSIONS, visible_entries
 
     if image.is_dir():
-        files = sorted(p for p in image.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        entries = visible_entries(image)
+        files = [Path(e.path) for e in entries if e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS]
         if not files:
             raise NextscaleError(f"{image} holds no images")
         if out.resolve() == image.resolve():
@@ -92,6 +93,7 @@ def image_jobs(image: Path, out: Path) -> list[tuple[Path, Path]]:
 
 
 def run(args) -> None:
+    from ..data.folders import MASK_BACKGROUND
     from ..editing import edit
     from ..editing.edit import check_edit_settings
     from ..editing.masks import keep_masks_for
@@ -101,7 +103,7 @@ def run(args) -> None:
 
     if (args.mask is None) == (args.box is None):
         raise NextscaleError("give exactly one of --mask PNG and --box y0,x0,y1,x1")
-    mask = parse_box(args.box) if args.box else load_image(args.mask)
+    mask = parse_box(args.box) if args.box else load_image(args.mask, MASK_BACKGROUND)
     settings = sampler_settings(args)
     seed = check_seed(args.seed)
     if args.keep_coarse_scales < 0:
@@ -118,8 +120,7 @@ def run(args) -> None:
         writable_file(out, "--out", (".png",))
     pictures = [load_image(src) for src, _ in jobs]  # every image must read before any work
     vae, var = load_models(args, device)
-    if args.classes is not None:
-        check_classes([args.classes], var.num_classes)
+    label = None if args.classes is None else check_classes([args.classes], var)[0]
     check_for_model(settings, var)
     fine = fine_model(args, vae, var, device)
     mode = "outpaint" if args.outpaint else "inpaint"
@@ -144,7 +145,7 @@ def run(args) -> None:
             picture,
             mask,
             mode=mode,
-            labels=args.classes,
+            labels=label,
             keep_coarse_scales=args.keep_coarse_scales,
             feather=args.feather,
             generator=batch_generator(seed, i, device),

@@ -45,10 +45,15 @@ def register(sub) -> None:
         "samples",
         nargs="?",
         metavar="SAMPLES",
-        help="an ADM .npz (arr_0 uint8 N×H×W×3), a folder of images, saved statistics (.npz with mu, "
-        "sigma), or digits / digits-train",
+        help="an ADM .npz (arr_0 uint8 N×H×W×3), a folder of images (class sub-folders too; images of another "
+        "size than most are resized and centre-cropped to it, with a note), a folder nextscale sample wrote (its "
+        "samples.npz is read), saved statistics (.npz with mu, sigma), or digits / digits-train",
     )
-    p.add_argument("--ref", help="the reference set, in any form SAMPLES takes (e.g. VIRTUAL_imagenet256_labeled.npz)")
+    p.add_argument(
+        "--ref",
+        help="the reference set, in any form SAMPLES takes (e.g. VIRTUAL_imagenet256_labeled.npz); a folder's images "
+        "of another size than the samples' are resized and centre-cropped to theirs, as training reads images",
+    )
     p.add_argument(
         "--metrics",
         help=f"comma-separated, from {','.join(METRICS)} (default: all the inputs allow; with only --save-stats, none)",
@@ -123,14 +128,19 @@ def run(args) -> None:
         raise NextscaleError("give SAMPLES to evaluate (with --ref REF), or --preset digits")
     if given(PRESET_OPTIONS):
         raise NextscaleError(f"{given(PRESET_OPTIONS)[0]} goes with --preset digits (SAMPLES are already drawn)")
+    check_inception_weights(args)
+    run_metrics(args)
+
+
+def check_inception_weights(args) -> None:
+    """Weights for another network than the one they are for would be ignored without a word."""
     if args.inception_weights and args.features != "inception":
         raise NextscaleError("--inception-weights goes with --features inception")
-    run_metrics(args)
 
 
 def run_metrics(args) -> None:
     from ..evaluation import evaluate, load_network, open_set
-    from ..evaluation.report import check_metrics, table
+    from ..evaluation.report import check_metrics, notes, table
 
     at_least(args.batch_size, 1, "--batch-size")
     if args.metrics is not None:
@@ -141,11 +151,12 @@ def run_metrics(args) -> None:
     writable_file(args.save_stats, "--save-stats", (".npz",))
     device = resolve_device(args.device)
     samples = open_set(args.samples, "SAMPLES")  # named problems with the inputs first, then the network
-    ref = open_set(args.ref, "--ref") if args.ref else None
+    ref = open_set(args.ref, "--ref", samples.size) if args.ref else None
     network = load_network(args.features, device=device, inception_weights=args.inception_weights)
     result = evaluate(samples, ref, network, metrics=metrics, batch_size=args.batch_size, save_stats=args.save_stats)
-    if result["metrics"]:
-        print(table(result))
+    shown = table(result) if result["metrics"] else "\n".join(line.strip() for line in notes(result))
+    if shown:
+        print(shown)
     if args.save_stats:
         print(f"wrote the statistics of {args.samples} to {args.save_stats}")
     if args.json:

@@ -3,6 +3,7 @@ much of its codebook each scale uses."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -15,7 +16,8 @@ def register(sub) -> None:
         "Each image's centre crop at the tokenizer's resolution is tokenized and decoded from its tokens. "
         "PSNR and SSIM on images in [0, 1] (SSIM: 11×11 Gaussian window, σ 1.5, as skimage's "
         "gaussian_weights=True), means over images; rFID between the originals and the reconstructions "
-        "through `nextscale eval`'s feature networks; per scale, the share of the codebook used and the "
+        "through `nextscale eval`'s feature networks (the default Inception where its weights are here, else skipped "
+        "with a note, unless --rfid); per scale, the share of the codebook used and the "
         "perplexity of its tokens."
     )
     p = sub.add_parser(
@@ -36,8 +38,13 @@ def register(sub) -> None:
         "torch.export .pt2 (or TorchScript .pt) file, as for "
         "`nextscale eval`",
     )
+    p.add_argument("--inception-weights", help="the Inception weights file (None: torch's hub folder, see --rfid)")
     p.add_argument(
-        "--inception-weights", help="the Inception weights file (default: downloaded once into torch's hub folder)"
+        "--rfid",
+        action=argparse.BooleanOptionalAction,
+        help="--rfid: rFID is required (the Inception weights download into torch's hub folder if missing, and an "
+        "error names the file where they cannot); --no-rfid: skip it (None: computed where the network is at hand, "
+        "skipped with a note where the Inception weights are not in torch's hub folder; nothing is downloaded)",
     )
     p.add_argument(
         "--lpips-weights",
@@ -62,7 +69,7 @@ def register(sub) -> None:
 
 def run(args) -> None:
     from ..data import open_dataset
-    from ..evaluation import evaluate_tokenizer, load_network
+    from ..evaluation import evaluate_tokenizer
     from ..evaluation.tokenizer import load_lpips
     from ..weights import load_vae
 
@@ -76,7 +83,7 @@ def run(args) -> None:
         raise NextscaleError(f"--data {args.data}: no such folder (give 'digits' or a folder of class sub-folders)")
     device = resolve_device(args.device)
     lpips = load_lpips(args.lpips_weights, device=device)[0] if args.lpips_weights else "auto"  # named: must load
-    network = load_network(args.features, device=device, inception_weights=args.inception_weights)
+    network = rfid_network(args, device)
     vae = load_vae(args.tokenizer, device=device)
     data = open_dataset(args.data, vae.config.resolution, split="test", seed=seed)
     workers = 0 if getattr(data, "in_memory", False) else args.workers
@@ -103,6 +110,26 @@ def run(args) -> None:
             "seed": seed,
             "batch_size": args.batch_size,
             "features": args.features,
+            "rfid": {True: "required", False: "skipped", None: "where the network is at hand"}[args.rfid],
             "device": str(device),
         }
         atomic_write_text(args.json, json.dumps({"settings": settings, **report.as_dict()}, indent=2) + "\n")
+
+
+def rfid_network(args, device):
+    """A network named by the user must load (a file, --features digits, --inception-weights, --rfid); the default
+    Inception is used where its weights are here, else rFID is skipped with a note (evaluate_tokenizer's "auto")."""
+    from ..evaluation import load_network
+    from .evaluate import check_inception_weights
+
+    check_inception_weights(args)
+    named = args.features != "inception" or args.inception_weights
+    if args.rfid is False:
+        if named:
+            raise NextscaleError(
+                f"{'--features' if args.features != 'inception' else '--inception-weights'} is for rFID: drop --no-rfid"
+            )
+        return None
+    if named or args.rfid:
+        return load_network(args.features, device=device, inception_weights=args.inception_weights)
+    return "auto"

@@ -38,8 +38,9 @@ def register(sub) -> None:
     )
     add_model_args(p)
     classes = (
-        "class ids, space- or comma-separated (default: random classes, drawn by the sampler; with "
-        "--per-class: every class)"
+        "class ids or names (the model's, e.g. its training folders'), space- or comma-separated; id:N / name:N "
+        "where a number is also a class's name (default: random classes, drawn by the sampler; with --per-class: "
+        "every class)"
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--class", dest="classes", nargs="+", metavar="C", help=classes)
@@ -109,7 +110,7 @@ def run(args) -> None:
     settings, seed, classes = common_checks(args)
     device = resolve_device(args.device)
     vae, var = load_models(args, device)
-    check_classes(classes, var.num_classes)
+    classes = check_classes(classes, var)
     check_for_model(settings, var)
     fine = fine_model(args, vae, var, device)
     labels = RepeatedClasses(classes, args.n) if classes else None
@@ -133,7 +134,7 @@ def run(args) -> None:
     print(f"wrote {len(run_.labels)} images ({pngs}grid.png and samples.npz) to {run_.out_dir}")
 
 
-def common_checks(args) -> tuple[dict, int, list[int] | None]:
+def common_checks(args) -> tuple[dict, int, list[str] | None]:
     """What both modes check before any work: (sampler settings, seed, classes)."""
     at_least(args.batch_size, 1, "--batch-size")
     settings = sampler_settings(args)
@@ -166,7 +167,7 @@ def run_per_class(args) -> None:
     dist, device = setup(resolve_device(args.device))
     try:
         vae, var = load_models(args, device)
-        check_classes(classes, var.num_classes)
+        classes = check_classes(classes, var)
         check_for_model(settings, var)
         fine = fine_model(args, vae, var, device)
         scorer, record = None, {"model": args.model} if args.model else {"vae": args.vae, "var": args.var}

@@ -43,6 +43,7 @@ def run(args) -> None:
         device = resolve_device(args.device)
         vae, var = load_models(args, device)
         model_args = ["--model", args.model] if args.model else ["--vae", args.vae, "--var", args.var]
+        model_args += ["--any-tokenizer"] if args.any_tokenizer else []  # the printed commands pair them alike
         title = args.model or f"{args.vae} + {args.var}"
         device_arg = None if args.device == "auto" else args.device
         serve(Session(vae, var, model_args, title, device_arg, max_images=args.max_images), sock=sock)

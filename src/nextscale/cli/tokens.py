@@ -18,6 +18,11 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="images per tokenizer call (per process)")
     p.add_argument("--shard-size", type=int, default=4096, help="images per shard file")
     p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="remove the tokens --out holds first (made by another tokenizer, or with other settings)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=min(4, os.cpu_count() or 1),
@@ -34,14 +39,21 @@ def register(sub) -> None:
         "--weights", choices=("auto", "ema", "raw"), default="auto", help="auto: the EMA weights when the run kept them"
     )
     p.add_argument("--tokenizer", help="a transformer run's tokenizer (default: the one the run recorded)")
+    p.add_argument(
+        "--any-tokenizer",
+        action="store_true",
+        help="export with a tokenizer other than the one the run trained with (the model records which that was)",
+    )
     p.set_defaults(func=run_export)
 
 
 def run_tokenize(args) -> None:
     from ..data import DigitsDataset, ImageFolderDataset
     from ..data.tokens import tokenize
+    from ..pretrained import short_fingerprint
     from ..training.distributed import setup, teardown
     from ..weights import load_vae
+    from ..weights.load import recorded_source
 
     at_least(args.batch_size, 1, "--batch-size")
     at_least(args.shard_size, 1, "--shard-size")
@@ -64,17 +76,23 @@ def run_tokenize(args) -> None:
         dist=dist,
         device=device,
         progress=not args.quiet and dist.is_main,
-        tokenizer_name=str(args.tokenizer),
+        tokenizer_name=recorded_source(args.tokenizer),
         workers=workers,
+        rebuild=args.rebuild,
     )
     if dist.is_main:
-        print(f"{len(data)} images tokenized: {index}")
+        from ..data.folders import name_files
+
+        skipped = [name for name, _ in getattr(data, "skipped", [])]  # named, with why, when the folder was listed
+        count = f"{len(data)} of {len(data) + len(skipped)}" if skipped else f"{len(data)}"
+        note = f"; {len(skipped)} skipped: {name_files(skipped)}" if skipped else ""
+        print(f"{count} images tokenized by tokenizer {short_fingerprint(vae.fingerprint())}: {index}{note}")
     teardown()
 
 
 def run_export(args) -> None:
     from ..training.export import export_checkpoint
-    from ..weights import load_vae, save_model
+    from ..weights import save_model
 
     writable_dir(args.out, "out")
     stage, model, record = export_checkpoint(args.run, args.weights)
@@ -82,11 +100,45 @@ def run_export(args) -> None:
         model.save_pretrained(args.out)
         print(f"tokenizer (step {record['step']}) saved to {args.out}")
         return
-    tokenizer = args.tokenizer or record["settings"]["train"].get("extra", {}).get("tokenizer")
-    if not tokenizer:
-        raise NextscaleError("the run did not record its tokenizer: pass --tokenizer")
-    vae = load_vae(tokenizer)
-    if vae.config.vocab_size != model.config.vocab_size or tuple(vae.config.patch_nums) != model.patch_nums:
-        raise NextscaleError(f"--tokenizer {tokenizer} does not fit this transformer (codebook or scales differ)")
+    vae = export_tokenizer(args, model, record["settings"]["train"].get("extra") or {})
     save_model(vae, model, Path(args.out))
     print(f"model (vae/ + var/, step {record['step']}) saved to {args.out}")
+    if args.any_tokenizer and model.provenance.get("tokenizer") not in (None, vae.fingerprint()):
+        print("the transformer records that it was trained with another tokenizer: load it with --any-tokenizer")
+
+
+def export_tokenizer(args, var, extra: dict):
+    """The tokenizer a transformer run is exported with: --tokenizer, else the one the run recorded (by absolute
+    path: found from any directory), checked by content against the one the run trained with."""
+    from ..files import first_line
+    from ..pretrained import short_fingerprint
+    from ..weights import load_vae
+
+    trained_with = var.provenance.get("tokenizer")  # None for runs from before tokenizers were recorded by content
+    # Such runs recorded the path given (to the directory they ran in) where later runs record the fingerprint.
+    source = args.tokenizer or extra.get("tokenizer_path") or (extra.get("tokenizer") if trained_with is None else None)
+    if not source:
+        raise NextscaleError("the run did not record where its tokenizer was: pass --tokenizer")
+    which = f"--tokenizer {source}" if args.tokenizer else f"the run's tokenizer {source}"
+    try:
+        vae = load_vae(source)
+    except NextscaleError as e:
+        if args.tokenizer:
+            raise
+        raise NextscaleError(
+            f"{which} cannot be read ({first_line(e)}): pass --tokenizer with where it is now"
+        ) from None
+    if vae.config.vocab_size != var.config.vocab_size or tuple(vae.config.patch_nums) != var.patch_nums:
+        raise NextscaleError(f"{which} does not fit this transformer (codebook or scales differ)")
+    fingerprint = vae.fingerprint()
+    if trained_with is None or fingerprint == trained_with or args.any_tokenizer:
+        return vae
+    then, now = short_fingerprint(trained_with), short_fingerprint(fingerprint)
+    if args.tokenizer:
+        raise NextscaleError(
+            f"{which} ({now}) is not the tokenizer this run trained with ({then}): pass that one, or --any-tokenizer"
+        )
+    raise NextscaleError(
+        f"{which} has changed since the run trained with it (then {then}, now {now}): pass --tokenizer with the "
+        "one it trained with, or --any-tokenizer to export with this one"
+    )

@@ -110,7 +110,7 @@ def add_train_args(p: argparse.ArgumentParser, stage: str):
         help="DataLoader worker processes for image folders (per process)",
     )
     add_device_arg(g)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line at the start")
 
 
 def register(sub) -> None:
@@ -192,7 +192,7 @@ def run_settings(args, stage: str, n_images: int, implied: dict | None = None, *
     if args.base_lr is not None and "lr" in given:
         raise NextscaleError("give --lr or --base-lr, not both")
     if args.resume:  # what follows --steps keeps its recorded value: a resumed run may change its length
-        saved = saved_settings(args.run_dir)["train"]
+        saved = saved_settings(args.run_dir).get("train", {})
         given.update({name: saved[name] for name in FOLLOW_STEPS if name not in given and name in saved})
     name = args.recipe or BUILT_IN_RECIPES[stage]
     config, options = recipe_settings(name, stage, n_images=n_images, base_lr=args.base_lr, **given)
@@ -222,7 +222,9 @@ def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
 
 def start_processes(args):
     """Joins torchrun's group when launched by it; checks the run directory and the outputs before any work:
-    a run is continued only with --resume, and --resume needs a run. Returns (dist, device)."""
+    a run is continued only with --resume, and --resume needs a run. Creates nothing: the run directory is made
+    by the trainer once the settings and the data are known good, so a refused run leaves no folder behind.
+    Returns (dist, device)."""
     from ..training.common import check_run_dir, check_training_device
     from ..training.distributed import setup
 
@@ -233,9 +235,23 @@ def start_processes(args):
     ):  # a recipe's precision is checked with the recipe, once the data is open
         check_training_device(device, args.precision)
     check_run_dir(Path(args.run_dir), args.resume)
-    writable_dir(args.run_dir, "--run-dir")
-    writable_dir(args.out, "--out")
+    creatable_dir(args.run_dir, "--run-dir")
+    creatable_dir(args.out, "--out")
     return setup(device)
+
+
+def creatable_dir(path: str | None, flag: str) -> None:
+    """Checks that `path` is a writable folder or could be made as one, making nothing."""
+    if path is None:
+        return
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing == path:
+        writable_dir(path, flag)  # probes with a file it removes
+    elif not existing.is_dir():
+        raise NextscaleError(f"{flag} {path} is not writable: {existing} is a file")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        raise NextscaleError(f"{flag} {path} is not writable: {existing} is not writable")
 
 
 def datasets(args, resolution: int, tokens_allowed: bool = False):
@@ -260,9 +276,11 @@ def datasets(args, resolution: int, tokens_allowed: bool = False):
 
 
 def saved_settings(run_dir) -> dict:
+    """The settings of the run's newest checkpoint ({} for a run stopped before its first)."""
     from ..training.checkpoint import latest_checkpoint, read_record
 
-    return read_record(latest_checkpoint(Path(run_dir)))["settings"]
+    ckpt = latest_checkpoint(Path(run_dir))
+    return read_record(ckpt)["settings"] if ckpt is not None else {}
 
 
 def finish(dist, model_out: Path, message: str) -> None:
@@ -315,13 +333,14 @@ def run_var(args) -> None:
     from ..training import train_var
     from ..training.export import export_checkpoint
     from ..weights import load_vae, save_model
+    from ..weights.load import recorded_source
 
     dist, device = start_processes(args)
     vae = load_vae(args.tokenizer, device=device)
     train, test = datasets(args, vae.config.resolution, tokens_allowed=True)
     config = var_architecture(args)
     implied = {} if args.depth is None else {"drop_path_rate": reference_drop_path(args.depth)}
-    settings, options = run_settings(args, "var", len(train), implied, tokenizer=str(args.tokenizer))
+    settings, options = run_settings(args, "var", len(train), implied, tokenizer_path=recorded_source(args.tokenizer))
     config = replace(
         config,
         vocab_size=vae.config.vocab_size,

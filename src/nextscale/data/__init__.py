@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import torch
-from torch.utils.data import Dataset
-
+from .common import class_names, identity, open_dataset, stack_items
 from .digits import DigitsDataset, digits8_to_images, digits_splits, images_to_digits8
-from .folders import IMAGE_EXTENSIONS, ImageFolderDataset, reference_transform
+from .folders import IMAGE_EXTENSIONS, ImageFolderDataset, reference_transform, to_rgb
 
 __all__ = [
     "DigitsDataset",
     "IMAGE_EXTENSIONS",
     "ImageFolderDataset",
+    "class_names",
     "digits8_to_images",
     "digits_splits",
+    "identity",
     "images_to_digits8",
     "open_dataset",
     "reference_transform",
     "stack_items",
+    "to_rgb",
 ]
-
-
-def open_dataset(spec: str, resolution: int, split: str = "train", seed: int = 0) -> Dataset:
-    """`digits` or a path to an image folder."""
-    if spec == "digits":
-        return DigitsDataset(split, seed=seed, resolution=resolution)
-    return ImageFolderDataset(spec, resolution, train=split == "train")
-
-
-def stack_items(items) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch from a dataset's (input, label) items."""
-    return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items], dtype=torch.long)

@@ -5,13 +5,16 @@ A token directory holds `shard-KKKKK.u16` files (uint16 ids, one row of L ids pe
 read as numpy memory maps), one `shard-KKKKK.json` per shard (labels, source files, size, SHA-256), and
 `index.json`, written last, that lists them. Shards are written whole or not at all (temporary file, then
 rename), so a stopped `nextscale tokenize` resumes at the first missing shard; every shard is checked against
-its size and checksum when opened, and a bad one is named.
+its size and checksum when opened, and a bad one is named. The tokenizer that made the tokens is recorded by its
+fingerprint (`model.fingerprint()`, its content), so tokens are never resumed, rebuilt or trained on with another.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +25,12 @@ from tqdm.auto import tqdm
 from ..distributed import Distributed
 from ..errors import NextscaleError
 from ..files import atomic_write_text, file_sha256, first_line
+from ..pretrained import short_fingerprint
 from ..sharded import ShardedOutput, shard_name
-from . import stack_items
+from .common import class_names, identity, stack_items
 
-INDEX, PLAN, FORMAT = "index.json", "tokenize.json", 1
+INDEX, PLAN = "index.json", "tokenize.json"
+FORMAT, UNCHECKED_FORMAT = 2, 1  # format 1 did not record the tokenizer's fingerprint: it is read, not checked
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -48,9 +53,11 @@ class TokenDataset(Dataset):
         if not index_path.is_file():
             raise NextscaleError(f"{root} is not a token directory (no {INDEX}; write one with nextscale tokenize)")
         index = _read_json(index_path, "token index")
-        if index.get("format") != FORMAT:
+        if index.get("format") not in (FORMAT, UNCHECKED_FORMAT):
             raise NextscaleError(f"{index_path}: not a nextscale token index (format {index.get('format')!r})")
         self.root, self.index = root, index
+        self.index_sha256 = hashlib.sha256(index_path.read_bytes()).hexdigest()  # what `identity` names them by
+        self.tokenizer = index.get("tokenizer") if index["format"] == FORMAT else None  # a fingerprint, or unknown
         self.vocab_size, self.patch_nums = index["vocab_size"], tuple(index["patch_nums"])
         self.num_tokens = sum(pn * pn for pn in self.patch_nums)
         self.orientations, self.classes = index["orientations"], index["classes"]
@@ -113,30 +120,43 @@ def tokenize(
     progress: bool = True,
     tokenizer_name: str = "",
     workers: int = 0,
+    rebuild: bool = False,
 ) -> Path:
     """Encodes `dataset` (centre crops) into token shards in `out`; under torchrun (`dist`) the processes share
-    the shards. Shards already complete are kept, so a stopped run resumes. Returns the index path (written by
-    the first process)."""
+    the shards. Shards already complete are kept, so a stopped run resumes; tokens of another tokenizer are
+    refused, or with `rebuild` removed first. Returns the index path (written by the first process).
+    `tokenizer_name` (where the tokenizer was read) is noted in the record for people; `vae` is what is checked."""
     out, dist = Path(out), dist or Distributed()
     n, L = len(dataset), sum(pn * pn for pn in vae.config.patch_nums)
     if vae.config.vocab_size > 65536:
         raise NextscaleError(f"token shards hold uint16 ids: a codebook of {vae.config.vocab_size} does not fit")
-    classes = list(getattr(dataset, "classes", None) or [str(c) for c in range(dataset.num_classes)])
     plan = {
         "format": FORMAT,
         "records": n,
+        "data": identity(dataset),
         "vocab_size": vae.config.vocab_size,
         "patch_nums": list(vae.config.patch_nums),
         "orientations": 2 if flip else 1,
-        "classes": classes,
-        "tokenizer": tokenizer_name,
+        "classes": class_names(dataset),
         "shard_size": shard_size,
     }
-    # A rerun resumes only the tokenization it would have done: the same data, tokenizer and layout.
+    fingerprint = vae.fingerprint()
+    # A rerun resumes only the tokenization it would have done: the same data, tokenizer and layout. The
+    # tokenizer is checked apart from the plan, so that its refusal can name both fingerprints.
     output = ShardedOutput(out, plan, -(-n // shard_size), dist, record=PLAN, contents="tokens made", place="--out")
 
     def prepare() -> list[int]:
-        output.claim()
+        if rebuild:
+            remove_tokens(out)
+        _refuse_unchecked(out)
+        record = output.claim()
+        if "tokenizer" not in record:  # a new folder: what the shards will be checked against from now on
+            output.save({**record, "tokenizer": fingerprint, "tokenizer_name": tokenizer_name})
+        elif record["tokenizer"] != fingerprint:
+            raise NextscaleError(
+                f"{out} holds tokens made by another tokenizer ({short_fingerprint(record['tokenizer'])}, not "
+                f"{short_fingerprint(fingerprint)}): pass --rebuild to replace them, or use a new --out"
+            )
         return output.missing(lambda k: _shard_complete(output, k))
 
     mine = output.share(output.on_main(prepare))
@@ -165,7 +185,8 @@ def tokenize(
     bar.close()
     dist.barrier()
     if dist.is_main:
-        index = {**plan, "shards": [shard_name(k, ".json") for k in range(output.shard_count)]}
+        shards = [shard_name(k, ".json") for k in range(output.shard_count)]
+        index = {**plan, "tokenizer": fingerprint, "shards": shards}
         atomic_write_text(out / INDEX, json.dumps(index, indent=1) + "\n")
     dist.barrier()
     return out / INDEX
@@ -191,3 +212,33 @@ def _write_shard(output: ShardedOutput, k: int, rows: np.ndarray, labels: list[i
         "orientations": ["original", "flipped"][: rows.shape[1]],
     }
     output.publish(k, ".json", lambda tmp: Path(tmp).write_text(json.dumps(meta) + "\n"))  # last: marks it whole
+
+
+_OWN = rf"(?:shard-\d{{5,}}\.(?:u16|json)|{re.escape(INDEX)}|{re.escape(PLAN)})"
+TOKEN_FILE = re.compile(rf"{_OWN}|\.{_OWN}\..+\.tmp")  # with the temporary files of a stopped write
+
+
+def remove_tokens(folder: Path) -> int:
+    """Removes a token directory's own files and what a stopped write left of them: the index first, so that a
+    stopped removal never leaves an index over missing shards, the record last. Anything else stays (and the
+    claim that follows refuses a folder that holds it). Returns how many files went."""
+    if not folder.is_dir():
+        return 0
+    ours = [p for p in folder.iterdir() if p.is_file() and TOKEN_FILE.fullmatch(p.name)]
+    ours.sort(key=lambda p: (p.name != INDEX, p.name == PLAN))
+    for path in ours:
+        path.unlink()
+    return len(ours)
+
+
+def _refuse_unchecked(folder: Path) -> None:
+    record = folder / PLAN
+    try:
+        format_ = json.loads(record.read_text()).get("format") if record.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return  # not a record this can read: the claim names it
+    if format_ == UNCHECKED_FORMAT:
+        raise NextscaleError(
+            f"{folder} holds tokens of an older nextscale that did not record their tokenizer: pass --rebuild to "
+            "replace them, or use a new --out"
+        )

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data import to_rgb
 from ..errors import NextscaleError, SettingError
 from ..runtime import check_finite, is_int
 from ..sampling import ForcedTokens, sample
@@ -38,7 +39,7 @@ def prepare_images(images, resolution: int) -> torch.Tensor:
     if isinstance(images, Image.Image):
         images = [images]
     if isinstance(images, list | tuple) and images and all(isinstance(im, Image.Image) for im in images):
-        pixels = [np.asarray(fit_square(im.convert("RGB"), resolution), dtype=np.float32) / 255 for im in images]
+        pixels = [np.asarray(fit_square(to_rgb(im), resolution), dtype=np.float32) / 255 for im in images]
         return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
     if not torch.is_tensor(images) or not images.is_floating_point() or images.ndim != 4 or images.shape[1] != 3:
         what = (

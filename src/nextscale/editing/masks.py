@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..data.folders import MASK_BACKGROUND, to_rgb
 from ..errors import NextscaleError
 
 Box = tuple[float, float, float, float]  # y0, x0, y1, x1 in [0, 1]
@@ -54,7 +55,7 @@ def region_on_token_grid(region: torch.Tensor | Image.Image, pn_last: int) -> to
     photo covers the same part of the picture the model sees.
     """
     if isinstance(region, Image.Image):
-        region = torch.from_numpy(np.asarray(region.convert("L"), dtype=np.float32) / 255.0)
+        region = torch.from_numpy(np.asarray(to_rgb(region, MASK_BACKGROUND).convert("L"), dtype=np.float32) / 255.0)
     if not torch.is_tensor(region) or region.ndim not in (2, 3) or min(region.shape[-2:]) < 1:
         what = f"shape {tuple(region.shape)}" if torch.is_tensor(region) else type(region).__name__
         raise NextscaleError(f"a region mask must be an image or an (h, w) / (B, h, w) tensor, got {what}")

@@ -1,23 +1,29 @@
-"""What the metrics read: ADM `.npz` files (images, and `mu`/`sigma` where the file holds them), image folders,
-saved feature statistics, and the built-in digits. Images are streamed in batches, never loaded whole (50,000
-images of 256×256 are 10 GB)."""
+"""What the metrics read: ADM `.npz` files (images, and `mu`/`sigma` where the file holds them), image folders
+(flat, or a class-folder tree as training reads), `nextscale sample`'s output folders (their `samples.npz`), saved
+feature statistics, and the built-in digits. Images are streamed in batches, never loaded whole (50,000 images of
+256×256 are 10 GB)."""
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..data import IMAGE_EXTENSIONS, to_rgb
+from ..data.folders import _list_images, resize_transform
 from ..errors import NextscaleError
-from ..files import atomic_write, first_line
+from ..files import OUTPUTS_MANIFEST, atomic_write, first_line
+from ..sampling.per_class import NPZ, RECORD
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 BUILTIN = ("digits", "digits-train")  # the real test (and train) digits, as 32×32 images
+EXIF_ORIENTATION = 0x0112
 ADM_FEATURES = "inception"  # ADM reference batches carry statistics of these features, without saying so
 
 
@@ -57,6 +63,8 @@ class ImageSet:
     count: int | None  # images; None for statistics only
     statistics: Statistics | None
     _batches: object = None  # (batch_size) → iterator of uint8 (B, 3, H, W) tensors
+    size: tuple[int, int] | None = None  # (H, W) of every image it gives; None for statistics only
+    notes: list[str] = field(default_factory=list)  # what was done to the input, for the user to read
 
     @property
     def has_images(self) -> bool:
@@ -66,14 +74,22 @@ class ImageSet:
         return self._batches(batch_size)
 
 
-def open_set(source: str | os.PathLike, what: str = "SAMPLES") -> ImageSet:
-    """A `.npz` (ADM images `arr_0`, and/or `mu`/`sigma`), a folder of images, or a built-in set's name."""
+def open_set(source: str | os.PathLike, what: str = "SAMPLES", size: tuple[int, int] | None = None) -> ImageSet:
+    """A `.npz` (ADM images `arr_0`, and/or `mu`/`sigma`), a folder of images, or a built-in set's name.
+
+    `size` (H, W): what a folder's images of another size are brought to (the samples' size, for a reference);
+    None: the size most of its images have."""
     text = str(source)
     if text in BUILTIN:
         return _digits_set(text)
     path = Path(source)
     if path.is_dir():
-        return _folder_set(path, what)
+        drawn = _drawn_samples(path, what)
+        if drawn is None:
+            return _folder_set(path, what, size)
+        found = _npz_set(drawn, what)
+        found.notes.append(f"{what} {path}: read {NPZ}, the samples nextscale sample wrote there (not its PNGs)")
+        return found
     if not path.is_file():
         raise NextscaleError(
             f"{what} {path}: no such file or folder (an .npz, a folder of images, or one of {', '.join(BUILTIN)})"
@@ -110,7 +126,7 @@ def _read_npz_set(path: Path, what: str) -> ImageSet:
             raise NextscaleError(f"{what} {path}: holds neither images (arr_0) nor statistics (mu, sigma)")
         return ImageSet(str(path), None, stats)
     count, shape = _npy_header(path, what)
-    return ImageSet(str(path), count, stats, lambda bs: _npz_batches(path, count, shape, bs))
+    return ImageSet(str(path), count, stats, lambda bs: _npz_batches(path, count, shape, bs), shape[:2])
 
 
 def _npy_header(path: Path, what: str) -> tuple[int, tuple[int, ...]]:
@@ -142,29 +158,65 @@ def _npz_batches(path: Path, count: int, shape: tuple[int, ...], batch_size: int
             yield torch.from_numpy(np.frombuffer(raw, np.uint8).reshape(n, *shape).copy()).permute(0, 3, 1, 2)
 
 
-def _folder_set(path: Path, what: str) -> ImageSet:
+def _drawn_samples(folder: Path, what: str) -> Path | None:
+    """The `samples.npz` of a folder `nextscale sample` wrote: it holds every sample once, while the folder's PNGs
+    include `grid.png` (many samples in one picture). None for any other folder."""
+    per_class = (folder / RECORD).is_file()
+    if not per_class and NPZ not in _listed_outputs(folder):
+        return None
+    if not (folder / NPZ).is_file():  # the file appears only when complete
+        raise NextscaleError(
+            f"{what} {folder}: nextscale sample's folder holds no {NPZ} yet: the run has not finished "
+            f"(rerun it{' to complete it' if per_class else ''})"
+        )
+    return folder / NPZ
+
+
+def _listed_outputs(folder: Path) -> list[str]:
+    """The files the outputs list of `claim_output_dir` names; none where there is no such list."""
+    try:
+        listed = json.loads((folder / OUTPUTS_MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [str(name) for name in listed] if isinstance(listed, list) else []
+
+
+def _folder_set(path: Path, what: str, size: tuple[int, int] | None) -> ImageSet:
     from PIL import Image
 
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = _list_images(path)  # as training lists a class folder: sub-folders too, hidden ones skipped
     if not files:
-        raise NextscaleError(f"{what} {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    first = None
+        raise NextscaleError(f"{what} {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it or its sub-folders")
+    sizes = []
     for file in files:  # headers only: a wrong file is named before any feature is computed
         try:
             with Image.open(file) as im:
-                size = im.size
+                upright = im.getexif().get(EXIF_ORIENTATION, 1) < 5  # 5-8: to_rgb turns it a quarter
+                sizes.append((im.height, im.width) if upright else (im.width, im.height))
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise NextscaleError(f"{what} {file}: not a readable image ({first_line(e)})") from None
-        first = first or size
-        if size != first:
-            raise NextscaleError(
-                f"{what} {file} is {size[0]}×{size[1]}, the first image {first[0]}×{first[1]}: "
-                "crop the folder to one size first"
-            )
-    return ImageSet(str(path), len(files), None, lambda bs: _folder_batches(files, bs, what))
+    size = size or Counter(sizes).most_common(1)[0][0]
+    others = sum(s != size for s in sizes)
+    notes = []
+    if others:
+        notes.append(
+            f"{what} {path}: {others} of {len(files)} images are not {size[1]}×{size[0]}: resized and "
+            "centre-cropped to it as training reads images"
+        )
+    return ImageSet(str(path), len(files), None, lambda bs: _folder_batches(files, bs, what, size), size, notes)
 
 
-def _folder_batches(files: list[Path], batch_size: int, what: str) -> Iterator[torch.Tensor]:
+def _fit_image(image, size: tuple[int, int]):
+    """A PIL image brought to `size` (H, W) as training reads images (the shorter side to 1.125× the size with
+    Lanczos, then the centre crop); one of that size as it is."""
+    if image.size == (size[1], size[0]):
+        return image
+    from torchvision.transforms import CenterCrop
+
+    return CenterCrop(size)(resize_transform(max(size))(image))
+
+
+def _folder_batches(files: list[Path], batch_size: int, what: str, size: tuple[int, int]) -> Iterator[torch.Tensor]:
     from PIL import Image
 
     for start in range(0, len(files), batch_size):
@@ -172,7 +224,7 @@ def _folder_batches(files: list[Path], batch_size: int, what: str) -> Iterator[t
         for file in files[start : start + batch_size]:
             try:
                 with Image.open(file) as im:
-                    batch.append(np.asarray(im.convert("RGB")))
+                    batch.append(np.asarray(_fit_image(to_rgb(im), size)))
             except (OSError, ValueError, Image.DecompressionBombError) as e:
                 raise NextscaleError(f"{what} {file}: not a readable image ({first_line(e)})") from None
         yield torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
@@ -184,4 +236,4 @@ def _digits_set(name: str) -> ImageSet:
     train, test = digits_splits(0)
     images8 = (train if name == "digits-train" else test).images8
     uint8 = digits8_to_images(images8).add(1).mul(127.5).add(0.5).clamp(0, 255).to(torch.uint8)
-    return ImageSet(name, len(uint8), None, lambda bs: iter(uint8.split(bs)))
+    return ImageSet(name, len(uint8), None, lambda bs: iter(uint8.split(bs)), tuple(uint8.shape[-2:]))

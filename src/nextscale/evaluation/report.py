@@ -52,7 +52,7 @@ def evaluate(
     holds statistics only).
     """
     a = samples if isinstance(samples, ImageSet) else open_set(samples, "SAMPLES")
-    b = None if ref is None else ref if isinstance(ref, ImageSet) else open_set(ref, "--ref")
+    b = None if ref is None else ref if isinstance(ref, ImageSet) else open_set(ref, "--ref", a.size)
     if metrics is None:
         metrics = METRICS if b is not None else ("is",)
         metrics = [m for m in metrics if m == "fid" or a.has_images and (m == "is" or b.has_images)]
@@ -83,6 +83,7 @@ def evaluate(
         "ref": b.source if b else None,
         "ref_count": b.count if b else None,
         "features": network.name,
+        "notes": a.notes + (b.notes if b else []),
     }
     if "fid" in metrics:
         stats_b = b.statistics or Statistics.of(feats_b[0], network.name)
@@ -129,5 +130,11 @@ def table(result: dict) -> str:
     width = max((len(n) for n, _ in rows), default=0)
     s = result["settings"]
     head = f"{s['samples']} ({s['samples_count'] or 'statistics'}) vs {s['ref'] or '—'}, {s['features']} features"
-    notes = [f"  note: IS {s['is'].split('; ', 1)[1]}"] if "; " in s.get("is", "") else []
-    return "\n".join([head] + [f"  {n:<{width}}  {v}" for n, v in rows] + notes)
+    return "\n".join([head] + [f"  {n:<{width}}  {v}" for n, v in rows] + notes(result))
+
+
+def notes(result: dict) -> list[str]:
+    """The lines that say what was done to the inputs, and what IS used as logits where the network had none."""
+    s = result["settings"]
+    extra = [f"IS {s['is'].split('; ', 1)[1]}"] if "; " in s.get("is", "") else []
+    return [f"  note: {n}" for n in s.get("notes", []) + extra]

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..errors import NextscaleError
 from ..tokenizer import VQVAE
 from ..training.losses import LPIPS_FILE, VGG16_FILE, PerceptualLoss
-from .features import FeatureNetwork, extract
+from .features import INCEPTION_FILE, INCEPTION_URL, FeatureNetwork, default_inception_path, extract, load_network
 from .imagesets import Statistics
 from .metrics import frechet_distance
 
@@ -151,6 +151,21 @@ def load_lpips(paths=None, device="cpu") -> tuple[PerceptualLoss | None, str | N
     return PerceptualLoss(str(vgg), str(lin)).to(device), None
 
 
+# ---- rFID's network -------------------------------------------------------------------------------------------
+
+
+def local_inception(device="cpu") -> tuple[FeatureNetwork | None, str | None]:
+    """(Inception, None) where its weights are in torch's hub folder, else (None, a note saying where to put them).
+    Never downloads, as LPIPS: a tokenizer's evaluation runs offline, and rFID is one of its numbers."""
+    path = default_inception_path()
+    if not path.is_file():
+        return None, (
+            f"rFID skipped: the Inception weights {INCEPTION_FILE} are not in {path.parent} (download "
+            f"{INCEPTION_URL} there, pass --inception-weights FILE, or --rfid to download them)"
+        )
+    return load_network("inception", device=device, inception_weights=path), None
+
+
 # ---- the evaluation -------------------------------------------------------------------------------------------
 
 
@@ -231,7 +246,7 @@ def evaluate_tokenizer(
     vae: VQVAE,
     dataset: Dataset,
     *,
-    network: FeatureNetwork | None = None,
+    network: FeatureNetwork | str | None = None,
     lpips="auto",
     batch_size: int = 32,
     limit: int | None = None,
@@ -241,9 +256,13 @@ def evaluate_tokenizer(
 ) -> TokenizerReport:
     """Reconstruction metrics over `dataset`'s (image in [−1, 1], label) items, the first `limit` of them.
 
-    `network`: the feature network for rFID (None: no rFID). `lpips`: a `PerceptualLoss`, None (skipped), or
-    "auto": LPIPS where its weights are found locally, else skipped with a note."""
+    `network`: the feature network for rFID, None (no rFID), or "auto": Inception where its weights are found
+    locally, else skipped with a note. `lpips`: a `PerceptualLoss`, None (skipped), or "auto": LPIPS where its
+    weights are found locally, else skipped with a note."""
     notes = []
+    if network == "auto":
+        network, note = local_inception(device)
+        notes += [note] if note else []
     if lpips == "auto":
         lpips, note = load_lpips(device=device)
         notes += [note] if note else []

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data.folders import BACKGROUND, to_rgb
 from ..errors import NextscaleError
-from ..files import atomic_write
+from ..files import atomic_write, first_line
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -78,10 +79,13 @@ class NpzWriter:
             self.tmp.unlink(missing_ok=True)
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """An image file as RGB; decompression bombs and unreadable files are refused with the file's name."""
+def load_image(path: str | os.PathLike, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """An image file as RGB by `nextscale.data.to_rgb` (transparency on `background`); decompression bombs and
+    unreadable files are refused with the file's name."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise NextscaleError(f"{path}: not a readable image ({e})") from None
+            return to_rgb(im, background)
+    except NextscaleError as e:
+        raise NextscaleError(f"{path}: {e}") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise NextscaleError(f"{path}: not a readable image ({first_line(e)})") from None

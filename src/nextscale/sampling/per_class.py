@@ -31,6 +31,7 @@ from ..seeding import check_seed, derive_seed
 from ..sharded import ShardedOutput, shard_name
 from ..tokenizer import VQVAE
 from ..transformer import VAR
+from ..weights.classes import model_class_names
 from .batches import check_disk
 from .outputs import NpzWriter, save_grid, save_png, to_uint8
 from .sampler import check_sampling, sample
@@ -110,6 +111,8 @@ def sample_per_class(
         drawn = sum(len(_shard_range(k, total, plan["shard_size"])) for k in missing)
         kept = plan["per_class"] * len(plan["classes"])
         check_disk(out, drawn + kept * (2 if pngs else 1), side)  # shards to draw, then the npz (and PNGs)
+        names = model_class_names(var)  # not in the plan: a name never changes an image
+        record["class_names"] = {str(c): names[c] for c in plan["classes"]}
         record["runs"].append(
             {
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -19,6 +19,8 @@ from ..errors import NextscaleError, SettingError
 from ..seeding import derived_generator
 from .checkpoint import LOG, TRAINER_JSON, latest_checkpoint, run_contents
 
+RUNS = "runs.jsonl"  # a record of each start of a run: its settings, world size, versions
+
 NO_DECAY_NAMES = (
     "cls_token",
     "start_token",
@@ -81,13 +83,18 @@ def apply_schedule(optimizer, step: int, cfg) -> float:
     return lr
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Global batches in one pass over `n` items (the last, partial batch is dropped); data smaller than one
+    batch is refused."""
+    if n < batch_size:
+        raise NextscaleError(f"the dataset has {n} items, fewer than one batch of {batch_size}")
+    return n // batch_size
+
+
 def global_batch(step: int, n: int, batch_size: int, seed: int) -> tuple[int, torch.Tensor]:
     """(epoch, indices) of the global batch of `step`: epoch e walks a permutation seeded by (seed, e); the last
     partial batch is dropped. Rank r of a sharded run takes its contiguous slice of these indices."""
-    per_epoch = n // batch_size
-    if per_epoch == 0:
-        raise NextscaleError(f"the dataset has {n} items, fewer than one batch of {batch_size}")
-    epoch, pos = divmod(step, per_epoch)
+    epoch, pos = divmod(step, steps_per_epoch(n, batch_size))
     return epoch, epoch_order(seed, epoch, n)[pos * batch_size : (pos + 1) * batch_size]
 
 
@@ -135,10 +142,18 @@ def newest_scale_weight(step: int, cfg, num_scales: int) -> float:
 
 
 def check_run_dir(run_dir: Path, resume: bool | None) -> Path | None:
-    """The checkpoint a run in `run_dir` continues from (None: it starts afresh), or an error that names why
+    """The checkpoint a run in `run_dir` continues from (None: it starts at step 0), or an error that names why
     it may not: `resume=True` needs a run there, `False` needs none (a run's files are never overwritten by a
-    run that did not load them), `None` continues one if there is one."""
+    run that did not load them), `None` continues one if there is one. A run stopped before its first checkpoint
+    left nothing to lose: `resume` True or None starts it again."""
     found = run_contents(run_dir)
+    if stopped_before_first_checkpoint(run_dir):
+        if resume is False and found:
+            raise NextscaleError(
+                f"{run_dir} holds a run stopped before its first checkpoint ({', '.join(found)}): pass --resume to "
+                "start it again from step 0, or pick a new --run-dir"
+            )
+        return None
     if resume is False and found:
         raise NextscaleError(
             f"{run_dir} already holds a run ({', '.join(found[:3])}): pass --resume to continue it, or pick a new "
@@ -154,6 +169,12 @@ def check_run_dir(run_dir: Path, resume: bool | None) -> Path | None:
             f"{TRAINER_JSON}): pick a new --run-dir"
         )
     return ckpt
+
+
+def stopped_before_first_checkpoint(run_dir: Path) -> bool:
+    """Whether `run_dir` holds what a run writes before its first checkpoint (its log, its record of starts) and
+    nothing of a checkpoint, not even a pointer or a folder."""
+    return run_contents(run_dir) in ([], [LOG]) and any((run_dir / name).is_file() for name in (LOG, RUNS))
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

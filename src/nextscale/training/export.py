@@ -69,4 +69,24 @@ def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, tor
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_(tensors["ema"][name])
+    if stage == "var":
+        model.provenance = run_provenance(record["settings"]["train"].get("extra") or {})
     return stage, model.eval(), record
+
+
+# What a run records in its settings' `extra` of what it trained on, by content (`data.identity`, the tokenizer's
+# fingerprint, the class names). Runs made before (or by a Trainer used directly) recorded none of it, and the
+# command line recorded the tokenizer as the path given: what they trained on is unknown.
+TRAINED_ON = ("data", "val_data", "tokenizer", "classes")
+
+
+def records_what_it_trained_on(extra: dict) -> bool:
+    return "data" in extra
+
+
+def run_provenance(extra: dict) -> dict:
+    """What a transformer records of the run that trained it (its `provenance`), from the run's saved `extra`: the
+    fingerprint of its tokenizer and its data's class names."""
+    if not records_what_it_trained_on(extra):
+        return {}
+    return {key: extra[key] for key in ("tokenizer", "classes") if extra.get(key) is not None}

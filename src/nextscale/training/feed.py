@@ -45,10 +45,11 @@ class StepSampler(Sampler):
         return self.end - self.start
 
 
-def _ignore_sigterm(worker_id: int) -> None:
-    """torchrun signals the whole process group: the main process saves and stops, its readers must not die
-    first (the DataLoader would report them as crashed)."""
+def _ignore_stop_signals(worker_id: int) -> None:
+    """SIGTERM and Ctrl-C reach the whole process group (torchrun's, a terminal's): the main process saves and
+    stops, its readers must not die first (the DataLoader would report them as crashed)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def step_batches(dataset: Dataset, cfg, local: slice, start: int, end: int, device: torch.device) -> Iterator:
@@ -67,7 +68,7 @@ def step_batches(dataset: Dataset, cfg, local: slice, start: int, end: int, devi
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
         collate_fn=stack_items,
-        worker_init_fn=_ignore_sigterm,
+        worker_init_fn=_ignore_stop_signals,
     )
     for x, y in loader:
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -1,5 +1,6 @@
-"""What a run reports: a JSONL record every `log_every` steps (losses and accuracies per scale, grad norm, LR,
-throughput, memory), TensorBoard events when `tensorboard` is installed, and a record of each start.
+"""What a run reports: a summary line at its start, a JSONL record every `log_every` steps (losses and accuracies
+per scale, grad norm, LR, throughput, memory), TensorBoard events when `tensorboard` is installed, and a record
+of each start.
 
 Metrics stay on the device as running sums; they are averaged over ranks and read back only when a record
 is written, so no step waits for the host.
@@ -15,8 +16,84 @@ import torch
 import torch.distributed as dist
 
 from ..runtime import peak_memory_bytes, versions
-from .common import write_log
+from .common import steps_per_epoch, write_log
 from .distributed import Distributed
+
+SHOWN_CLASSES = 6  # more class names than this are abbreviated in the summary
+
+
+def metric_name(name: str, test_data, held_out: str = "val_") -> str:
+    """An evaluation metric's name: `held_out` + name on held-out data; `train_` + name without any, so that a
+    number measured on the training data never reads as a held-out one."""
+    return f"{held_out}{name}" if test_data is not None else f"train_{name}"
+
+
+def run_summary(kind: str, data, tokenizer_config, parameters: int, config, step: int) -> str:
+    """The line a run starts with: what it trains on (images, classes, resolution) and for how long, so that a
+    wrong folder, a wrong preset or a resize nobody meant shows before the first step."""
+    source = getattr(data, "source", data)  # the images an encoded dataset was made from
+    n, batch = len(data), config.batch_size
+    epochs = config.steps / steps_per_epoch(n, batch)
+    epochs_text = f"{epochs:.2g}" if epochs < 10 else f"{epochs:,.0f}"  # 0.017, 2.9, 200
+    parts = [
+        f"training the {'tokenizer' if kind == 'tokenizer' else 'transformer'}: {n:,} images in {_classes(source)}",
+        _resolution(source, tokenizer_config),
+        f"{sum(pn * pn for pn in tokenizer_config.patch_nums):,} tokens per image",
+        f"{parameters:,} parameters",
+        f"{config.steps:,} steps of {batch:,} images = {epochs_text} epochs"
+        + (f", from step {step:,}" if step else ""),
+    ]
+    return "; ".join(parts)
+
+
+def _classes(data) -> str:
+    from ..data import class_names
+
+    names = class_names(data)
+    if not names:
+        return "no classes"
+    shown = names if len(names) <= SHOWN_CLASSES else [*names[: SHOWN_CLASSES // 2], "…", names[-1]]
+    return f"{len(names):,} {'class' if len(names) == 1 else 'classes'} ({', '.join(shown)})"
+
+
+def _resolution(data, tokenizer_config) -> str:
+    """The images' resolution on disk, the one they are read at, and the model's, saying who resized them."""
+    from ..registry import ARCHITECTURES
+
+    model = tokenizer_config.resolution
+    preset = next((name for name, make in ARCHITECTURES.items() if make()[0] == tokenizer_config), None)
+    by = f"preset {preset}" if preset else "the tokenizer"
+    if hasattr(data, "vocab_size"):  # token shards: the pixels were read when they were made
+        return f"tokens of {model} px images ({by})"
+    read = data[(0, 0, 0)][0].shape[-1]  # a trainer's key: a seeded crop, no draw from the global generator
+    size, which = _stored_size(data)
+    text = f"{read} px images"
+    if size is not None and size != (read, read):
+        text = f"{_px(size)} images{which} read at {read} px by {by}"
+    return text if read == model else f"{text}, but the model takes {model} px images"
+
+
+def _stored_size(data) -> tuple[tuple[int, int] | None, str]:
+    """(width, height) of the images as stored (None: unknown), and which images that is."""
+    from PIL import Image
+
+    from ..data import DigitsDataset
+    from ..data.digits import DIGITS_RESOLUTION
+
+    if isinstance(data, DigitsDataset):
+        return (DIGITS_RESOLUTION, DIGITS_RESOLUTION), ""
+    samples = getattr(data, "samples", None)  # an image folder's files: its first stands for the others
+    if not samples:
+        return None, ""
+    try:
+        with Image.open(samples[0][0]) as image:
+            return image.size, " (the first)"
+    except Exception:  # PIL raises many types; a broken file is named when it is read, the summary says less
+        return None, ""
+
+
+def _px(size: tuple[int, int]) -> str:
+    return f"{size[0]} px" if size[0] == size[1] else f"{size[0]}×{size[1]} px"
 
 
 def run_record(settings: dict, world: int, device: torch.device, step: int) -> dict:

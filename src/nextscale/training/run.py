@@ -3,18 +3,20 @@ the built-in digits model's two runs (`nextscale demo --train`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from ..data import DigitsDataset
+from ..data import DigitsDataset, class_names, identity
 from ..registry import architecture
 from ..tokenizer import VQVAE, VQVAEConfig
 from ..transformer import VAR, VARConfig
 from ..weights import save_model
 from .config import TokenizerOptions, TrainConfig, VAROptions
 from .distributed import Distributed
+from .export import run_provenance
 from .recipes import recipe_settings
 from .tokenizer_stage import TokenizerStage
 from .trainer import Trainer
@@ -38,6 +40,7 @@ def train_tokenizer(
     """Trains a multi-scale VQ-VAE in `run_dir`. `resume`: True continues the run there (which must exist),
     False starts one (the directory must hold none), None continues one if there is one. `dist`: this
     process's place in a torchrun job (`distributed.setup`); None: one process."""
+    train_config = recorded(train_config, train_data, test_data)
     torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
     stage = TokenizerStage(VQVAE(config, device="cpu"), train_data, test_data, train_config, options, device, dist)
     return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
@@ -59,11 +62,24 @@ def train_var(
     stop_after: int | None = None,
 ) -> tuple[VAR, dict]:
     """Trains a VAR on the frozen `vae`'s tokens in `run_dir` (`resume`, `dist` as for `train_tokenizer`).
-    `train_data`: token shards (`TokenDataset`) or images."""
+    `train_data`: token shards (`TokenDataset`) or images. The transformer records (`provenance`) the tokenizer
+    it was trained with, by fingerprint, and its data's class names."""
     options, dist = options or VAROptions(), dist or Distributed()
+    train_config = recorded(
+        train_config, train_data, test_data, tokenizer=vae.fingerprint(), classes=class_names(train_data)
+    )
     var = initial_var(config, train_config, options, dist)
     stage = VARStage(vae, var, train_data, test_data, train_config, options, device, dist)
-    return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
+    var, metrics = _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
+    var.provenance = run_provenance(train_config.extra)
+    return var, metrics
+
+
+def recorded(train_config: TrainConfig, train_data: Dataset, test_data: Dataset | None, **more) -> TrainConfig:
+    """The settings as the run saves them, with what it trains on (`data.identity`) and `more`: a resumed run
+    compares them, so that it never goes on with other data or another tokenizer."""
+    seen = {"data": identity(train_data), "val_data": identity(test_data), **more}
+    return replace(train_config, extra={**train_config.extra, **seen})
 
 
 def initial_var(config: VARConfig, train_config: TrainConfig, options: VAROptions, dist: Distributed) -> VAR:

@@ -16,6 +16,7 @@ from .config import TokenizerOptions
 from .distributed import Distributed
 from .feed import evaluation_batches, step_batches, sum_over_ranks
 from .losses import PatchDiscriminator, PerceptualLoss, adaptive_weight, hinge_discriminator_loss
+from .monitor import metric_name
 
 
 class TokenizerStage:
@@ -130,8 +131,8 @@ class TokenizerStage:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Reconstruction PSNR on the test data (`eval_batches` global batches split over the ranks), and
-        codebook usage per scale (from the training EMA)."""
+        """Reconstruction PSNR on the test data (`eval_batches` global batches split over the ranks; `train_psnr`
+        on the training data when there is no test data), and codebook usage per scale (from the training EMA)."""
         vae, cfg = self.model, self.config
         data = self.test_data if self.test_data is not None else self.train_data
         sums = torch.zeros(2)
@@ -145,7 +146,8 @@ class TokenizerStage:
         psnr_sum, count = sum_over_ranks(sums, self.dist, self.device).tolist()
         tokens_per_scale = [cfg.batch_size * pn * pn for pn in vae.patch_nums]
         usage = vae.quantize.usage(tokens_per_scale)
-        metrics = {"psnr": psnr_sum / count, "usage_mean": sum(usage) / len(usage)}
+        psnr = metric_name("psnr", self.test_data, held_out="")
+        metrics = {psnr: psnr_sum / count, "usage_mean": sum(usage) / len(usage)}
         metrics.update({f"usage_{pn}": u for pn, u in zip(vae.patch_nums, usage)})
         return metrics
 

@@ -4,6 +4,7 @@ resume exactly, in one process or under torchrun (DDP or FSDP2)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -17,14 +18,28 @@ from tqdm.auto import tqdm
 
 from ..errors import NextscaleError, SettingError
 from . import checkpoint
-from .common import apply_schedule, autocast_context, check_run_dir, param_groups, step_generator
+from .common import (
+    RUNS,
+    apply_schedule,
+    autocast_context,
+    check_run_dir,
+    param_groups,
+    step_generator,
+    steps_per_epoch,
+    stopped_before_first_checkpoint,
+)
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .distributed import FSDP_NEEDS_TORCHRUN, Distributed, wrap
-from .monitor import RunLogger, run_record
+from .monitor import RunLogger, run_record, run_summary
+
+# The signals that stop a run at the end of its step with a checkpoint, as the stop message names them; the exit
+# code is the shell's for a process killed by the signal (128 + its number).
+STOP_SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C"}
 
 
 class Stage(Protocol):
     model: torch.nn.Module  # what is saved and exported (unwrapped)
+    train_data: object  # a Dataset: its length sets the epochs
     net: torch.nn.Module  # what the training forward runs through (DDP/FSDP-wrapped); set by the trainer
     kind: str  # "tokenizer" or "var"
     supports_fsdp: bool
@@ -62,7 +77,8 @@ class Trainer:
         self.stage, self.config, self.run_dir = stage, config, Path(run_dir)
         self.dist, self.device = dist or Distributed(), torch.device(device)
         self.progress = progress and self.dist.is_main
-        self.step, self.started, self.stop_requested = 0, False, False
+        self.step, self.started = 0, False
+        self.stop_signal: signal.Signals | None = None  # the stop signal this process received
         if config.fsdp and not stage.supports_fsdp:
             raise SettingError("fsdp", "shards the transformer; the tokenizer fits one device: train it with DDP")
         if config.fsdp and not torch.distributed.is_initialized():
@@ -109,25 +125,44 @@ class Trainer:
         """Continues the run in `run_dir` or starts one there; returns whether it continued.
 
         `resume=True` requires a run to continue, `False` an empty directory (a run's files are never
-        overwritten by a run that did not load them), `None` continues one if there is one.
+        overwritten by a run that did not load them), `None` continues one if there is one. Nothing is written
+        before the settings, the data and the run directory are known good.
         """
+        steps_per_epoch(len(self.stage.train_data), self.config.batch_size)  # the data holds a batch
         ckpt = check_run_dir(self.run_dir, resume)
+        restart = ckpt is None and stopped_before_first_checkpoint(self.run_dir)
         self.started = True
         if ckpt is not None:
             self._load(ckpt)
+        if self.progress:
+            print(self.summary(), file=sys.stderr, flush=True)
+        if restart and self.dist.is_main:
+            print(
+                f"{self.run_dir} holds a run stopped before its first checkpoint: starting it again from step 0",
+                file=sys.stderr,
+                flush=True,
+            )
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             record = run_record(self.settings(), self.dist.world, self.device, self.step)
-            with open(self.run_dir / "runs.jsonl", "a") as fh:
+            with open(self.run_dir / RUNS, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         self.dist.barrier()
         return ckpt is not None
+
+    def summary(self) -> str:
+        """The line a run starts with (`run_summary`)."""
+        tokenizer = getattr(self.stage, "vae", self.stage.model)  # the transformer's stage keeps its tokenizer
+        parameters = sum(p.numel() for p in self.params)
+        return run_summary(self.stage.kind, self.stage.train_data, tokenizer.config, parameters, self.config, self.step)
 
     def settings(self) -> dict:
         record = {"train": asdict(self.config), "model": self.stage.model.config.to_dict()}
         return json.loads(json.dumps(record))  # tuples → lists, as they come back from disk
 
     def _check_settings(self, saved: dict, ckpt: Path) -> None:
+        import warnings
+
         now = self.settings()
         changed = [
             f"model.{k}"
@@ -138,11 +173,25 @@ class Trainer:
             if k in RESUMABLE_CHANGES or saved["train"].get(k) == now["train"].get(k):
                 continue
             if k == "extra":
+                from .export import TRAINED_ON, records_what_it_trained_on
+
                 extra_old, extra_new = saved["train"].get(k) or {}, now["train"].get(k) or {}
+                notes = ("tokenizer_path",)  # where the tokenizer was read: the same one (by content) may move
+                if not records_what_it_trained_on(extra_old):  # an older run: refusing would strand it
+                    notes += TRAINED_ON
+                    warnings.warn(
+                        f"{ckpt} does not record its data and tokenizer: they cannot be checked", stacklevel=2
+                    )
+
+                def shown(value):  # fingerprints by their start, long lists by their length
+                    if isinstance(value, str) and len(value) > 40:
+                        return f"{value[:12]}…"
+                    return f"{len(value)} items" if isinstance(value, list) and len(str(value)) > 40 else value
+
                 changed += [
-                    f"{e} ({extra_old.get(e)} → {extra_new.get(e)})"
+                    f"{e} ({shown(extra_old.get(e))} → {shown(extra_new.get(e))})"
                     for e in sorted(set(extra_old) | set(extra_new))
-                    if extra_old.get(e) != extra_new.get(e)
+                    if e not in notes and extra_old.get(e) != extra_new.get(e)
                 ]
             else:
                 changed.append(f"{k} ({saved['train'].get(k)} → {now['train'].get(k)})")
@@ -199,7 +248,8 @@ class Trainer:
 
     def fit(self, stop_after: int | None = None) -> dict[str, float]:
         """Trains to `config.steps` (or stops, checkpointed, after `stop_after` more steps); returns the last
-        evaluation. SIGTERM (a cluster's pre-emption) saves a checkpoint at the end of the current step."""
+        evaluation. SIGTERM (a cluster's pre-emption) or Ctrl-C stops the run with a checkpoint at the end of the
+        current step (SystemExit 143 or 130); a second Ctrl-C raises KeyboardInterrupt at once."""
         cfg, stage = self.config, self.stage
         if not self.started:
             self.start(None)
@@ -207,7 +257,7 @@ class Trainer:
         logger = RunLogger(self.run_dir, self.dist, self.device, enabled=self.dist.is_main)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", disable=not self.progress)
         last_eval: dict[str, float] = {}
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
+        previous = {sig: signal.signal(sig, self._on_stop_signal) for sig in STOP_SIGNALS} if _main_thread() else {}
         try:
             tick = time.perf_counter()
             for batch in stage.batches(self.step, end):
@@ -224,23 +274,17 @@ class Trainer:
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     last_eval = self.evaluate()
                     logger.write({"step": self.step, **last_eval}, bar)
-                stop = self.dist.any(self.stop_requested)
+                stop = self.dist.any(self.stop_signal is not None)
                 if self.step % cfg.save_every == 0 or self.step == end or stop:
                     self.save()
                 if stop:
-                    if self.dist.is_main:
-                        print(
-                            f"stopped by SIGTERM at step {self.step}; checkpoint saved: rerun with --resume",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                    raise SystemExit(143)
+                    self._stopped()
                 tick = time.perf_counter()
         finally:
             bar.close()
             logger.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         stage.model.eval()
         return last_eval
 
@@ -266,8 +310,24 @@ class Trainer:
         stage.after_step(step, generator)
         return {"loss": loss.detach().float(), "grad_norm": grad_norm.detach().float(), **metrics}
 
-    def _on_sigterm(self, signum, frame) -> None:
-        self.stop_requested = True
+    def _on_stop_signal(self, signum, frame) -> None:
+        """Asks the loop to stop after this step; a second Ctrl-C stops at once. Under torchrun every rank gets
+        the signal (torchrun passes it on), and the ranks agree on the step to stop at."""
+        if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop_signal = signal.Signals(signum)
+        if signum == signal.SIGINT and self.dist.is_main:  # os.write: a handler may land inside a print
+            os.write(2, b"\nCtrl-C: stopping with a checkpoint at the end of this step (Ctrl-C again: at once)\n")
+
+    def _stopped(self) -> None:
+        sig = self.stop_signal or signal.SIGTERM  # a signal another rank received: the usual one
+        if self.dist.is_main:
+            print(
+                f"stopped by {STOP_SIGNALS[sig]} at step {self.step}; checkpoint saved: rerun with --resume",
+                file=sys.stderr,
+                flush=True,
+            )
+        raise SystemExit(128 + sig)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

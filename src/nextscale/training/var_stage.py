@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..data import stack_items
 from ..errors import NextscaleError
+from ..pretrained import short_fingerprint
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .common import check_training_device, newest_scale_weight, progressive_scale
 from .config import VAROptions
 from .distributed import Distributed
 from .feed import evaluation_batches, evaluation_size, step_batches, sum_over_ranks
+from .monitor import metric_name
 
 ENCODE_BATCH = 256  # images per tokenizer call when a dataset is encoded once (tokenize uses the same)
 
@@ -31,6 +35,7 @@ class EncodedDataset(Dataset):
             labels.append(y)
         self.ids, self.labels = torch.cat(ids), torch.cat(labels)
         self.num_classes = getattr(data, "num_classes", None)
+        self.source = data  # what the run's summary describes
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -66,10 +71,8 @@ class VARStage:
         device="cpu",
         dist: Distributed | None = None,
     ):
-        classes = getattr(train_data, "num_classes", None)
-        if classes is not None and classes > var.num_classes:
-            raise NextscaleError(f"the data has {classes} classes but the model only {var.num_classes}")
         for data in (train_data, test_data):
+            check_classes(data, var)
             check_token_data(data, vae)
         self.device, self.dist = torch.device(device), dist or Distributed()
         check_training_device(self.device, config.precision)
@@ -137,7 +140,8 @@ class VARStage:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Per-scale cross-entropy and token accuracy on the test data (no label dropout), over
-        `eval_batches` global batches split over the ranks."""
+        `eval_batches` global batches split over the ranks; `val_…`, or `train_…` on the training data when there
+        is no test data."""
         data = self.test_data if self.test_data is not None else self.train_data
         L, cfg = self.model.config.num_tokens, self.config
         sums = torch.zeros(2, L)
@@ -151,11 +155,11 @@ class VARStage:
             sums[1] += (logits.argmax(-1) == target).float().sum(0).cpu()
         loss_sum, hit_sum = sum_over_ranks(sums, self.dist, self.device)
         n = evaluation_size(data, self.options.eval_batches * cfg.batch_size, self.dist)
-        metrics = {"val_loss": (loss_sum.sum() / (n * L)).item(), "val_acc": (hit_sum.sum() / (n * L)).item()}
+        metrics = {"loss": (loss_sum.sum() / (n * L)).item(), "acc": (hit_sum.sum() / (n * L)).item()}
         for (begin, end), pn in zip(self.model.begin_ends, self.model.patch_nums):
-            metrics[f"val_loss_{pn}"] = (loss_sum[begin:end].sum() / (n * (end - begin))).item()
-            metrics[f"val_acc_{pn}"] = (hit_sum[begin:end].sum() / (n * (end - begin))).item()
-        return metrics
+            metrics[f"loss_{pn}"] = (loss_sum[begin:end].sum() / (n * (end - begin))).item()
+            metrics[f"acc_{pn}"] = (hit_sum[begin:end].sum() / (n * (end - begin))).item()
+        return {metric_name(k, self.test_data): v for k, v in metrics.items()}
 
     def extra_tensors(self) -> dict:
         return {}
@@ -170,8 +174,19 @@ class VARStage:
         pass
 
 
+def check_classes(data, var: VAR) -> None:
+    """The model's classes are the data's: with more, some are never trained (and are drawn anyway); with fewer,
+    labels fall out of range."""
+    classes = getattr(data, "num_classes", None)
+    if classes is not None and classes != var.num_classes:
+        raise NextscaleError(
+            f"the data has {classes} classes and the model {var.num_classes}: give the model the data's "
+            f"(num_classes={classes})"
+        )
+
+
 def check_token_data(data, vae: VQVAE) -> None:
-    """Token shards must come from a tokenizer with this codebook and these scales."""
+    """Token shards must come from this tokenizer: its codebook and scales, and its weights (by fingerprint)."""
     if data is None or not hasattr(data, "vocab_size"):
         return
     if data.vocab_size != vae.config.vocab_size or tuple(data.patch_nums) != tuple(vae.config.patch_nums):
@@ -179,4 +194,15 @@ def check_token_data(data, vae: VQVAE) -> None:
             f"{data.root} holds tokens of a tokenizer with {data.vocab_size} codes and scales "
             f"{tuple(data.patch_nums)}; the tokenizer has {vae.config.vocab_size} codes and scales "
             f"{tuple(vae.config.patch_nums)}"
+        )
+    if data.tokenizer is None:  # written before tokenizers were recorded: refusing would strand them
+        warnings.warn(
+            f"{data.root} does not record the tokenizer that made its tokens (an older nextscale wrote it): they "
+            "cannot be checked against this tokenizer",
+            stacklevel=2,
+        )
+    elif data.tokenizer != vae.fingerprint():
+        raise NextscaleError(
+            f"{data.root} holds tokens made by tokenizer {short_fingerprint(data.tokenizer)}, not by this one "
+            f"({short_fingerprint(vae.fingerprint())}): tokenize the data with this tokenizer, or train with that one"
         )

@@ -10,6 +10,9 @@ import math
 
 from PIL import Image
 
+from ..data.folders import BACKGROUND, to_rgb
+from ..errors import NextscaleError
+
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an uploaded image or mask file
 MAX_SIDE = 4096  # pixels, either side: checked from the header, before any pixel is decoded
 MAX_BODY_BYTES = 2 * (MAX_UPLOAD_BYTES * 4 // 3 + 4) + 64 * 1024  # two base64 files and the settings
@@ -71,23 +74,19 @@ def number(body: dict, name: str, default: float, low: float | None = None, high
 
 
 def class_id(body: dict, names: list[str]) -> int | None:
-    """`class`: an id, a name from the model's class list, or null / absent for unconditional."""
+    """`class`: an id (a number, or a numeric string as the page sends its choice), a name by `class_index`'s
+    rule, or null / absent for unconditional."""
+    from ..weights.classes import class_index
+
     value = body.get("class")
     if value is None or value == "":
         return None
-    if isinstance(value, str) and not value.strip().lstrip("-").isdecimal():
-        ids = [i for i, n in enumerate(names) if n.lower() == value.strip().lower()]
-        if len(ids) > 1:  # ImageNet has two "crane"s and two "maillot"s
-            raise BadRequest(f"class {value!r} names {len(ids)} classes ({', '.join(map(str, ids))}): give the id")
-        if ids:
-            return ids[0]
-        raise BadRequest(f"class {value!r} is not one of this model's {len(names)} class names")
-    value = integer(body, "class", 0, -(2**63))
-    if not 0 <= value < len(names):
-        raise BadRequest(
-            f"class {value} is out of range: this model has classes 0..{len(names) - 1} (null for unconditional)"
-        )
-    return value
+    if not isinstance(value, str) or value.strip().lstrip("-").isdecimal():
+        value = integer(body, "class", 0, -(2**63))
+    try:
+        return class_index(value, names)
+    except NextscaleError as e:
+        raise BadRequest(f"class {e}") from None
 
 
 def filename(body: dict, name: str, default: str) -> str:
@@ -114,9 +113,10 @@ def box(body: dict) -> tuple[float, float, float, float]:
     return y0, x0, y1, x1
 
 
-def image(body: dict, name: str) -> Image.Image:
-    """A base64 image file (a data: URL works too) → RGB, refused when it is not an image PIL reads, over
-    MAX_UPLOAD_BYTES, or over MAX_SIDE pixels a side (so decompression bombs never decode)."""
+def image(body: dict, name: str, background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """A base64 image file (a data: URL works too) → RGB by `to_rgb` (transparency on `background`), refused when
+    it is not an image PIL reads, over MAX_UPLOAD_BYTES, or over MAX_SIDE pixels a side (so decompression bombs
+    never decode)."""
     text = body.get(name)
     if not isinstance(text, str) or not text:
         raise BadRequest(f"{name} must be an image file in base64 (or a data: URL)")
@@ -136,9 +136,11 @@ def image(body: dict, name: str) -> Image.Image:
             width, height = picture.size
             if max(width, height) > MAX_SIDE:
                 raise BadRequest(f"{name} is {width}×{height} pixels: the limit is {MAX_SIDE} a side", 413)
-            return picture.convert("RGB")
+            return to_rgb(picture, background)
     except BadRequest:
         raise
+    except NextscaleError as e:  # a pixel format to_rgb does not convert
+        raise BadRequest(f"{name}: {e}") from None
     except Image.DecompressionBombError:  # PIL's own guard fires while reading the header of the largest ones
         raise BadRequest(
             f"{name} claims hundreds of megapixels (a decompression bomb?): the limit is {MAX_SIDE} pixels a side", 413

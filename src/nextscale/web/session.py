@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.folders import MASK_BACKGROUND
 from ..errors import NextscaleError
 from ..sampling.settings import DEFAULTS, SETTING_FIELDS, SamplerConfig, flag, sampler_config
 from ..seeding import MAX_SEED, batch_generator
 from ..tokenizer import VQVAE
 from ..transformer import VAR
+from ..weights.classes import class_text, model_class_names
 from ..weights.load import check_pair
 from . import inputs
 from .inputs import BadRequest
@@ -55,15 +57,6 @@ def pngs(images: torch.Tensor) -> list[str]:
         save_png(image, buffer)
         encoded.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
     return encoded
-
-
-def class_names(var: VAR) -> list[str]:
-    """ImageNet's names for 1,000-class models (torchvision's weight metadata carries them offline), else ids."""
-    if var.num_classes == 1000:
-        from torchvision.models import ResNet50_Weights
-
-        return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-    return [str(c) for c in range(var.num_classes)]
 
 
 def digit_examples() -> dict[str, str]:
@@ -110,7 +103,7 @@ class Session:
         self.max_images = max_images
         self.device = var.head.weight.device
         self.resolution = vae.config.resolution
-        self.names = class_names(var)
+        self.names = model_class_names(var)
         self.examples = digit_examples()
 
     def info(self) -> dict:
@@ -146,7 +139,7 @@ class Session:
         request = self._common(body, "sample")
         request.stream = stream
         request.n = inputs.integer(body, "n", 1, 1, self.max_images)
-        which = ["--unconditional"] if request.label is None else ["--class", str(request.label)]
+        which = ["--unconditional"] if request.label is None else ["--class", class_text(request.label, self.names)]
         batch = ["--batch-size", str(request.n)] if request.n > 16 else []  # one batch: one generator, as here
         request.command = self._command("sample", *which, "--n", str(request.n), *batch, request=request, out="samples")
         return request
@@ -173,14 +166,15 @@ class Session:
             request.mask = inputs.box(body)
             region = ["--box", ",".join(map(repr, request.mask))]
         else:
-            request.mask = region_on_token_grid(inputs.image(body, "mask"), self.var.patch_nums[-1])
+            mask = inputs.image(body, "mask", MASK_BACKGROUND)
+            request.mask = region_on_token_grid(mask, self.var.patch_nums[-1])
             region = [f"--mask={names['mask_filename']}"]
         try:
             keep_masks_for(request.mask, request.mode, self.var.patch_nums)  # a mask that edits nothing
         except NextscaleError as e:
             raise BadRequest(str(e)) from None
         mode = ["--outpaint"] if request.mode == "outpaint" else []
-        label = [] if request.label is None else ["--class", str(request.label)]
+        label = [] if request.label is None else ["--class", class_text(request.label, self.names)]
         request.command = self._command(
             "edit", f"--image={names['filename']}", *region, *mode, *label, request=request, out="edited.png"
         )

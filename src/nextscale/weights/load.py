@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import CheckpointError, NextscaleError
-from ..pretrained import CONFIG_NAME
+from ..pretrained import CONFIG_NAME, short_fingerprint
 from ..registry import (
     BUILTIN,
     BUILTIN_TOKENIZER,
@@ -49,6 +49,20 @@ def check_compatible(vae: VQVAE, var: VAR) -> None:
         problems.append(f"patch numbers: VAR {var.config.patch_nums}, VAE {vae.config.patch_nums}")
     if problems:
         raise NextscaleError("the VAR and VAE do not fit together: " + "; ".join(problems))
+
+
+def check_trained_with(vae: VQVAE, var: VAR, vae_name, var_name) -> None:
+    """A transformer that records the tokenizer it was trained with (`provenance["tokenizer"]`) is paired with that
+    tokenizer only, by content: another of the same shape gives it tokens it never learned. One that records
+    none (released files, older saves) has nothing to check."""
+    recorded = var.provenance.get("tokenizer")
+    if recorded is None or recorded == vae.fingerprint():
+        return
+    raise NextscaleError(
+        f"{var_name} was trained with tokenizer {short_fingerprint(recorded)} and {vae_name} is another "
+        f"({short_fingerprint(vae.fingerprint())}): give the tokenizer it was trained with, or pair them anyway "
+        "(--any-tokenizer; check_tokenizer=False)"
+    )
 
 
 def fetch_released(*filenames: str) -> list[Path]:
@@ -124,6 +138,13 @@ def load_var(source: str | os.PathLike, *, device="cpu") -> VAR:
     return var_from_state_dict(read_reference_file(path, "var"), source=str(path)).to(device)
 
 
+def recorded_source(source: str | os.PathLike) -> str:
+    """A model source as a record keeps it for later commands: a model name as it is, a path made absolute (a
+    later command may run in another directory)."""
+    name = str(source)
+    return name if name in MODEL_NAMES else str(Path(name).resolve())
+
+
 def _refuse_unknown_name(path: Path, what: str) -> None:
     if not path.exists() and not path.suffix and os.sep not in str(path):
         raise CheckpointError(
@@ -131,10 +152,14 @@ def _refuse_unknown_name(path: Path, what: str) -> None:
         )
 
 
-def load_pair(vae_source, var_source, *, device="cpu") -> tuple[VQVAE, VAR]:
+def load_pair(vae_source, var_source, *, device="cpu", check_tokenizer: bool = True) -> tuple[VQVAE, VAR]:
+    """A tokenizer and a transformer that fit together; `check_tokenizer=False` pairs a transformer with a tokenizer
+    other than the one it records it was trained with."""
     var = load_var(var_source, device=device)
     vae = load_vae(vae_source, device=device, patch_nums=var.config.patch_nums)
     check_compatible(vae, var)
+    if check_tokenizer:
+        check_trained_with(vae, var, vae_source, var_source)
     return vae, var
 
 
@@ -147,19 +172,19 @@ def save_model(vae: VQVAE, var: VAR, directory: str | os.PathLike) -> Path:
     return directory
 
 
-def load_model(name_or_dir: str | os.PathLike, *, device="cpu") -> tuple[VQVAE, VAR]:
+def load_model(name_or_dir: str | os.PathLike, *, device="cpu", check_tokenizer: bool = True) -> tuple[VQVAE, VAR]:
     """A (tokenizer, transformer) pair by name (`digits`, `var-d16` …; names come first, as everywhere) or from a
-    directory with `vae/` and `var/`."""
+    directory with `vae/` and `var/` (`check_tokenizer` as for `load_pair`)."""
     name = str(name_or_dir)
     if name in BUILTIN:
-        return load_pair(name, name, device=device)
+        return load_pair(name, name, device=device, check_tokenizer=check_tokenizer)
     if name in RELEASED:
         vae_path, var_path = fetch_released(RELEASED_TOKENIZER_FILE, RELEASED[name])  # both named if missing
-        return load_pair(vae_path, var_path, device=device)
+        return load_pair(vae_path, var_path, device=device, check_tokenizer=check_tokenizer)
     path = Path(name)
     if path.is_dir():
         if (path / "vae" / CONFIG_NAME).is_file() and (path / "var" / CONFIG_NAME).is_file():
-            return load_pair(path / "vae", path / "var", device=device)
+            return load_pair(path / "vae", path / "var", device=device, check_tokenizer=check_tokenizer)
         raise CheckpointError(f"{path} is not a model directory: it needs vae/ and var/ sub-directories")
     raise CheckpointError(
         f"unknown model {name!r}: use a directory with vae/ and var/, or one of {', '.join(MODEL_NAMES)}"
