@@ -3,12 +3,12 @@ models, and the command run in real processes, alone or under torchrun."""
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from nextscale.distributed import nextscale_command
 from nextscale.registry import build
 
 # ../shared/golden beside the checkout; NEXTSCALE_GOLDEN_DIR points elsewhere (a machine without ../shared)
@@ -44,24 +44,6 @@ def tiny_pair():
     randomize_(vae, seed=1, std=0.1)
     randomize_(var, seed=2)
     return vae.eval(), var.eval()
-
-
-def nextscale_command(args: list[str], nproc: int = 1) -> list[str]:
-    """`python -m nextscale ARGS`, or under torchrun with `nproc` processes."""
-    if nproc == 1:
-        return [sys.executable, "-m", "nextscale", *args]
-    # --standalone: a rendezvous on localhost port 0, i.e. a free port picked by the OS
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        str(nproc),
-        "-m",
-        "nextscale",
-        *args,
-    ]
 
 
 def run_nextscale(args: list[str], nproc: int = 1, expect: int = 0, timeout: float = 300):

@@ -5,12 +5,31 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from .errors import SettingError
+
+
+def nextscale_command(args: list[str], nproc: int = 1, *, torchrun: bool | None = None) -> list[str]:
+    """`python -m nextscale ARGS` in this interpreter, or under torchrun with `nproc` processes (by default when
+    there is more than one; `--standalone`: a rendezvous on a free port the OS picks)."""
+    if not (nproc > 1 if torchrun is None else torchrun):
+        return [sys.executable, "-m", "nextscale", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "nextscale",
+        *args,
+    ]
 
 
 @dataclass

@@ -62,6 +62,19 @@ def ensure_writable_dir(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def ensure_creatable_dir(path: str | os.PathLike, what: str) -> Path:
+    """Checks that `path` is a writable folder, or could be made as one, without making it: a run that is then
+    refused leaves nothing behind."""
+    path = Path(path)
+    if path.exists():
+        return ensure_writable_dir(path, what)  # probes with a file it removes
+    _refuse_a_file_above(path, what)
+    existing = next(p for p in path.parents if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise NextscaleError(f"{what} {path} is not writable: {existing} is not writable")
+    return path
+
+
 def ensure_writable_file(path: str | os.PathLike, what: str, suffixes: tuple[str, ...] = ()) -> Path:
     """Checks that `path` can be written (its folder is made and probed) and has one of `suffixes`."""
     path = Path(path)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..distributed import nextscale_command
 from ..errors import NextscaleError
 from ..registry import architecture
 from ..runtime import peak_memory_bytes
@@ -280,19 +281,7 @@ def train_command(
         args.append("--grad-checkpointing")
     if fsdp:
         args.append("--fsdp")
-    if nproc == 1 and not fsdp:
-        return [sys.executable, "-m", "nextscale", *args]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        str(nproc),
-        "-m",
-        "nextscale",
-        *args,
-    ]
+    return nextscale_command(args, nproc, torchrun=nproc > 1 or fsdp)  # FSDP needs torchrun even alone
 
 
 def bench_training_matrix(

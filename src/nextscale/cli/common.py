@@ -148,10 +148,7 @@ def check_classes(classes: list[str] | None, var) -> list[int] | None:
     if not classes:
         return None
     names = model_class_names(var)
-    try:
-        return [class_index(value, names) for value in classes]
-    except NextscaleError as e:
-        raise NextscaleError(f"--class {e}") from None
+    return [class_index(value, names) for value in classes]  # a refusal names --class, by the flag's dest
 
 
 def at_least(value: int, minimum: int, flag: str) -> int:

@@ -19,7 +19,7 @@ from ..errors import NextscaleError
 from ..runtime import TRAIN_PRECISIONS
 from ..training.config import LR_SCHEDULES, TrainConfig, curriculum_ramp, reference_drop_path
 from ..training.recipes import RECIPES, options_class, recipe, recipe_settings, setting_names
-from .common import add_device_arg, add_seed_arg, check_seed, resolve_device, writable_dir
+from .common import add_device_arg, add_seed_arg, check_seed, resolve_device
 
 BUILT_IN_RECIPES = {"tokenizer": "digits-tokenizer", "var": "digits-var"}  # the flags' defaults without --recipe
 FOLLOW_STEPS = ("pgwp", "warmup_steps")  # settings that follow the length of the run unless given
@@ -241,17 +241,10 @@ def start_processes(args):
 
 
 def creatable_dir(path: str | None, flag: str) -> None:
-    """Checks that `path` is a writable folder or could be made as one, making nothing."""
-    if path is None:
-        return
-    path = Path(path)
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if existing == path:
-        writable_dir(path, flag)  # probes with a file it removes
-    elif not existing.is_dir():
-        raise NextscaleError(f"{flag} {path} is not writable: {existing} is a file")
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        raise NextscaleError(f"{flag} {path} is not writable: {existing} is not writable")
+    from ..files import ensure_creatable_dir
+
+    if path is not None:
+        ensure_creatable_dir(path, flag)
 
 
 def datasets(args, resolution: int, tokens_allowed: bool = False):

@@ -90,11 +90,12 @@ def visible_entries(folder: str | os.PathLike) -> list[os.DirEntry]:
     return sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
 
 
-def _list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path) -> list[Path]:
+    """A folder's image files (by extension), sub-folders too, hidden ones left out: what training and `eval` read."""
     found = []
     for entry in visible_entries(folder):
         if entry.is_dir():
-            found += _list_images(Path(entry.path))
+            found += list_images(Path(entry.path))
         elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
             found.append(Path(entry.path))
     return found
@@ -127,7 +128,7 @@ class ImageFolderDataset(Dataset):
         if not self.classes:
             raise NextscaleError(f"{root} has no class sub-folders (expected root/<class>/<image>)")
         self.num_classes = len(self.classes)
-        listed = [(path, label) for label, name in enumerate(self.classes) for path in _list_images(root / name)]
+        listed = [(path, label) for label, name in enumerate(self.classes) for path in list_images(root / name)]
         self._check_every_class(listed, "holds no image files")
         with ThreadPoolExecutor(HEADER_THREADS) as pool:
             problems = list(pool.map(header_problem, [path for path, _ in listed]))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..data import IMAGE_EXTENSIONS, to_rgb
-from ..data.folders import _list_images, resize_transform
+from ..data.folders import list_images, resize_transform
 from ..errors import NextscaleError
 from ..files import OUTPUTS_MANIFEST, atomic_write, first_line
 from ..sampling.per_class import NPZ, RECORD
@@ -184,7 +184,7 @@ def _listed_outputs(folder: Path) -> list[str]:
 def _folder_set(path: Path, what: str, size: tuple[int, int] | None) -> ImageSet:
     from PIL import Image
 
-    files = _list_images(path)  # as training lists a class folder: sub-folders too, hidden ones skipped
+    files = list_images(path)  # as training lists a class folder: sub-folders too, hidden ones skipped
     if not files:
         raise NextscaleError(f"{what} {path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it or its sub-folders")
     sizes = []

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import NextscaleError, SettingError
+from ..pretrained import short_fingerprint
 from . import checkpoint
 from .common import (
     RUNS,
@@ -185,7 +186,7 @@ class Trainer:
 
                 def shown(value):  # fingerprints by their start, long lists by their length
                     if isinstance(value, str) and len(value) > 40:
-                        return f"{value[:12]}…"
+                        return short_fingerprint(value)
                     return f"{len(value)} items" if isinstance(value, list) and len(str(value)) > 40 else value
 
                 changed += [

@@ -11,7 +11,7 @@ import math
 from PIL import Image
 
 from ..data.folders import BACKGROUND, to_rgb
-from ..errors import NextscaleError
+from ..errors import NextscaleError, SettingError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # an uploaded image or mask file
 MAX_SIDE = 4096  # pixels, either side: checked from the header, before any pixel is decoded
@@ -85,8 +85,8 @@ def class_id(body: dict, names: list[str]) -> int | None:
         value = integer(body, "class", 0, -(2**63))
     try:
         return class_index(value, names)
-    except NextscaleError as e:
-        raise BadRequest(f"class {e}") from None
+    except SettingError as e:
+        raise BadRequest(e.reworded("class")) from None
 
 
 def filename(body: dict, name: str, default: str) -> str:

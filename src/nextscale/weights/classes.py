@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..data.folders import name_files
-from ..errors import NextscaleError
+from ..errors import NextscaleError, SettingError
 from ..transformer import VAR
 
 
@@ -27,7 +27,7 @@ def class_index(value: int | str, names: Sequence[str]) -> int:
     """A class as given → its id. An int is an id; text is an id ("3") or a name (exact, else in any case), and
     `id:3` / `name:3` say which where a number is also another class's name (folders 1 … 12 sort as 1, 10, 11,
     12, 2, …). A name two classes share, a number that could be either, an unknown name and an id out of range
-    are refused."""
+    are refused, as a bad value of the command line's `classes` (`--class`)."""
     text, chosen = str(value).strip(), isinstance(value, int)
     prefix, colon, rest = text.partition(":")
     if not chosen and colon and prefix in ("id", "name"):
@@ -40,25 +40,29 @@ def class_index(value: int | str, names: Sequence[str]) -> int:
     ]
     if is_id and not chosen and named and named != [int(text)]:
         if 0 <= int(text) < len(names):
-            raise NextscaleError(
+            raise SettingError(
+                "classes",
                 f"{text} is ambiguous: class {text} is named {names[int(text)]!r}, and class {named[0]} is named "
-                f"{text!r}: write id:{text} or name:{text}"
+                f"{text!r}: write id:{text} or name:{text}",
             )
         is_id = False  # no class has that id: the name is the one reading
     if not is_id:
         if len(named) > 1:
-            raise NextscaleError(f"{text!r} names {len(named)} classes ({', '.join(map(str, named))}): give the id")
+            raise SettingError(
+                "classes", f"{text!r} names {len(named)} classes ({', '.join(map(str, named))}): give the id"
+            )
         if not named:
-            raise NextscaleError(
+            raise SettingError(
+                "classes",
                 f"{text!r} is not one of this model's {len(names)} class names ({name_files(list(names))}) "
-                "and not an integer class id"
+                "and not an integer class id",
             )
         return named[0]
     if not text.lstrip("-").isdecimal():
-        raise NextscaleError(f"{text!r} is not an integer class id")
+        raise SettingError("classes", f"{text!r} is not an integer class id")
     index = int(text)
     if not 0 <= index < len(names):
-        raise NextscaleError(f"{index} is out of range: this model has classes 0..{len(names) - 1}")
+        raise SettingError("classes", f"{index} is out of range: this model has classes 0..{len(names) - 1}")
     return index
 
 
