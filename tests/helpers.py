@@ -1,14 +1,19 @@
 """What several test modules share (no test module imports from another): the reference tensors, tiny random
-models, and the command run in real processes, alone or under torchrun."""
+models, the command run in real processes, alone or under torchrun, and Fashion-MNIST's files (tiny ones written
+here, and the installed ones)."""
 
+import gzip
 import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from nextscale.data.fashion import FASHION_FILES, fashion_dir
 from nextscale.distributed import nextscale_command
+from nextscale.errors import NextscaleError
 from nextscale.registry import build
 
 # ../shared/golden beside the checkout; NEXTSCALE_GOLDEN_DIR points elsewhere (a machine without ../shared)
@@ -52,3 +57,38 @@ def run_nextscale(args: list[str], nproc: int = 1, expect: int = 0, timeout: flo
     )
     assert done.returncode == expect, done.stderr[-3000:]
     return done
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> Path:
+    """An IDX file of unsigned bytes (gzipped where the name ends in .gz); `magic` replaces the right one."""
+    header = (magic if magic is not None else 0x800 + array.ndim).to_bytes(4, "big")
+    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
+        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+    return path
+
+
+def write_fashion(folder: Path, counts=(12, 6), gz: bool = True, seed: int = 0) -> dict[str, tuple]:
+    """A tiny Fashion-MNIST in `folder`: the four IDX files (train, test), random 28×28 images and labels 0–9;
+    returns {split: (images, labels)}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written = {}
+    for (split, (image_file, label_file)), n in zip(FASHION_FILES.items(), counts):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        for name, array in ((image_file, images), (label_file, labels)):
+            write_idx(folder / (name if gz else name.removesuffix(".gz")), array)
+        written[split] = (images, labels)
+    return written
+
+
+def fashion_data() -> Path:
+    """The installed Fashion-MNIST's folder; CI sets NEXTSCALE_REQUIRE_FASHION=1 so that its absence fails, not
+    skips (`make setup` installs it where it can)."""
+    try:
+        return fashion_dir()
+    except NextscaleError as e:
+        if os.environ.get("NEXTSCALE_REQUIRE_FASHION") == "1":
+            pytest.fail(f"NEXTSCALE_REQUIRE_FASHION=1 but {e}")
+        pytest.skip(f"real Fashion-MNIST files not found: {e}")

@@ -41,17 +41,15 @@ def need_browser():
         pytest.skip(why)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`nextscale serve --port 0` in an empty folder, with empty HOME and TMPDIR: yields its URL; on teardown,
+def run_server(root: Path, model_args: list[str]):
+    """`nextscale serve MODEL_ARGS --port 0` in an empty folder, with empty HOME and TMPDIR: yields its URL; then
     Ctrl-C must stop it with exit code 0, and the three folders must still be empty."""
     pytest.importorskip("uvicorn", reason="the web extra (pip install 'nextscale[web]') is not installed")
-    root = tmp_path_factory.mktemp("serve")
     folders = {name: root / name for name in ("cwd", "home", "tmp")}
     for folder in folders.values():
         folder.mkdir()
     env = {**os.environ, "HOME": str(folders["home"]), "TMPDIR": str(folders["tmp"]), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "nextscale", "serve", "--model", "digits", "--port", "0", "--device", "cpu"]
+    command = [sys.executable, "-m", "nextscale", "serve", *model_args, "--port", "0", "--device", "cpu"]
     process = subprocess.Popen(
         command, cwd=folders["cwd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -71,6 +69,31 @@ def server(tmp_path_factory):
         assert not any(folder.iterdir()), f"the server wrote into {name}: {list(folder.iterdir())}"
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The built-in digits model's server (the picker offers the other built-in models)."""
+    yield from run_server(tmp_path_factory.mktemp("serve"), ["--model", "digits"])
+
+
+OWN_CLASSES = ["cat", "dog", "emu", "fox"]
+
+
+@pytest.fixture(scope="module")
+def own_model(tmp_path_factory) -> str:
+    """A tiny model of the user's own (4 named classes, 4 scales): the picker lists it first."""
+    from nextscale import save_model
+    from tests.helpers import tiny_pair
+
+    vae, var = tiny_pair()
+    var.provenance = {"classes": OWN_CLASSES}
+    return str(save_model(vae, var, tmp_path_factory.mktemp("own") / "my-model"))
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory, own_model):
+    yield from run_server(tmp_path_factory.mktemp("serve-own"), ["--model", own_model])
+
+
 def wait_for_url(process, timeout: float) -> str:
     deadline, seen = time.monotonic() + timeout, []
     while time.monotonic() < deadline:
@@ -88,7 +111,7 @@ def wait_for_url(process, timeout: float) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser(server, tmp_path_factory):
+def browser(tmp_path_factory):
     need_browser()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -110,13 +133,17 @@ def browser(server, tmp_path_factory):
     driver.quit()
 
 
-@pytest.fixture
-def page(browser, server):
+def open_page(browser, url: str):
     from selenium.webdriver.support.ui import Select
 
-    browser.get(server)
+    browser.get(url)
     wait(browser, lambda d: len(Select(d.find_element("id", "generate-class")).options) > 1)
     return browser
+
+
+@pytest.fixture
+def page(browser, server):
+    return open_page(browser, server)
 
 
 def wait(driver, condition, timeout: float = 120):
@@ -227,3 +254,51 @@ def test_bad_input_shows_a_message_and_the_server_carries_on(page, tmp_path):
     page.find_element("id", "generate-button").click()
     wait(page, lambda d: len(results(d)) == 1)
     assert not message.is_displayed()
+
+
+def test_the_model_picker_switches_the_model_and_a_sample_is_drawn_with_it(browser, own_server, own_model):
+    from selenium.webdriver.support.ui import Select
+
+    from nextscale.registry import BUILTIN
+
+    page = open_page(browser, own_server)
+    picker = Select(page.find_element("id", "model"))
+    assert [o.text for o in picker.options] == [own_model, *BUILTIN]  # the server's model first, then the built-ins
+    assert page.find_element("id", "model-info").text == "8×8 px · 4 scales (1×1 to 4×4) · 4 classes"
+
+    def classes() -> list[str]:
+        return [o.text for o in Select(page.find_element("id", "generate-class")).options]
+
+    assert classes() == ["unconditional", *(f"{i}: {name}" for i, name in enumerate(OWN_CLASSES))]
+    Select(page.find_element("id", "generate-class")).select_by_visible_text("2: emu")
+    page.find_element("id", "generate-button").click()
+    wait(page, lambda d: len(results(d)) == 1)
+    assert [t.text for t in page.find_elements("css selector", "#pyramid li")] == ["1×1", "2×2", "3×3", "4×4"]
+    assert page.find_element("css selector", "#result-images figcaption").text == "emu · image 1"
+
+    set_field(page, "generate-seed", "7")
+    set_field(page, "generate-top-k", "50")
+    picker.select_by_visible_text("digits")
+    wait(page, lambda d: d.find_element("id", "model-info").text.startswith("32×32 px · 6 scales (1×1 to 8×8)"))
+    assert classes() == ["unconditional", *map(str, range(10))] and not results(page)  # the last model's are gone
+    assert page.find_element("id", "generate-seed").get_attribute("value") == "7"  # what was typed stays
+    assert page.find_element("id", "generate-top-k").get_attribute("value") == "50"
+    assert page.current_url.endswith("?model=digits")
+    Select(page.find_element("id", "generate-class")).select_by_visible_text("5")
+    page.find_element("id", "generate-button").click()
+    wait(page, lambda d: len(results(d)) == 1)
+    tiles = page.find_elements("css selector", "#pyramid li")
+    assert [t.text for t in tiles] == ["1×1", "2×2", "3×3", "4×4", "6×6", "8×8"]
+    assert shown_png(results(page)[0]).size == (32, 32)
+    command = page.find_element("id", "command").text
+    assert command.startswith("nextscale sample --model digits --class 5 --n 1 --seed 7 --cfg 1.5 --top-k 50")
+
+    open_page(browser, own_server + "?model=digits-small")  # a link to a model opens it
+    assert Select(page.find_element("id", "model")).first_selected_option.text == "digits-small"
+    assert page.find_element("id", "model-info").text.startswith("32×32 px · 6 scales")
+    open_page(browser, own_server + "?model=nope")  # an unknown one says so, and the default shows
+    message = page.find_element("id", "message")
+    wait(page, lambda d: message.is_displayed())
+    assert "Model nope: Refused (400): unknown model 'nope'; this server offers:" in message.text
+    assert Select(page.find_element("id", "model")).first_selected_option.text == own_model
+    assert page.find_element("id", "model-info").text.startswith("8×8 px · 4 scales")

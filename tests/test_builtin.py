@@ -1,4 +1,4 @@
-"""The shipped digits model, the demo and the digits evaluation."""
+"""The shipped models (digits, fashion), the demo and the digits evaluation."""
 
 import numpy as np
 import pytest
@@ -8,14 +8,34 @@ from PIL import Image
 from nextscale import load_model, sample
 from nextscale.cli import main
 from nextscale.data import DigitsDataset, digits8_to_images, digits_splits, images_to_digits8
+from nextscale.data.examples import digit_examples, fashion_examples
 from nextscale.evaluation import Statistics, evaluate_digits, frechet_distance
 from nextscale.registry import BUILTIN
+from nextscale.sampling.outputs import to_uint8
+
+
+def test_built_in_weights_stay_under_20_mb_together():
+    from nextscale.evaluation.fashion_network import NETWORK_DIR
+
+    files = [p for folder in [*BUILTIN.values(), NETWORK_DIR] for p in folder.rglob("*") if p.is_file()]
+    assert {p.parent.parent.name for p in files if p.parent.name == "var"} == {"digits", "digits-small", "fashion"}
+    assert sum(p.stat().st_size for p in files) < 20_000_000  # every built-in model and network together
+
+
+@pytest.mark.parametrize("name", ["fashion"])
+def test_the_fashion_model_loads_strictly_and_draws_every_class_as_its_name(name):
+    from nextscale.data.fashion import FASHION_CLASSES
+    from nextscale.weights.classes import model_class_names
+
+    vae, var = load_model(name)  # strict: any missing or unexpected key raises; the pair's tokenizer is checked
+    assert model_class_names(var) == list(FASHION_CLASSES)
+    assert all(p.dtype == torch.float32 for p in var.parameters())  # stored in fp16, computed in fp32
+    out = sample(vae, var, list(range(10)), seed=0)
+    assert out.images.shape == (10, 3, 32, 32) and torch.isfinite(out.images).all()
 
 
 @pytest.mark.slow
 def test_shipped_model_is_small_loads_strictly_and_samples_every_class():
-    files = [p for name in BUILTIN for p in BUILTIN[name].rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) < 20 * 2**20  # every built-in model together
     small = [p for p in BUILTIN["digits-small"].rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in small) < 3 * 2**20
     vae, var = load_model("digits")  # strict: any missing or unexpected key raises
@@ -24,14 +44,78 @@ def test_shipped_model_is_small_loads_strictly_and_samples_every_class():
     assert out.labels.tolist() == list(range(10))
 
 
+def fashion_stand_in(folder, architecture: str = "tiny"):
+    """A model that records Fashion-MNIST's class names, standing in for the built-in fashion model: the fashion
+    architecture with its initial weights (what the demo costs with the real one), or a tiny one whose last scale
+    is the built-in models' 8×8 (so the demo's edit boxes fit)."""
+    from dataclasses import replace
+
+    from nextscale import build, save_model
+    from nextscale.data.fashion import FASHION_CLASSES
+    from nextscale.registry import architecture as architecture_of
+    from nextscale.tokenizer import VQVAE
+    from nextscale.transformer import VAR
+    from tests.helpers import randomize_
+
+    torch.manual_seed(0)
+    if architecture == "tiny":
+        vae_config, var_config = architecture_of("tiny")
+        scales = dict(patch_nums=(1, 2, 4, 8))
+        vae = randomize_(VQVAE(replace(vae_config, **scales)), seed=1, std=0.1)
+        var = randomize_(VAR(replace(var_config, **scales, num_classes=len(FASHION_CLASSES))), seed=2)
+    else:
+        vae, var = build(architecture)
+    var.provenance = {"tokenizer": vae.fingerprint(), "classes": list(FASHION_CLASSES)}
+    return save_model(vae.eval(), var.eval(), folder)
+
+
 @pytest.mark.slow
-def test_demo_writes_a_png(tmp_path, capsys):
+def test_demo_writes_a_png_with_a_panel_for_each_model(tmp_path, capsys, monkeypatch):
+    from nextscale import demo
+
     assert main(["demo", "--out", str(tmp_path / "demo.png")]) == 0
     assert "wrote" in capsys.readouterr().out
     with Image.open(tmp_path / "demo.png") as im:
         im.verify()
     with Image.open(tmp_path / "demo.png") as im:
-        assert im.mode == "RGB" and im.width > 300 and im.height > 300
+        picture = np.asarray(im)
+        assert im.mode == "RGB" and im.width == 2 * demo.MARGIN + 10 * (64 + demo.PAD) - demo.PAD
+    digits_at = tile_rows(picture, digit_examples().add(1).div(2))
+    fashion_at = tile_rows(picture, fashion_examples().add(1).div(2))
+    assert len(digits_at) == 1 and len(fashion_at) == 1 and digits_at < fashion_at  # each model's real images
+
+
+def tile_rows(picture: np.ndarray, images: torch.Tensor) -> list[int]:
+    """The rows at which the demo picture's first column shows `images[0]` (in [0, 1]) as the demo draws it."""
+    from nextscale.demo import MARGIN, TILE_SCALE
+
+    tile = images[:1].repeat_interleave(TILE_SCALE, -1).repeat_interleave(TILE_SCALE, -2)
+    expected, side = to_uint8(tile)[0], tile.shape[-1]
+    column = picture[:, MARGIN : MARGIN + side]
+    return [y for y in range(len(column) - side + 1) if np.array_equal(column[y : y + side], expected)]
+
+
+def test_a_demo_panel_shows_every_class_real_images_the_pyramid_and_edits(tmp_path):
+    from nextscale.data.fashion import FASHION_CLASSES
+    from nextscale.demo import draw_panels, model_panel
+    from nextscale.editing.edit import prepare_images
+
+    panel = model_panel(str(fashion_stand_in(tmp_path / "fashion")), rows=2)
+    assert panel.heading.startswith(f"{tmp_path / 'fashion'}: Fashion-MNIST")
+    samples, real, pyramid, inpainted, outpainted = panel.sections
+    assert [len(row.images) for row in samples.rows] == [10, 10] and samples.rows[-1].captions == list(FASHION_CLASSES)
+    shipped = prepare_images(fashion_examples().add(1).div(2), 16)  # at the stand-in's resolution
+    assert torch.equal(real.rows[0].images, shipped)  # the shipped test images
+    assert real.rows[1].images.shape == (10, 3, 16, 16) and real.rows[1].captions == list(FASHION_CLASSES)
+    assert [row.captions for row in pyramid.rows] == [["1x1", "2x2", "4x4", "8x8"]]  # the stand-in's scales
+    assert inpainted.rows[0].captions == [*FASHION_CLASSES[1:], FASHION_CLASSES[0]]  # each as the next class
+    assert outpainted.rows[0].images.shape == (10, 3, 16, 16)
+    for section in (samples, pyramid, inpainted, outpainted):
+        assert all(
+            torch.isfinite(row.images).all() and 0 <= row.images.min() <= row.images.max() <= 1 for row in section.rows
+        )
+    picture = np.asarray(draw_panels([panel, panel]))
+    assert len(tile_rows(picture, shipped)) == 2  # the real t-shirt, once in each panel
 
 
 def test_digits_round_trip_through_32px_is_exact():

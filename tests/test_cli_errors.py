@@ -13,7 +13,7 @@ from PIL import Image
 from nextscale import VQVAE, golden, save_model
 from nextscale.cli import main
 from nextscale.registry import architecture
-from tests.helpers import tiny_pair
+from tests.helpers import tiny_pair, write_fashion
 
 
 class NotWeights:
@@ -44,6 +44,9 @@ def ws(tmp_path_factory):
     (d / "badlatest").mkdir()
     (d / "badlatest" / "latest").write_text("ckpt-00000099\n")
     (d / "emptydir").mkdir()
+    write_fashion(d / "halffashion")  # Fashion-MNIST's train files without its test files
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (d / "halffashion" / name).unlink()
     for name, broken in (("badstate", "trainer.json"), ("badweights", "__0_0.distcp"), ("badindex", ".metadata")):
         assert main([*TOKENIZER, "--run-dir", str(d / name)]) == 0  # a real run, as the command leaves it
         (d / name / "ckpt-00000002" / broken).write_bytes(b"" if name == "badweights" else b"PK\x03\x04 truncated")
@@ -334,6 +337,10 @@ CASES = {
     "eval-tokenizer: no-rfid, features": (["eval-tokenizer", "--tokenizer", "digits", "--data", "digits", "--no-rfid", "--features", "digits"], "--features is for rFID: drop --no-rfid"),
     "eval-tokenizer: no-rfid, weights": (["eval-tokenizer", "--tokenizer", "digits", "--data", "digits", "--no-rfid", "--inception-weights", "{d}/w.pth"], "--inception-weights is for rFID: drop --no-rfid"),
     "eval-tokenizer: weights, other net": (["eval-tokenizer", "--tokenizer", "digits", "--data", "digits", "--features", "digits", "--inception-weights", "{d}/w.pth"], "--inception-weights goes with --features inception"),
+    # a folder of Fashion-MNIST's IDX files without all four
+    "tokenize: fashion folder lacking files": (["tokenize", "--data", "{d}/halffashion", "--tokenizer", "{m}/vae", "--out", "{d}/tok"], "halffashion lacks t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"),
+    "tokenizer: fashion folder lacking files": ([*TOKENIZER[:2], "{d}/halffashion", *TOKENIZER[3:], "--run-dir", "{d}/t"], "halffashion lacks t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"),
+    "eval-tokenizer: fashion folder lacking files": (["eval-tokenizer", "--tokenizer", "{m}/vae", "--data", "{d}/halffashion", "--no-rfid"], "halffashion lacks t10k-images-idx3-ubyte.gz"),
     # the command itself
     "no command": ([], "the following arguments are required: command"),
     "unknown command": (["paint"], "invalid choice: 'paint'"),
@@ -358,7 +365,8 @@ def no_computation(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("computed before the arguments and outputs were checked")
 
-    monkeypatch.setattr("nextscale.evaluation.evaluate_digits", refuse)
+    monkeypatch.setattr("nextscale.evaluation.evaluate_samples", refuse)
+    monkeypatch.setattr("nextscale.evaluation.evaluate_edits", refuse)
     monkeypatch.setattr("nextscale.bench.bench_sampling", refuse)
 
 

@@ -615,3 +615,33 @@ def test_eval_of_a_sample_folder_from_the_command_line_says_what_it_read(tmp_pat
     assert main(["eval", str(out), "--ref", "digits", "--features", str(net), "--metrics", "fid"]) == 0
     printed = capsys.readouterr().out
     assert f"{out / 'samples.npz'} (3) vs digits" in printed and "note: SAMPLES" in printed and "FID" in printed
+
+
+@pytest.mark.slow
+def test_the_digits_preset_reports_what_the_fashion_preset_reports(tmp_path, capsys):
+    """Both presets go through one evaluation: the digits one also prints FID, IS, precision/recall and KID beside
+    the real floor, its unguided accuracy, and the edits with the change outside the box (a tiny 10-class model)."""
+    from dataclasses import replace
+
+    from nextscale.registry import architecture
+    from nextscale.tokenizer import VQVAE
+    from nextscale.transformer import VAR
+    from nextscale.weights import save_model
+    from tests.helpers import randomize_
+
+    vae_config, var_config = architecture("tiny")
+    vae = VQVAE(replace(vae_config, ch_mult=(1, 2, 2), patch_nums=(1, 2, 4, 8)))
+    var = VAR(replace(var_config, num_classes=10, patch_nums=(1, 2, 4, 8)))
+    save_model(randomize_(vae, seed=1, std=0.1).eval(), randomize_(var, seed=2).eval(), tmp_path / "m")
+    report = tmp_path / "r.json"
+    argv = ["eval", "--preset", "digits", "--model", str(tmp_path / "m"), "--n-per-class", "2", "--edit-limit", "4"]
+    assert main([*argv, "--device", "cpu", "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("FID", "IS", "precision", "recall", "KID", "real floor", "unguided", "outside the box"):
+        assert name in printed, name
+    record = json.loads(report.read_text())
+    assert record["compared"]["test"] == "digits" and record["compared"]["test_count"] == 360
+    assert record["compared"]["floor"] == "digits-train" and record["compared"]["floor_count"] == 1437
+    assert record["unguided_accuracy"] is not None and record["classifier_test_accuracy"] > 0.98
+    assert record["samples"]["fid"] > record["floor"]["fid"] > 0  # random weights are far from real digits
+    assert record["edits"]["n"] == 4 and record["edits"]["preset"] == "digits" and record["options"]["edit_cfg"] == 3

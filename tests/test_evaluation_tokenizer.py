@@ -13,10 +13,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from nextscale.cli import main
+from nextscale.data import FashionMNISTDataset
 from nextscale.evaluation import FeatureNetwork, TokenizerReport, evaluate_tokenizer
 from nextscale.evaluation import tokenizer as tok
 from nextscale.evaluation.features import INCEPTION_FILE
 from nextscale.training.losses import LPIPS_FILE, VGG16_FILE
+from tests.helpers import fashion_data, write_fashion
 
 
 def numpy_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -257,3 +259,52 @@ def test_rfid_uses_the_inception_weights_where_they_are_and_none_with_no_rfid(of
     assert record["rfid"] is None and record["settings"]["rfid"] == "skipped" and len(loaded) == 1
     assert main([*OFFLINE_RUN, "--no-rfid", "--features", "digits"]) == 2
     assert "--features is for rFID: drop --no-rfid" in capsys.readouterr().err
+
+
+class Named(MeanColour):
+    def __init__(self, name):
+        self.name = name
+
+
+@pytest.fixture
+def fashion_folder(tmp_path, monkeypatch):
+    """A tiny Fashion-MNIST folder (`--data DIR`), no LPIPS weights, and the networks the run loads, recorded."""
+    write_fashion(tmp_path / "fm", counts=(4, 12))
+    monkeypatch.setattr(tok, "lpips_candidates", lambda: [tmp_path / "nothing-here"])
+    loaded = []
+    monkeypatch.setattr(tok, "load_network", lambda name, **kw: loaded.append(name) or Named(name))
+    return tmp_path / "fm", loaded
+
+
+def test_fashion_mnist_is_measured_through_its_own_network_by_default(fashion_folder, offline, tmp_path, capsys):
+    folder, loaded = fashion_folder
+    args = ["eval-tokenizer", "--tokenizer", "digits", "--data", str(folder), "--quiet"]
+    assert main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert loaded == ["fashion"] and record["features"] == "fashion" and record["rfid"] >= 0
+    assert record["images"] == 12 and 0 < record["ssim"] <= 1 and record["settings"]["features"] is None
+    assert f"tokenizer digits on {folder} (test split): 12 images" in capsys.readouterr().out
+    assert main([*args, "--features", "inception"]) == 0  # named: Inception, which is not here
+    assert loaded == ["fashion"] and "note: rFID skipped: the Inception weights" in capsys.readouterr().out
+    assert tok.default_features(FashionMNISTDataset("test", root=folder)) == "fashion"
+    assert tok.default_features(FashionMNISTDataset("test", root=folder, resolution=64)) == "inception"  # 32 only
+
+
+def test_the_installed_fashion_mnist_test_split(tmp_path, monkeypatch, capsys):
+    fashion_data()
+    monkeypatch.setattr(tok, "lpips_candidates", lambda: [tmp_path / "nothing-here"])
+    args = ["eval-tokenizer", "--tokenizer", "digits", "--data", "fashion-mnist", "--limit", "16", "--no-rfid"]
+    assert main([*args, "--quiet", "--json", str(tmp_path / "r.json")]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["images"] == 16 and record["rfid"] is None and 5 < record["psnr"] < 60
+    assert [s["tokens"] for s in record["scales"]][-1] == 16 * 130
+    assert "tokenizer digits on fashion-mnist (test split): 16 images at 32×32" in capsys.readouterr().out
+
+
+def test_rfid_required_on_fashion_mnist_loads_the_shipped_fashion_network(tmp_path, monkeypatch, capsys):
+    write_fashion(tmp_path / "fm", counts=(2, 8))
+    monkeypatch.setattr(tok, "lpips_candidates", lambda: [tmp_path / "nothing-here"])
+    args = ["eval-tokenizer", "--tokenizer", "digits", "--data", str(tmp_path / "fm"), "--rfid", "--quiet"]
+    assert main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["features"] == "fashion" and record["rfid"] > 0 and record["images"] == 8

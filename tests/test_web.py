@@ -453,3 +453,155 @@ def test_an_uploaded_image_s_transparency_is_white_and_a_mask_s_is_kept(client):
         for image, mask in ((photo, strokes), (on_white, opaque))
     ]
     assert results[0]["input"] == results[1]["input"] and results[0]["images"] == results[1]["images"]
+
+
+# ---- the model picker: every built-in model, plus the one the server started with --------------------------
+
+
+def fashion_stand_in(folder):
+    """A tiny model that records Fashion-MNIST's class names: a stand-in for the built-in fashion model."""
+    from dataclasses import replace
+
+    from nextscale import save_model
+    from nextscale.data.fashion import FASHION_CLASSES
+    from nextscale.transformer import VAR
+    from tests.helpers import randomize_, tiny_pair
+
+    vae, tiny = tiny_pair()
+    var = randomize_(VAR(replace(tiny.config, num_classes=len(FASHION_CLASSES))), seed=3).eval()
+    var.provenance = {"tokenizer": vae.fingerprint(), "classes": list(FASHION_CLASSES)}
+    return save_model(vae, var, folder)
+
+
+@pytest.fixture
+def picker(session, tmp_path, monkeypatch):
+    """The app as `nextscale serve` makes it (digits first, then every built-in model), with the built-in fashion
+    model's entry pointed at a tiny stand-in (its weights are not needed to test the page's side of it)."""
+    from nextscale import registry
+    from nextscale.web import Models
+
+    monkeypatch.setitem(registry.BUILTIN, "fashion", fashion_stand_in(tmp_path / "fashion"))
+    monkeypatch.setitem(registry.BUILTIN_TOKENIZER, "fashion", "fashion")
+    app = create_app(Models.with_builtins(session))
+    with TestClient(app) as client:
+        yield client, app.state.models
+
+
+def test_info_lists_every_built_in_model_and_loads_each_when_first_named(picker):
+    from nextscale.data.fashion import FASHION_CLASSES
+    from nextscale.registry import BUILTIN
+
+    client, models = picker
+    info = client.get("/api/info").json()
+    assert info["models"] == list(BUILTIN) and "fashion" in info["models"] and info["model"] == "digits"
+    assert models.loaded == ["digits"]  # nothing else is loaded before a request names it
+    fashion = client.get("/api/info", params={"model": "fashion"}).json()
+    assert fashion["model"] == "fashion" and fashion["classes"] == list(FASHION_CLASSES)
+    assert fashion["scales"] == [1, 2, 3, 4] and fashion["models"] == info["models"]  # the stand-in's scales
+    assert fashion["examples"] == [f"fashion-{name}" for name in FASHION_CLASSES]  # its own data's images
+    assert models.loaded == ["digits", "fashion"]
+    assert client.get("/api/info").json()["model"] == "digits"  # the default stays
+
+
+def test_switching_models_draws_with_the_named_one_and_its_command_agrees(picker, tmp_path):
+    client, _ = picker
+    events = stream(client, "/api/sample/stream", {"model": "fashion", "class": "sneaker", "seed": 5, "n": 2})
+    assert [e["event"] for e in events] == ["started", "scales", *["scale"] * 4, "done"]  # the stand-in's 4 scales
+    done = events[-1]
+    assert done["labels"] == [7, 7]
+    assert done["command"].startswith("nextscale sample --model fashion --class 7 --n 2 --seed 5")
+    run_command(done["command"], **{"--out": str(tmp_path / "fashion")})  # the registry's stand-in, in-process
+    for i, image in enumerate(done["images"]):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "fashion" / f"{i:06d}.png")), pixels(image))
+    small = client.post("/api/sample", json={"model": "digits-small", "class": 3, "seed": 5}).json()
+    digits = client.post("/api/sample", json={"class": 3, "seed": 5}).json()
+    assert small["command"].startswith("nextscale sample --model digits-small --class 3")
+    assert digits["command"].startswith("nextscale sample --model digits --class 3")
+    assert small["images"] != digits["images"]  # another transformer on the same tokenizer
+    example = client.get("/api/examples/fashion-sneaker.png").content
+    edited = client.post(
+        "/api/edit", json={"model": "fashion", "image": b64(example), "box": [0.2, 0.2, 0.8, 0.8], "class": "bag"}
+    ).json()
+    assert "nextscale edit --model fashion --image=input.png --box 0.2,0.2,0.8,0.8 --class 8" in edited["command"]
+
+
+@pytest.mark.parametrize("name", ["no-such-model", 3, ["digits"]])
+def test_an_unknown_model_is_refused_in_one_line(picker, name):
+    client, models = picker
+    offered = ", ".join(models.names)
+    requests = [
+        client.post("/api/sample", json={"model": name}),
+        client.post("/api/sample/stream", json={"model": name}),
+        client.post("/api/edit", json={**EDIT, "model": name}),
+    ]
+    if isinstance(name, str):
+        requests.append(client.get("/api/info", params={"model": name}))
+    for response in requests:
+        assert response.status_code == 400, response.text
+        message = response.json()["error"]
+        assert message == f"unknown model {name!r}; this server offers: {offered}" and "\n" not in message
+    assert models.loaded == ["digits"]
+
+
+def test_a_model_of_the_user_s_own_comes_first_and_the_built_in_ones_follow(tmp_path):
+    from nextscale import save_model
+    from nextscale.data.fashion import FASHION_CLASSES
+    from nextscale.registry import BUILTIN
+    from nextscale.web import Models
+    from tests.helpers import tiny_pair
+
+    model = str(save_model(*tiny_pair(), tmp_path / "mine"))
+    first = Session(*load_model(model), ["--model", model], model)
+    with TestClient(create_app(Models.with_builtins(first))) as client:
+        info = client.get("/api/info").json()
+        assert info["models"] == [model, *BUILTIN] and info["scales"] == [1, 2, 3, 4]
+        every = [*(f"digit-{d}" for d in range(10)), *(f"fashion-{name}" for name in FASHION_CLASSES)]
+        assert info["examples"] == every  # a model of other classes: every set's
+        digits = client.get("/api/info", params={"model": "digits"}).json()
+        assert digits["scales"] == [1, 2, 3, 4, 6, 8] and len(digits["classes"]) == 10
+        assert digits["examples"] == [f"digit-{d}" for d in range(10)]
+        events = stream(client, "/api/sample/stream", {"model": "digits", "class": 1})
+        assert [e["event"] for e in events].count("scale") == 6
+        assert client.post("/api/sample", json={}).json()["command"].startswith(f"nextscale sample --model {model}")
+
+
+def test_a_model_loads_once_however_many_requests_name_it_at_once(session):
+    from nextscale.errors import NextscaleError
+    from nextscale.web import Models
+    from nextscale.web.inputs import BadRequest
+
+    calls, gate = [], threading.Event()
+
+    def slow_load():
+        calls.append(1)
+        gate.wait(10)
+        return session
+
+    def broken():
+        raise NextscaleError("digits-x/var/model.safetensors is cut short")
+
+    models = Models(session, {"other": slow_load, "broken": broken})
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(models.get("other"))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    while not calls:
+        threading.Event().wait(0.01)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(calls) == 1 and len(got) == 6 and all(s is session for s in got)
+    with pytest.raises(BadRequest, match="model broken could not be loaded: digits-x/var/model.safetensors") as e:
+        models.get("broken")
+    assert e.value.status == 500 and models.loaded == [session.title, "other"]
+
+
+def test_each_example_set_ships_one_image_per_class_as_the_model_sees_it(client):
+    from nextscale.data.examples import shipped_fashion_grey
+
+    grey = shipped_fashion_grey()
+    for label, name in enumerate(["t-shirt", "trouser", "pullover", "dress", "coat"]):
+        example = np.asarray(Image.open(io.BytesIO(client.get(f"/api/examples/fashion-{name}.png").content)))
+        assert example.shape == (32, 32, 3)  # padded with black, as the model was trained
+        assert np.array_equal(example[2:30, 2:30, 0], grey[label]) and not example[:2].any()
+    assert client.get("/api/info").json()["examples"] == [f"digit-{d}" for d in range(10)]  # the digits model's

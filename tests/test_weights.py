@@ -37,6 +37,22 @@ def test_save_pretrained_round_trip_is_bit_exact(tiny_models, tmp_path):
     assert torch.equal(x.images, y.images)
 
 
+def test_weights_saved_in_half_load_widened_to_the_rounded_values(tiny_models, tmp_path):
+    from safetensors import safe_open
+
+    _, var = tiny_models
+    var.save_pretrained(tmp_path / "var", dtype=torch.float16)
+    with safe_open(tmp_path / "var" / "model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} - {"I64"} == {"F16"}  # integer buffers as they are
+    loaded = VAR.from_pretrained(tmp_path / "var")
+    for name, tensor in var.state_dict().items():
+        widened = loaded.state_dict()[name]
+        if tensor.is_floating_point():
+            assert widened.dtype == torch.float32 and torch.equal(widened, tensor.half().float())
+        else:
+            assert torch.equal(widened, tensor)
+
+
 def test_from_pretrained_rejects_the_wrong_kind(tiny_models, tmp_path):
     vae, _ = tiny_models
     vae.save_pretrained(tmp_path / "vae")

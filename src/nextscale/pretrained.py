@@ -109,12 +109,17 @@ class PretrainedMixin:
         config = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()
         return f"{weights_fingerprint(self)[:32]}:{config[:16]}"
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, *, dtype: torch.dtype | None = None) -> Path:
+        """`dtype` (e.g. torch.float16) stores the floating tensors narrower, to ship a model in half the bytes;
+        loading widens them back to the model's own dtype, so the model computes as before on rounded weights."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         from safetensors.torch import save_file
 
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tensors = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+        }
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
         meta = {"model_type": self.model_type, "format_version": FORMAT_VERSION, "config": self.config.to_dict()}
         if self.provenance:

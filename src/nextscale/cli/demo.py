@@ -1,4 +1,4 @@
-"""`nextscale demo`: the built-in digits model in one picture (outputs/demo.png)."""
+"""`nextscale demo`: the built-in models in one picture (outputs/demo.png)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from .common import add_device_arg, add_seed_arg, check_seed, resolve_device, wr
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="the built-in digits model in one picture (outputs/demo.png)")
+    p = sub.add_parser("demo", help="the built-in models in one picture (outputs/demo.png)")
     p.add_argument("--out", default="outputs/demo.png", help="the picture (.png)")
     add_seed_arg(p)
-    p.add_argument("--train", action="store_true", help="first retrain both stages from scratch (fixed seeds)")
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="first retrain both stages of the digits model from scratch (fixed seeds), and show it",
+    )
     p.add_argument("--run-dir", default="runs/demo", help="with --train: checkpoints go here (must hold no run)")
     p.add_argument("--model-out", default="outputs/digits-model", help="with --train: the trained model")
     add_device_arg(p, default="cpu")
@@ -20,17 +24,17 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..demo import run_demo
+    from ..demo import DEMO_MODELS, run_demo
 
     started = time.time()
     seed = check_seed(args.seed)
     device = resolve_device(args.device)
     writable_file(args.out, "--out", (".png",))
-    model = "digits"
+    models = list(DEMO_MODELS)
     if args.train:
         from pathlib import Path
 
-        from ..training import train_digits_model
+        from ..training import train_builtin_model
         from ..training.common import check_run_dir
 
         for part in ("tokenizer", "var"):
@@ -40,7 +44,8 @@ def run(args) -> None:
                 raise NextscaleError(f"{Path(args.run_dir) / part} already holds a run: pick a new --run-dir") from None
         writable_dir(args.run_dir, "--run-dir")
         writable_dir(args.model_out, "--model-out")
-        model = str(train_digits_model(args.model_out, run_dir=args.run_dir, device=device))
-        print(f"trained both stages into {model}")
-    path = run_demo(args.out, model=model, seed=seed, device=device)
+        trained = str(train_builtin_model("digits", args.model_out, run_dir=args.run_dir, device=device))
+        models[models.index("digits")] = trained
+        print(f"trained both stages into {trained}")
+    path = run_demo(args.out, models=models, seed=seed, device=device)
     print(f"wrote {path} in {time.time() - started:.1f} s")

@@ -1,11 +1,13 @@
 """`nextscale eval`: FID, IS, precision/recall and KID of a sample set against a reference (torch-fidelity's
-Inception, or any feature network), and `--preset digits`: the digits model judged by an independent classifier."""
+Inception, or any feature network), and `--preset digits|fashion`: a built-in model's samples judged on real data
+by an independent classifier (the presets: nextscale.evaluation.presets)."""
 
 from __future__ import annotations
 
 import json
 
 from ..errors import NextscaleError
+from ..evaluation.presets import PRESETS, REGISTERED
 from ..sampling.settings import DEFAULTS as SAMPLER_DEFAULTS
 from .common import (
     SAMPLER_FLAGS,
@@ -26,7 +28,6 @@ METRICS = ("fid", "is", "prc", "kid")
 DEFAULTS = {
     "features": "inception",
     "batch_size": 100,
-    "n_per_class": 100,
     "seed": 0,
     **{name: getattr(SAMPLER_DEFAULTS, name) for name in SAMPLER_FLAGS},
 }
@@ -35,7 +36,7 @@ DEFAULTS = {
 def register(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="FID/IS/precision/recall/KID of samples against a reference; --preset digits",
+        help=f"FID/IS/precision/recall/KID of samples against a reference; --preset {'|'.join(PRESETS)}",
         description="Metrics by torch-fidelity's functions with the ADM evaluator's conventions: "
         "FID from float64 statistics (a --ref .npz holding mu/sigma is used as they are), "
         "IS over consecutive 5,000-image blocks in the file's order, precision/recall "
@@ -47,7 +48,8 @@ def register(sub) -> None:
         metavar="SAMPLES",
         help="an ADM .npz (arr_0 uint8 N×H×W×3), a folder of images (class sub-folders too; images of another "
         "size than most are resized and centre-cropped to it, with a note), a folder nextscale sample wrote (its "
-        "samples.npz is read), saved statistics (.npz with mu, sigma), or digits / digits-train",
+        "samples.npz is read), saved statistics (.npz with mu, sigma), or a built-in dataset's test images by its "
+        "name (digits, fashion-mnist) or its training images (digits-train, fashion-mnist-train)",
     )
     p.add_argument(
         "--ref",
@@ -61,8 +63,7 @@ def register(sub) -> None:
     p.add_argument(
         "--features",
         default=DEFAULTS["features"],
-        help="the feature network: inception, digits, or a "
-        "torch.export .pt2 (or TorchScript .pt) file mapping "
+        help=f"the feature network: {', '.join(REGISTERED)}, or a torch.export .pt2 (or TorchScript .pt) file mapping "
         "uint8 N×3×H×W images to N×D features",
     )
     p.add_argument(
@@ -71,17 +72,31 @@ def register(sub) -> None:
     p.add_argument("--save-stats", metavar="FILE", help="write SAMPLES' feature mean and covariance here (.npz)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="images per feature batch")
     p.add_argument("--json", help="also write the numbers and settings here")
-    p.add_argument(
-        "--preset", choices=["digits"], help="digits: sample the digits model and judge it (the options below)"
+    presets = "; ".join(
+        f"{p.name}: the {p.model} model against the {p.test} test images, beside {p.train} "
+        f"({'all' if p.train_limit is None else f'the first {p.train_limit:,}'}) against them, through the "
+        f"{p.network} network"
+        for p in PRESETS.values()
     )
-    digits = p.add_argument_group("--preset digits")
-    digits.add_argument("--n-per-class", type=int, default=DEFAULTS["n_per_class"], help="samples per class")
-    digits.add_argument("--skip-edits", action="store_true", help="skip the centre-editing measurement")
-    digits.add_argument(
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help=f"sample a built-in model and judge it on real data with the options below, beside the real floor "
+        f"(real training images against the same test images): {presets}",
+    )
+    preset = p.add_argument_group("--preset NAME")
+    counts = ", ".join(f"{p.n_per_class} for {p.name}" for p in PRESETS.values())
+    preset.add_argument("--n-per-class", type=int, help=f"samples per class (None: the preset's: {counts})")
+    preset.add_argument("--skip-edits", action="store_true", help="skip the centre-editing measurement")
+    preset.add_argument(
         "--edit-cfg",
         type=float,
         help="guidance for the editing measurement (None: the edit evaluation's own, "
         "nextscale.evaluation.edits.EDIT_SETTINGS)",
+    )
+    limits = ", ".join(f"{p.edit_limit or 'all'} for {p.name}" for p in PRESETS.values())
+    preset.add_argument(
+        "--edit-limit", type=int, help=f"edit the first N real test images (None: the preset's: {limits})"
     )
     add_model_args(p, default_model=None)
     add_sampler_args(p)
@@ -103,6 +118,7 @@ PRESET_OPTIONS = {
     "n_per_class": "--n-per-class",
     "skip_edits": "--skip-edits",
     "edit_cfg": "--edit-cfg",
+    "edit_limit": "--edit-limit",
     "model": "--model",
     "vae": "--vae",
     "var": "--var",
@@ -117,17 +133,18 @@ def run(args) -> None:
     def given(options):
         return [flag for name, flag in options.items() if getattr(args, name) not in (None, False, DEFAULTS.get(name))]
 
-    if args.preset == "digits":
+    if args.preset:
         if given(SET_OPTIONS):
             raise NextscaleError(
-                f"--preset digits draws and judges its own samples: {given(SET_OPTIONS)[0]} is for "
+                f"--preset {args.preset} draws and judges its own samples: {given(SET_OPTIONS)[0]} is for "
                 "evaluating a sample set"
             )
-        return run_digits(args)
+        return run_preset(args)
+    names = " or ".join(PRESETS)
     if not args.samples:
-        raise NextscaleError("give SAMPLES to evaluate (with --ref REF), or --preset digits")
+        raise NextscaleError(f"give SAMPLES to evaluate (with --ref REF), or --preset {names}")
     if given(PRESET_OPTIONS):
-        raise NextscaleError(f"{given(PRESET_OPTIONS)[0]} goes with --preset digits (SAMPLES are already drawn)")
+        raise NextscaleError(f"{given(PRESET_OPTIONS)[0]} goes with --preset {names} (SAMPLES are already drawn)")
     check_inception_weights(args)
     run_metrics(args)
 
@@ -165,35 +182,49 @@ def run_metrics(args) -> None:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
 
 
-def run_digits(args) -> None:
-    from ..evaluation import evaluate_digit_edits, evaluate_digits
+def run_preset(args) -> None:
+    """Every check (numbers, the output file, the model and the settings for it) before any sample is drawn."""
+    from dataclasses import replace
+
+    from ..evaluation import evaluate_edits, evaluate_samples
+    from ..evaluation.edits import EDIT_SETTINGS
+    from ..evaluation.samples import check_model_for
     from ..runtime import check_finite
 
-    at_least(args.n_per_class, 2, "--n-per-class")
+    preset = PRESETS[args.preset]
+    n_per_class = preset.n_per_class if args.n_per_class is None else at_least(args.n_per_class, 2, "--n-per-class")
+    edit_limit = preset.edit_limit if args.edit_limit is None else at_least(args.edit_limit, 1, "--edit-limit")
     settings = sampler_settings(args)
-    if args.edit_cfg is not None:
-        check_finite(args.edit_cfg, "edit_cfg")
+    edit_cfg = EDIT_SETTINGS.cfg if args.edit_cfg is None else check_finite(args.edit_cfg, "edit_cfg")
     seed = check_seed(args.seed)
     if not (args.model or args.vae or args.var):
-        args.model = "digits"
+        args.model = preset.model
     device = resolve_device(args.device)
     writable_file(args.json, "--json", (".json",))
     vae, var = load_models(args, device)
-    if var.num_classes != 10 or vae.config.resolution != 32:
-        raise NextscaleError("the digits evaluation needs a 10-class model of 32×32 images (like --model digits)")
+    check_model_for(preset, vae, var)
     check_for_model(settings, var)
-    report = evaluate_digits(vae, var, n_per_class=args.n_per_class, seed=seed, config=settings)
+    report = evaluate_samples(vae, var, preset.name, n_per_class=n_per_class, seed=seed, config=settings)
     print(report.summary())
-    record = {"settings": settings.record(every=True), **report.as_dict()}
+    options = {
+        "preset": preset.name,
+        "model": args.model,
+        "vae": args.vae,
+        "var": args.var,
+        "n_per_class": n_per_class,
+        "seed": seed,
+        "skip_edits": args.skip_edits,
+        "edit_cfg": None if args.skip_edits else edit_cfg,
+        "edit_limit": None if args.skip_edits else edit_limit,
+        "device": str(device),
+    }
+    record = {"options": options, "settings": settings.record(every=True), **report.as_dict()}
     if not args.skip_edits:
-        from dataclasses import replace
-
-        from ..evaluation.edits import EDIT_SETTINGS
-
-        edit_cfg = EDIT_SETTINGS.cfg if args.edit_cfg is None else args.edit_cfg
-        edits = evaluate_digit_edits(vae, var, seed=seed, config=replace(settings, cfg=edit_cfg))
+        edits = evaluate_edits(
+            vae, var, preset.name, seed=seed, limit=edit_limit, progress=True, config=replace(settings, cfg=edit_cfg)
+        )
         print(edits.summary())
-        record["edits"] = vars(edits)
+        record["edits"] = edits.as_dict()
     if args.json:
         from ..files import atomic_write_text
 

@@ -16,9 +16,9 @@ def register(sub) -> None:
         "Each image's centre crop at the tokenizer's resolution is tokenized and decoded from its tokens. "
         "PSNR and SSIM on images in [0, 1] (SSIM: 11×11 Gaussian window, σ 1.5, as skimage's "
         "gaussian_weights=True), means over images; rFID between the originals and the reconstructions "
-        "through `nextscale eval`'s feature networks (the default Inception where its weights are here, else skipped "
-        "with a note, unless --rfid); per scale, the share of the codebook used and the "
-        "perplexity of its tokens."
+        "through `nextscale eval`'s feature networks (by default the fashion network for Fashion-MNIST, else "
+        "Inception where its weights are here, skipped with a note where not, unless --rfid); per scale, the share "
+        "of the codebook used and the perplexity of its tokens."
     )
     p = sub.add_parser(
         "eval-tokenizer",
@@ -26,17 +26,18 @@ def register(sub) -> None:
         description=description,
     )
     p.add_argument("--tokenizer", required=True, help="a model name (digits, var-d16 …), a directory or a .pth")
-    p.add_argument(
-        "--data", required=True, help="'digits' (the built-in test split) or a folder with one sub-folder per class"
+    data = (
+        "'digits' or 'fashion-mnist' (built in: the test split), a folder of Fashion-MNIST's four IDX files (its "
+        "test split), or a folder with one sub-folder per class"
     )
+    p.add_argument("--data", required=True, help=data)
     p.add_argument("--limit", type=int, help="evaluate only the first N images (None: all)")
     p.add_argument("--batch-size", type=int, default=32, help="images per tokenizer call")
     p.add_argument(
         "--features",
-        default="inception",
-        help="rFID's feature network: inception, digits, or a "
-        "torch.export .pt2 (or TorchScript .pt) file, as for "
-        "`nextscale eval`",
+        help="rFID's feature network: inception, digits, fashion, or a torch.export .pt2 (or TorchScript .pt) file, "
+        "as for `nextscale eval` (None: fashion for Fashion-MNIST, else inception; with --inception-weights, "
+        "inception)",
     )
     p.add_argument("--inception-weights", help="the Inception weights file (None: torch's hub folder, see --rfid)")
     p.add_argument(
@@ -68,7 +69,7 @@ def register(sub) -> None:
 
 
 def run(args) -> None:
-    from ..data import open_dataset
+    from ..data import builtin_dataset, open_dataset
     from ..evaluation import evaluate_tokenizer
     from ..evaluation.tokenizer import load_lpips
     from ..weights import load_vae
@@ -79,13 +80,18 @@ def run(args) -> None:
     at_least(args.workers, 0, "--workers")
     seed = check_seed(args.seed)
     writable_file(args.json, "--json", (".json",))
-    if args.data != "digits" and not os.path.isdir(args.data):
-        raise NextscaleError(f"--data {args.data}: no such folder (give 'digits' or a folder of class sub-folders)")
+    built_in = builtin_dataset(args.data)
+    if built_in is None and not os.path.isdir(args.data):
+        raise NextscaleError(
+            f"--data {args.data}: no such folder (give 'digits', 'fashion-mnist', a folder of Fashion-MNIST's IDX "
+            "files or a folder of class sub-folders)"
+        )
+    check_rfid_flags(args)
     device = resolve_device(args.device)
     lpips = load_lpips(args.lpips_weights, device=device)[0] if args.lpips_weights else "auto"  # named: must load
-    network = rfid_network(args, device)
     vae = load_vae(args.tokenizer, device=device)
     data = open_dataset(args.data, vae.config.resolution, split="test", seed=seed)
+    network = rfid_network(args, device, data)
     workers = 0 if getattr(data, "in_memory", False) else args.workers
     report = evaluate_tokenizer(
         vae,
@@ -98,7 +104,7 @@ def run(args) -> None:
         workers=workers,
         progress=not args.quiet,
     )
-    split = " (test split)" if args.data == "digits" else ""
+    split = " (test split)" if built_in else ""
     print(f"tokenizer {args.tokenizer} on {args.data}{split}: {report.summary()}")
     if args.json:
         from ..files import atomic_write_text
@@ -116,20 +122,30 @@ def run(args) -> None:
         atomic_write_text(args.json, json.dumps({"settings": settings, **report.as_dict()}, indent=2) + "\n")
 
 
-def rfid_network(args, device):
-    """A network named by the user must load (a file, --features digits, --inception-weights, --rfid); the default
-    Inception is used where its weights are here, else rFID is skipped with a note (evaluate_tokenizer's "auto")."""
-    from ..evaluation import load_network
+def check_rfid_flags(args) -> None:
+    """Before any work: --inception-weights names the network (Inception), and neither goes with --no-rfid."""
     from .evaluate import check_inception_weights
 
+    if args.rfid is False and (args.features or args.inception_weights):
+        flag = "--features" if args.features else "--inception-weights"
+        raise NextscaleError(f"{flag} is for rFID: drop --no-rfid")
+    if args.features is None and args.inception_weights:
+        args.features = "inception"
     check_inception_weights(args)
-    named = args.features != "inception" or args.inception_weights
+
+
+def rfid_network(args, device, data):
+    """A network that must load (a file, --features digits or fashion, --inception-weights, --rfid), or a name the
+    library resolves: "auto" (the data's own network, else Inception) or "inception". Inception so named is used
+    where its weights are here; where not, rFID is skipped with a note."""
+    from ..evaluation import load_network
+    from ..evaluation.tokenizer import default_features
+
     if args.rfid is False:
-        if named:
-            raise NextscaleError(
-                f"{'--features' if args.features != 'inception' else '--inception-weights'} is for rFID: drop --no-rfid"
-            )
         return None
-    if named or args.rfid:
-        return load_network(args.features, device=device, inception_weights=args.inception_weights)
-    return "auto"
+    if args.features is None and not args.rfid:
+        return "auto"
+    features = args.features or default_features(data)
+    if features != "inception" or args.inception_weights or args.rfid:
+        return load_network(features, device=device, inception_weights=args.inception_weights)
+    return "inception"

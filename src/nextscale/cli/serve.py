@@ -12,8 +12,9 @@ def register(sub) -> None:
         help="a local web page (and JSON API) to generate and edit images",
         description="Serves a page where you pick a class and watch the image appear scale by "
         "scale, or drag a box on an image to repaint it; the same JSON API serves "
-        "scripts. One model in memory, one generation at a time (the rest wait in "
-        "line). Needs the web extra: pip install 'nextscale[web]'.",
+        "scripts. The page starts with the model given here and offers every built-in "
+        "model in a picker (each loaded when first picked); one generation at a time "
+        "(the rest wait in line). Needs the web extra: pip install 'nextscale[web]'.",
     )
     add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (the default: this machine only)")
@@ -35,7 +36,7 @@ def run(args) -> None:
     if not (args.model or args.vae or args.var):
         args.model = "digits"
     check_model_args(args)
-    from ..web import Session, serve
+    from ..web import Models, Session, serve
     from ..web.server import bind
 
     sock = bind(args.host, args.port)  # a taken port fails now, not after the model loads
@@ -46,6 +47,7 @@ def run(args) -> None:
         model_args += ["--any-tokenizer"] if args.any_tokenizer else []  # the printed commands pair them alike
         title = args.model or f"{args.vae} + {args.var}"
         device_arg = None if args.device == "auto" else args.device
-        serve(Session(vae, var, model_args, title, device_arg, max_images=args.max_images), sock=sock)
+        first = Session(vae, var, model_args, title, device_arg, max_images=args.max_images)
+        serve(Models.with_builtins(first), sock=sock)
     finally:
         sock.close()

@@ -11,7 +11,11 @@ from .common import add_device_arg, at_least, resolve_device, writable_dir
 
 def register(sub) -> None:
     p = sub.add_parser("tokenize", help="encode an image folder once into token shards for `nextscale train`")
-    p.add_argument("--data", required=True, help="'digits' (built in) or a folder with one sub-folder per class")
+    data = (
+        "'digits' or 'fashion-mnist' (built in: the train split), a folder of Fashion-MNIST's four IDX files "
+        "(its train split), or a folder with one sub-folder per class"
+    )
+    p.add_argument("--data", required=True, help=data)
     p.add_argument("--tokenizer", required=True, help="a model name (digits, var-d16 …), a directory or a .pth")
     p.add_argument("--out", required=True, help="the token directory (a stopped run resumes here)")
     p.add_argument("--flip", action="store_true", help="also encode each image flipped (training picks one per epoch)")
@@ -48,7 +52,7 @@ def register(sub) -> None:
 
 
 def run_tokenize(args) -> None:
-    from ..data import DigitsDataset, ImageFolderDataset
+    from ..data import ImageFolderDataset, builtin_dataset, open_dataset
     from ..data.tokens import tokenize
     from ..pretrained import short_fingerprint
     from ..training.distributed import setup, teardown
@@ -61,8 +65,8 @@ def run_tokenize(args) -> None:
     writable_dir(args.out, "--out")
     dist, device = setup(resolve_device(args.device))
     vae = load_vae(args.tokenizer, device=device)
-    if args.data == "digits":
-        data = DigitsDataset("train", resolution=vae.config.resolution)
+    if builtin_dataset(args.data) is not None:
+        data = open_dataset(args.data, vae.config.resolution, "train")
     else:  # centre crops: a token directory holds one view (or two, with --flip) of each image
         data = ImageFolderDataset(args.data, vae.config.resolution, train=False)
     workers = 0 if getattr(data, "in_memory", False) else args.workers

@@ -57,11 +57,16 @@ def add_setting(group, stage: str, flag: str, **kwargs) -> None:
 
 def add_train_args(p: argparse.ArgumentParser, stage: str):
     """The arguments both stages share."""
-    data = "'digits' (built in), a folder with one sub-folder per class" + (
-        ", or a token directory" if stage == "var" else ""
-    )
+    forms = [
+        "'digits' or 'fashion-mnist' (built in: the train split)",
+        "a folder of Fashion-MNIST's four IDX files",
+        "a folder with one sub-folder per class",
+        *(["a token directory"] if stage == "var" else []),
+    ]
+    data = f"{', '.join(forms[:-1])}, or {forms[-1]}"
     p.add_argument("--data", required=True, help=data)
-    p.add_argument("--val-data", help="a held-out folder (default: the digits test split, or none)")
+    held_out = "a held-out set, as --data (None: a built-in dataset's test split; none for an image folder)"
+    p.add_argument("--val-data", help=held_out)
     p.add_argument("--run-dir", required=True, help="checkpoints, log.jsonl and runs.jsonl go here")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly where it stopped")
     p.add_argument("--out", help="where to write the trained model (default: RUN_DIR/model)")
@@ -121,11 +126,12 @@ def register(sub) -> None:
     p.add_argument("--ch", type=int, help="base width (default: the preset's)")
     p.add_argument("--ch-mult", help="width multipliers, e.g. 1,2,4: len − 1 halvings (default: the preset's)")
     p.add_argument("--patch-nums", help="scales, e.g. 1,2,3,4,6,8: the last is the latent size (default: the preset's)")
-    recipes = [n for n, r in RECIPES.items() if r.stage == "tokenizer" and r.epochs]
+    recipes = [n for n, r in RECIPES.items() if r.stage == "tokenizer"]
     p.add_argument(
         "--recipe",
         choices=recipes,
-        help="a documented 256 px recipe (architecture, losses, batch, LR, epochs); flags given override it",
+        help="a recipe by name (architecture, losses, batch, LR, steps or epochs): a built-in model's, or the "
+        "documented 256 px one; flags given override it",
     )
     g = p.add_argument_group("losses")
     add_setting(g, "tokenizer", "--beta", type=float, help="commitment weight of the VQ loss")
@@ -157,10 +163,10 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a VAR transformer on a frozen tokenizer")
     tokenizer = "a trained tokenizer: a model name (digits, var-d16 …), a directory or a reference .pth"
     p.add_argument("--tokenizer", required=True, help=tokenizer)
-    recipes = [n for n, r in RECIPES.items() if r.stage == "var" and r.epochs]
+    recipes = [n for n, r in RECIPES.items() if r.stage == "var"]
     recipe_help = (
-        "the reference's hyper-parameters for this model (its README's recipes): depth, batch, LR, "
-        "schedule, weight decay, epochs; flags given override them"
+        "a recipe by name: a built-in model's, or the reference's hyper-parameters for a released model (its "
+        "README's): architecture, batch, LR, schedule, weight decay, steps or epochs; flags given override them"
     )
     p.add_argument("--recipe", choices=recipes, help=recipe_help)
     p.add_argument("--preset", default="digits", choices=list(registry.ARCHITECTURES), help="transformer shape")
@@ -207,7 +213,10 @@ def var_architecture(args):
 
     depth = args.depth
     if depth is None and args.recipe:
-        depth = registry.architecture(recipe(args.recipe, "var").architecture)[1].depth
+        r = recipe(args.recipe, "var")
+        if not r.epochs:  # a built-in model's recipe: its own shape, unless --preset names another
+            return registry.architecture(r.architecture if args.preset == "digits" else args.preset)[1]
+        depth = registry.architecture(r.architecture)[1].depth
     return VARConfig.from_depth(depth) if depth is not None else registry.architecture(args.preset)[1]
 
 
@@ -265,7 +274,10 @@ def datasets(args, resolution: int, tokens_allowed: bool = False):
                 "(the same class sub-folders, by name)"
             )
         return train, val
-    return train, open_dataset("digits", resolution, "test", seed=args.seed) if args.data == "digits" else None
+    from ..data import builtin_dataset
+
+    built_in = builtin_dataset(args.data) is not None  # a built-in dataset holds out its own test split
+    return train, open_dataset(args.data, resolution, "test", seed=args.seed) if built_in else None
 
 
 def saved_settings(run_dir) -> dict:

@@ -1,48 +1,25 @@
-"""Honest quality numbers for the digits model, measured by the independent judge (judge.py).
+"""Honest quality numbers for the digits model, measured by the independent judge (judge.py): the digits preset of
+`evaluate_samples` (samples.py), and one option's quality in two numbers for the benchmark sweep.
 
-Samples are shrunk back to 8×8 and scored: the share classified as the requested class, and the Fréchet distance
-between the judge's hidden features of the samples and of the real test digits, beside the same distance between
-real train and test.
+Samples are shrunk back to 8×8 and scored: the share classified as the requested class, and the metrics between
+the judge's hidden features of the samples and of the real test digits, beside the same between real train and
+test.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-
-import numpy as np
 import torch
 
-from ..data import images_to_digits8
-from ..sampling import sample_many
-from ..sampling.settings import SamplerConfig, sampler_config, with_settings_signature
+from ..sampling.settings import SamplerConfig, with_settings_signature
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from .features import DigitsFeatures, extract
 from .imagesets import Statistics, open_set
-from .judge import judge_for
 from .metrics import frechet_distance
+from .samples import SampleReport, evaluate_samples, judged_samples
+from .verdicts import DigitsVerdicts
 
-
-@dataclass
-class DigitsReport:
-    n_per_class: int
-    cfg: float
-    guided_accuracy: float  # share of guided samples classified as the requested class
-    unguided_accuracy: float  # the same with cfg = 0
-    sample_fd: float  # Fréchet distance, guided samples vs real test digits
-    train_test_fd: float  # Fréchet distance, real train vs real test digits
-    classifier_test_accuracy: float  # the judge on real test digits, for scale
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        return (
-            f"guided (cfg {self.cfg:g}) accuracy {self.guided_accuracy:.1%}, unguided {self.unguided_accuracy:.1%}; "
-            f"Fréchet distance samples↔test {self.sample_fd:.2f} vs train↔test {self.train_test_fd:.2f} "
-            f"(ratio {self.sample_fd / self.train_test_fd:.2f}); judge on real test digits "
-            f"{self.classifier_test_accuracy:.1%}; {self.n_per_class} samples per class"
-        )
+DigitsReport = SampleReport  # the digits preset's report (its Fréchet distances: `sample_fd`, `train_test_fd`)
 
 
 @with_settings_signature
@@ -56,22 +33,19 @@ def evaluate_digits(
     progress: bool = True,
     config: SamplerConfig | None = None,
     **settings,
-) -> DigitsReport:
+) -> SampleReport:
     """The digits quality numbers of samples drawn with the sampler `config` (and/or keywords), beside the same
     samples drawn without guidance."""
-    config = sampler_config(config, **settings)
-    guided_acc, guided = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, config=config)
-    unguided = replace(config, cfg=0.0, cfg_schedule="constant", guidance_scales=None)  # none anywhere
-    unguided_acc, _ = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, config=unguided)
-    sample_fd, train_test_fd = _frechet_distances(guided, seed)
-    return DigitsReport(
+    return evaluate_samples(
+        vae,
+        var,
+        "digits",
         n_per_class=n_per_class,
-        cfg=config.cfg,
-        guided_accuracy=guided_acc,
-        unguided_accuracy=unguided_acc,
-        sample_fd=sample_fd,
-        train_test_fd=train_test_fd,
-        classifier_test_accuracy=judge_for(seed).test_accuracy(),
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        config=config,
+        **settings,
     )
 
 
@@ -87,21 +61,10 @@ def judge_digit_samples(
 ) -> tuple[float, float]:
     """(share classified as the requested class, Fréchet distance to the real test digits ÷ real train ↔ test)
     of `n_per_class` samples per class drawn with `sample_kwargs`: one option's quality, in two numbers."""
-    accuracy, images = _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **sample_kwargs)
+    verdicts = DigitsVerdicts(seed)
+    accuracy, images = judged_samples(vae, var, verdicts, n_per_class, seed, batch_size, progress, **sample_kwargs)
     sample_fd, train_test_fd = _frechet_distances(images, seed)
     return accuracy, sample_fd / train_test_fd
-
-
-def _judged_samples(vae, var, n_per_class, seed, batch_size, progress, **sample_kwargs):
-    """(accuracy, uint8 images (N, 3, H, W)) of samples drawn in class order with the same seeds every time."""
-    judge = judge_for(seed)
-    labels = [c for c in range(var.num_classes) for _ in range(n_per_class)]
-    run = sample_many(
-        vae, var, labels, batch_size=batch_size, seed=seed, progress=progress, keep_images=True, **sample_kwargs
-    )
-    images = torch.from_numpy(run.images).permute(0, 3, 1, 2)
-    predicted = judge.predict(images_to_digits8(images.float() / 255))
-    return float((predicted == np.asarray(labels)).mean()), images
 
 
 def _frechet_distances(images: torch.Tensor, seed: int) -> tuple[float, float]:

@@ -4,6 +4,9 @@ Inception Score where the network has them.
 - `inception`: torch-fidelity's port of the 2015-12-05 TF Inception graph (the ADM evaluator's): pool features
   (2048) and the unbiased logits (1008), as torch-fidelity uses them.
 - `digits`: the digits judge's MLP (hidden layer, 128) on images shrunk back to the 8×8 grid; logits over 0–9.
+- `fashion`: the Fashion-MNIST network (fashion_network.py), a CNN trained on the 60,000 training images:
+  its hidden layer (128) and logits over the 10 garment classes, for 32×32 images rendered as the tokenizer
+  renders Fashion-MNIST.
 - a file: a program saved with `torch.export.save` (`.pt2`, dynamic batch dimension), or TorchScript (`.pt`,
   deprecated in torch 2.14 but read), returning features, or a tuple (features, logits).
 """
@@ -21,13 +24,14 @@ import torch
 from ..errors import NextscaleError
 from ..files import file_sha256, first_line, read_torch_weights
 from .exported import load_exported
+from .fashion_network import load_fashion_network
 from .judge import DigitsNetwork, judge_for
+from .presets import REGISTERED
 
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 )
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
-REGISTERED = ("inception", "digits")
 
 
 class FeatureNetwork:
@@ -119,6 +123,24 @@ class DigitsFeatures(FeatureNetwork):
         return self.module(images.cpu())
 
 
+class FashionFeatures(FeatureNetwork):
+    name = "fashion"
+
+    def __init__(self, device="cpu"):
+        self.device = torch.device(device)
+        self.module = load_fashion_network().to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, images):
+        side = self.module.config.resolution
+        if tuple(images.shape[1:]) != (3, side, side):
+            raise NextscaleError(
+                f"the fashion features take 3×{side}×{side} images (Fashion-MNIST as the tokenizer renders it), got "
+                f"{'×'.join(map(str, images.shape[1:]))}"
+            )
+        return self.module(images.to(self.device))
+
+
 class ExportedNetwork(FeatureNetwork):
     """A user's network from a file: `torch.export` (`.pt2`) or TorchScript (`.pt`)."""
 
@@ -168,13 +190,21 @@ class ExportedNetwork(FeatureNetwork):
 
 
 def load_network(
-    name: str | os.PathLike = "inception", *, device="cpu", inception_weights=None, what: str = "--features"
+    name: str | os.PathLike = "inception",
+    *,
+    device="cpu",
+    inception_weights=None,
+    what: str = "--features",
+    judge_seed: int = 0,
 ) -> FeatureNetwork:
-    """A registered name (`inception`, `digits`) or a file (`.pt2`, `.pt`)."""
+    """A registered name (`presets.REGISTERED`) or a file (`.pt2`, `.pt`). `judge_seed`: the split of the digits
+    the digits judge is trained on."""
     if str(name) == "inception":
         return InceptionFeatures(inception_weights, device)
     if str(name) == "digits":
-        return DigitsFeatures()
+        return DigitsFeatures(judge_seed)
+    if str(name) == "fashion":
+        return FashionFeatures(device)
     if Path(name).suffix in (".pt2", ".pt") or Path(name).exists():
         return ExportedNetwork(name, device, what)
     raise NextscaleError(f"{what} {name!r}: not a registered network ({', '.join(REGISTERED)}) or a .pt2/.pt file")

@@ -1,6 +1,6 @@
 """What the metrics read: ADM `.npz` files (images, and `mu`/`sigma` where the file holds them), image folders
 (flat, or a class-folder tree as training reads), `nextscale sample`'s output folders (their `samples.npz`), saved
-feature statistics, and the built-in digits. Images are streamed in batches, never loaded whole (50,000 images of
+feature statistics, and the built-in datasets. Images are streamed in batches, never loaded whole (50,000 images of
 256×256 are 10 GB)."""
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import IMAGE_EXTENSIONS, to_rgb
+from ..data import BUILTIN_DATASETS, IMAGE_EXTENSIONS, open_dataset, stack_items, to_rgb
 from ..data.folders import list_images, resize_transform
 from ..errors import NextscaleError
 from ..files import OUTPUTS_MANIFEST, atomic_write, first_line
 from ..sampling.per_class import NPZ, RECORD
 
-BUILTIN = ("digits", "digits-train")  # the real test (and train) digits, as 32×32 images
+# A built-in dataset's test split by its name, its train split as NAME-train: 32×32 images as the tokenizer sees them
+BUILTIN = tuple(name + part for name in BUILTIN_DATASETS for part in ("", "-train"))
+BUILTIN_RESOLUTION = 32  # the built-in datasets' own size
 EXIF_ORIENTATION = 0x0112
 ADM_FEATURES = "inception"  # ADM reference batches carry statistics of these features, without saying so
 
@@ -81,7 +83,7 @@ def open_set(source: str | os.PathLike, what: str = "SAMPLES", size: tuple[int, 
     None: the size most of its images have."""
     text = str(source)
     if text in BUILTIN:
-        return _digits_set(text)
+        return _builtin_set(text)
     path = Path(source)
     if path.is_dir():
         drawn = _drawn_samples(path, what)
@@ -230,10 +232,15 @@ def _folder_batches(files: list[Path], batch_size: int, what: str, size: tuple[i
         yield torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
 
 
-def _digits_set(name: str) -> ImageSet:
-    from ..data import digits8_to_images, digits_splits
+def _builtin_set(name: str) -> ImageSet:
+    """A built-in dataset's split as uint8 images: the dataset's own [−1, 1] items, rounded to nearest, converted
+    a batch at a time."""
+    train = name.endswith("-train")
+    data = open_dataset(name.removesuffix("-train"), BUILTIN_RESOLUTION, "train" if train else "test")
 
-    train, test = digits_splits(0)
-    images8 = (train if name == "digits-train" else test).images8
-    uint8 = digits8_to_images(images8).add(1).mul(127.5).add(0.5).clamp(0, 255).to(torch.uint8)
-    return ImageSet(name, len(uint8), None, lambda bs: iter(uint8.split(bs)), tuple(uint8.shape[-2:]))
+    def batches(batch_size: int) -> Iterator[torch.Tensor]:
+        for start in range(0, len(data), batch_size):
+            images, _ = stack_items(data[i] for i in range(start, min(start + batch_size, len(data))))
+            yield images.add(1).mul(127.5).add(0.5).clamp(0, 255).to(torch.uint8)
+
+    return ImageSet(name, len(data), None, batches, (BUILTIN_RESOLUTION, BUILTIN_RESOLUTION))

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from ..data import FashionMNISTDataset
+from ..data.fashion import FASHION_RESOLUTION
 from ..errors import NextscaleError
 from ..tokenizer import VQVAE
 from ..training.losses import LPIPS_FILE, VGG16_FILE, PerceptualLoss
@@ -166,6 +168,28 @@ def local_inception(device="cpu") -> tuple[FeatureNetwork | None, str | None]:
     return load_network("inception", device=device, inception_weights=path), None
 
 
+def default_features(dataset: Dataset) -> str:
+    """rFID's network for `dataset` when none is named: Fashion-MNIST's own classifier for Fashion-MNIST at its
+    32×32 (Inception sees its grey garments as blurry ImageNet photographs; the classifier reads 32×32 only), else
+    Inception."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    native = isinstance(dataset, FashionMNISTDataset) and dataset.images.shape[-1] == FASHION_RESOLUTION
+    return "fashion" if native else "inception"
+
+
+def resolve_network(network, dataset: Dataset, device) -> tuple[FeatureNetwork | None, str | None]:
+    """(network, note) from `evaluate_tokenizer`'s `network`: a FeatureNetwork or None as given; a name loaded
+    here, Inception only where its weights are in torch's hub folder (else None and a note); "auto": the
+    dataset's default name."""
+    if not isinstance(network, str):
+        return network, None
+    name = default_features(dataset) if network == "auto" else network
+    if name == "inception":
+        return local_inception(device)
+    return load_network(name, device=device), None
+
+
 # ---- the evaluation -------------------------------------------------------------------------------------------
 
 
@@ -256,13 +280,13 @@ def evaluate_tokenizer(
 ) -> TokenizerReport:
     """Reconstruction metrics over `dataset`'s (image in [−1, 1], label) items, the first `limit` of them.
 
-    `network`: the feature network for rFID, None (no rFID), or "auto": Inception where its weights are found
-    locally, else skipped with a note. `lpips`: a `PerceptualLoss`, None (skipped), or "auto": LPIPS where its
-    weights are found locally, else skipped with a note."""
+    `network`: the feature network for rFID, None (no rFID), a registered name, or "auto": the dataset's own
+    (`default_features`: `fashion` for Fashion-MNIST, else `inception`). Inception by name is used where its
+    weights are found locally, else skipped with a note (never downloaded). `lpips`: a `PerceptualLoss`, None
+    (skipped), or "auto": LPIPS where its weights are found locally, else skipped with a note."""
     notes = []
-    if network == "auto":
-        network, note = local_inception(device)
-        notes += [note] if note else []
+    network, note = resolve_network(network, dataset, device)
+    notes += [note] if note else []
     if lpips == "auto":
         lpips, note = load_lpips(device=device)
         notes += [note] if note else []

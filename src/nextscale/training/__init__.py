@@ -16,7 +16,7 @@ _LAZY = {
     "initial_var": "run",
     "train_tokenizer": "run",
     "train_var": "run",
-    "train_digits_model": "run",
+    "train_builtin_model": "run",
 }
 __all__ = [
     "TokenizerOptions",
@@ -24,14 +24,14 @@ __all__ = [
     "Trainer",
     "VAROptions",
     "initial_var",
-    "train_digits_model",
+    "train_builtin_model",
     "train_tokenizer",
     "train_var",
 ]
 
 if TYPE_CHECKING:
     from .config import TokenizerOptions, TrainConfig, VAROptions
-    from .run import initial_var, train_digits_model, train_tokenizer, train_var
+    from .run import initial_var, train_builtin_model, train_tokenizer, train_var
     from .trainer import Trainer
 
 

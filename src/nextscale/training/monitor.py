@@ -69,7 +69,8 @@ def _resolution(data, tokenizer_config) -> str:
     size, which = _stored_size(data)
     text = f"{read} px images"
     if size is not None and size != (read, read):
-        text = f"{_px(size)} images{which} read at {read} px by {by}"
+        how = getattr(data, "rendering", None) or by  # a built-in dataset's own way to the model's size
+        text = f"{_px(size)} images{which} read at {read} px by {how}"
     return text if read == model else f"{text}, but the model takes {model} px images"
 
 
@@ -79,9 +80,12 @@ def _stored_size(data) -> tuple[tuple[int, int] | None, str]:
 
     from ..data import DigitsDataset
     from ..data.digits import DIGITS_RESOLUTION
+    from ..data.fashion import FASHION_PIXELS, FashionMNISTDataset
 
     if isinstance(data, DigitsDataset):
         return (DIGITS_RESOLUTION, DIGITS_RESOLUTION), ""
+    if isinstance(data, FashionMNISTDataset):
+        return (FASHION_PIXELS, FASHION_PIXELS), ""
     samples = getattr(data, "samples", None)  # an image folder's files: its first stands for the others
     if not samples:
         return None, ""

@@ -79,6 +79,13 @@ def _digits_recipe(stage: str, steps: int, batch: int, lr: float, warmup: int, w
     return Recipe(stage, "digits", "digits", train, options)
 
 
+def _fashion_recipe(stage: str, steps: int, lr: float, every: int, **train):
+    """The built-in Fashion-MNIST model's recipes (seed 0), on the 60,000 training images at batch 64."""
+    train = dict(steps=steps, batch_size=64, lr=lr, eval_every=every, save_every=every // 2, seed=0, **train)
+    options = dict(cond_drop_rate=0.1, drop_path_rate=0.0) if stage == "var" else {}
+    return Recipe(stage, "fashion", "fashion-mnist", train, options)
+
+
 def _tokenizer_recipe():
     """The 256 px tokenizer of the released models' shape (4096 codes, 32 channels, scales 1…16). The reference
     released no tokenizer training: these settings follow the open VQGAN-style recipes (LPIPS weight 1, a
@@ -101,6 +108,10 @@ def _tokenizer_recipe():
 RECIPES = {
     "digits-tokenizer": _digits_recipe("tokenizer", 1500, 32, 5e-4, 50, 0.0, 250),
     "digits-var": _digits_recipe("var", 3000, 64, 1e-3, 100, 0.05, 500, cond_drop_rate=0.1, drop_path_rate=0.0),
+    "fashion-tokenizer": _fashion_recipe(
+        "tokenizer", 2000, 5e-4, 500, warmup_steps=100, schedule="cos", lr_end_ratio=0.1, weight_decay=0.0
+    ),
+    "fashion-var": _fashion_recipe("var", 3000, 1e-3, 500, warmup_steps=100, weight_decay=0.05),
     "vqvae-256": _tokenizer_recipe(),
     "var-d16": _reference(16, 768, 200, 1e-4, 1e-3, 0.1),
     "var-d20": _reference(20, 768, 250, 1e-4, 1e-3, 0.1),

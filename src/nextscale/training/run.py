@@ -1,5 +1,5 @@
 """Training both stages: `train_tokenizer` and `train_var` (what `nextscale train-tokenizer` / `train` call), and
-the built-in digits model's two runs (`nextscale demo --train`)."""
+the built-in models' two runs (`train_builtin_model`: `nextscale demo --train` for the digits)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..data import DigitsDataset, class_names, identity
+from ..data import class_names, identity
 from ..registry import architecture
 from ..tokenizer import VQVAE, VQVAEConfig
 from ..transformer import VAR, VARConfig
@@ -17,7 +17,7 @@ from ..weights import save_model
 from .config import TokenizerOptions, TrainConfig, VAROptions
 from .distributed import Distributed
 from .export import run_provenance
-from .recipes import recipe_settings
+from .recipes import recipe, recipe_settings
 from .tokenizer_stage import TokenizerStage
 from .trainer import Trainer
 from .var_stage import VARStage
@@ -100,15 +100,21 @@ def _fit(stage, train_config: TrainConfig, run_dir, resume, progress: bool, stop
     return stage.model, trainer.fit(stop_after=stop_after)
 
 
-def train_digits_model(out_dir, *, run_dir, device="cpu", progress: bool = True) -> Path:
-    """Both stages of the built-in model from scratch (recipes `digits-tokenizer`, `digits-var`); writes
-    `out_dir/{vae,var}`."""
+def train_builtin_model(name: str, out_dir, *, run_dir, device="cpu", progress: bool = True) -> Path:
+    """Both stages of built-in model `name` (`digits`, `fashion`) by its recipes (`NAME-tokenizer`, `NAME-var`),
+    each on the recipe's data with its test split held out; writes `out_dir/{vae,var}`. A stage with a run in
+    `run_dir` continues it (an interrupted training picks up where it stopped); a finished one is not redone."""
+    from ..data import open_dataset
+
     run_dir = Path(run_dir)
-    vae_config, var_config = architecture("digits")
-    tok_config, tok_options = recipe_settings("digits-tokenizer", "tokenizer")
-    var_train_config, var_options = recipe_settings("digits-var", "var")
+    vae_config, var_config = architecture(name)
+    stages = {stage: recipe(f"{name}-{stage}", stage) for stage in ("tokenizer", "var")}
+    (tok_config, tok_options), (var_train_config, var_options) = (
+        recipe_settings(r_name, stage) for stage, r_name in ((s, f"{name}-{s}") for s in stages)
+    )
+    data = stages["tokenizer"].data
     seed = tok_config.seed
-    train, test = DigitsDataset("train", seed=seed), DigitsDataset("test", seed=seed)
+    train, test = (open_dataset(data, vae_config.resolution, split, seed=seed) for split in ("train", "test"))
     vae, _ = train_tokenizer(
         vae_config,
         train,
@@ -119,6 +125,7 @@ def train_digits_model(out_dir, *, run_dir, device="cpu", progress: bool = True)
         device=device,
         progress=progress,
     )
+    var_config = replace(var_config, num_classes=train.num_classes)
     var, _ = train_var(
         var_config,
         vae,

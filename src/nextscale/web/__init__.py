@@ -1,7 +1,9 @@
-"""`nextscale serve`: a local page (and JSON API) to generate and edit images with one model, scale by scale."""
+"""`nextscale serve`: a local page (and JSON API) to generate and edit images, scale by scale, with the model it
+starts with or any built-in one."""
 
 from .app import create_app
+from .models import Models
 from .server import serve
 from .session import Session
 
-__all__ = ["Session", "create_app", "serve"]
+__all__ = ["Models", "Session", "create_app", "serve"]

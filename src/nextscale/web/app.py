@@ -1,14 +1,16 @@
 """The HTTP side: the page, and a small JSON API that the page and scripts share.
 
     GET  /                   the page
-    GET  /api/info           the model: resolution, scales, class names, defaults, limits, example names
+    GET  /api/info           the model (?model=NAME, else the default): resolution, scales, class names, defaults,
+                             limits, example names, and the names of every model the server offers
     GET  /api/examples/NAME  a built-in example image (PNG) to edit
     POST /api/sample         JSON settings → the final images (base64 PNGs) and the command line
     POST /api/edit           JSON image + box or mask + settings → the edited image, the input as the model saw it
     POST /api/sample/stream  the same, as newline-delimited JSON events: queued (position), started, scales,
     POST /api/edit/stream    scale (that scale's images), then done (the result) or error
 
-Bad input is refused before the job joins the line: a 4xx and {"error": message}. A job whose client goes
+A request's `model` field picks the model (absent: the default). Bad input is refused before the job joins the
+line: a 4xx and {"error": message}. A job whose client goes
 away (a closed tab, a stopped script) leaves the line, or stops at its next scale.
 """
 
@@ -30,9 +32,11 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..data.examples import EXAMPLE_SETS
 from .inputs import MAX_BODY_BYTES, BadRequest
 from .jobs import Job, Line
-from .session import Session
+from .models import Models
+from .session import Session, example_png
 
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 MAX_WAITING = 32  # jobs in line (each holds its inputs in memory) before new ones are turned away
@@ -104,19 +108,25 @@ async def read_json(request: HTTPRequest) -> dict:
     return fields
 
 
-def create_app(session: Session) -> Starlette:
+def create_app(models: Models | Session) -> Starlette:
+    """The app for `models` (one `Session` alone: that model only). Every model's jobs share one line."""
+    models = Models(models) if isinstance(models, Session) else models
     line = Line()
     page = resources.files(__package__).joinpath("static")
     static = {name: page.joinpath(name).read_bytes() for name in [*STATIC, "index.html"]}
 
     def endpoint(kind: str, stream: bool):
-        check = session.sample_request if kind == "sample" else session.edit_request
+        def check(body: dict) -> tuple[Session, object]:
+            session = models.get(body.get("model"))  # a model's first request loads it
+            checked = session.sample_request if kind == "sample" else session.edit_request
+            return session, checked(body, stream=stream)
 
         async def handle(request: HTTPRequest) -> Response:
             try:
                 body = await read_json(request)
-                # decoding an upload takes a while: off the event loop, so that other pages keep streaming
-                job_request = await run_in_threadpool(check, body, stream=stream)
+                # loading a model and decoding an upload take a while: off the event loop, so that other pages
+                # keep streaming
+                session, job_request = await run_in_threadpool(check, body)
             except BadRequest as e:
                 return error(str(e), e.status)
             if len(line) > MAX_WAITING:
@@ -136,13 +146,19 @@ def create_app(session: Session) -> Starlette:
         return Response(static[name], media_type=STATIC[name], headers={"Cache-Control": "no-cache"})
 
     async def info(request: HTTPRequest) -> Response:
-        return JSONResponse({**session.info(), "waiting": len(line)})
+        try:
+            session = await run_in_threadpool(models.get, request.query_params.get("model"))
+        except BadRequest as e:
+            return error(str(e), e.status)
+        return JSONResponse({**session.info(), "models": models.names, "waiting": len(line)})
 
     async def example(request: HTTPRequest) -> Response:
         name = request.path_params["name"].removesuffix(".png")
-        if name not in session.examples:
-            raise HTTPException(404, f"no example named {name!r}; there are: {', '.join(session.examples)}")
-        return Response(base64.b64decode(session.examples[name]), media_type="image/png")
+        found = example_png(name)
+        if found is None:
+            known = [name for examples in EXAMPLE_SETS for name in examples.names]
+            raise HTTPException(404, f"no example named {name!r}; there are: {', '.join(known)}")
+        return Response(base64.b64decode(found), media_type="image/png")
 
     async def http_error(request: HTTPRequest, exc: HTTPException) -> Response:
         return error(exc.detail, exc.status_code)
@@ -169,5 +185,5 @@ def create_app(session: Session) -> Starlette:
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error}, lifespan=lifespan
     )
-    app.state.line = line
+    app.state.line, app.state.models = line, models
     return app

@@ -20,7 +20,8 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class BadRequest(Exception):
-    """A request the server refuses: `status` is its HTTP code (4xx), the message says which field and why."""
+    """A request the server refuses: `status` is its HTTP code (4xx; 500 where the model it names fails to load),
+    the message says which field and why."""
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)

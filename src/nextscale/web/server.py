@@ -7,6 +7,7 @@ import socket
 
 from ..errors import NextscaleError
 from .app import create_app
+from .models import Models
 from .session import Session
 
 
@@ -34,18 +35,24 @@ def is_loopback(sock: socket.socket) -> bool:
     return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
 
 
-def serve(session: Session, host: str = "127.0.0.1", port: int = 7860, sock: socket.socket | None = None) -> None:
+def serve(
+    models: Models | Session, host: str = "127.0.0.1", port: int = 7860, sock: socket.socket | None = None
+) -> None:
     """Serves the page until Ctrl-C, on `sock` if given (already bound, as `bind` leaves it), else on host:port.
     Nothing is written to disk: uploads and results live in memory."""
     import uvicorn
 
+    models = Models(models) if isinstance(models, Session) else models
+    first = models.get()
     sock = bind(host, port) if sock is None else sock
-    server = uvicorn.Server(uvicorn.Config(create_app(session), log_level="warning", timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn.Config(create_app(models), log_level="warning", timeout_graceful_shutdown=5))
     print(
-        f"nextscale serve: {session.title} ({session.resolution}×{session.resolution}) at {url_of(sock)}  "
-        "(Ctrl-C stops)",
+        f"nextscale serve: {first.title} ({first.resolution}×{first.resolution}) at {url_of(sock)}  (Ctrl-C stops)",
         flush=True,
     )
+    others = [name for name in models.names if name != first.title]
+    if others:
+        print(f"nextscale serve: the page's model picker also offers {', '.join(others)}", flush=True)
     if not is_loopback(sock):
         print(
             f"nextscale serve: note: listening on {sock.getsockname()[0]}, so anyone who can reach this machine "

@@ -1,17 +1,19 @@
-"""The model the server holds, and what it does with it: requests checked into jobs, jobs run with each scale's
-image sent as it is drawn, and the command line that draws the same images from the shell."""
+"""A model the server holds (one session each; `models.py` keeps them), and what it does with it: requests checked
+into jobs, jobs run with each scale's image sent as it is drawn, and the command line that draws the same images
+from the shell."""
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from ..data.examples import EXAMPLE_SETS, examples_of
 from ..data.folders import MASK_BACKGROUND
 from ..errors import NextscaleError
 from ..sampling.settings import DEFAULTS, SETTING_FIELDS, SamplerConfig, flag, sampler_config
@@ -27,8 +29,9 @@ MAX_IMAGES = 16  # one batch of `nextscale sample`'s default --batch-size, so on
 MAX_CFG = 100.0  # far past any useful guidance; much larger weights overflow the logits
 FORM_SETTINGS = ("cfg", "top_k", "top_p")  # the sampler settings the page offers (one number each)
 SERVER_LIMITS = {"cfg": (0.0, MAX_CFG)}  # the server's own bounds, within what the sampler accepts
-SAMPLE_FIELDS = ("class", "seed", *FORM_SETTINGS, "n")
-EDIT_FIELDS = ("image", "filename", "box", "mask", "mask_filename", "mode", "class", "seed", *FORM_SETTINGS)
+# `model` picks the session (`Models.get`); the session itself has no use for it
+SAMPLE_FIELDS = ("model", "class", "seed", *FORM_SETTINGS, "n")
+EDIT_FIELDS = ("model", "image", "filename", "box", "mask", "mask_filename", "mode", "class", "seed", *FORM_SETTINGS)
 
 
 def form_settings() -> list[dict]:
@@ -59,14 +62,25 @@ def pngs(images: torch.Tensor) -> list[str]:
     return encoded
 
 
-def digit_examples() -> dict[str, str]:
-    """One digit of each class from the held-out split, as PNGs to edit: they ship with scikit-learn."""
-    from ..data.digits import digits8_to_images, digits_splits
+@functools.cache
+def example_pngs(prefix: str) -> dict[str, str]:
+    """An example set's images as PNGs to edit, by name (`digit-4`, `fashion-sneaker`): the model's square view."""
+    examples = next(s for s in EXAMPLE_SETS if s.prefix == prefix)
+    return dict(zip(examples.names, pngs(examples.images().add(1).mul(0.5)), strict=True))
 
-    test = digits_splits()[1]
-    first = [int(np.flatnonzero(test.labels == digit)[0]) for digit in range(10)]
-    images = digits8_to_images(test.images8[first]).add(1).mul(0.5)
-    return {f"digit-{digit}": png for digit, png in enumerate(pngs(images))}
+
+def examples_for(class_names: Sequence[str]) -> dict[str, str]:
+    """The examples of the data a model was trained on (its class names are the set's), else every set's."""
+    own = examples_of(class_names)
+    return {name: png for s in ([own] if own else EXAMPLE_SETS) for name, png in example_pngs(s.prefix).items()}
+
+
+def example_png(name: str) -> str | None:
+    """Any example by name, whichever model the page shows."""
+    prefix = name.partition("-")[0]
+    if prefix not in {s.prefix for s in EXAMPLE_SETS}:
+        return None
+    return example_pngs(prefix).get(name)
 
 
 @dataclass
@@ -86,7 +100,8 @@ class Request:
 
 
 class Session:
-    """One model in memory; `model_args` name it on the command line (["--model", "digits"], …)."""
+    """One model in memory, named `title` on the page; `model_args` name it on the command line (["--model",
+    "digits"], …)."""
 
     def __init__(
         self,
@@ -104,7 +119,7 @@ class Session:
         self.device = var.head.weight.device
         self.resolution = vae.config.resolution
         self.names = model_class_names(var)
-        self.examples = digit_examples()
+        self.examples = examples_for(self.names)
 
     def info(self) -> dict:
         return {

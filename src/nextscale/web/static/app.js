@@ -1,43 +1,68 @@
-// The page: two forms over the JSON API (/api/info, /api/{sample,edit}/stream). Each run streams events:
-// queued (our place in line), scales, scale (that scale's images), then done (the result) or error.
+// The page: a model picker and two forms over the JSON API (/api/info, /api/{sample,edit}/stream). Each run
+// streams events: queued (our place in line), scales, scale (that scale's images), then done (the result) or error.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const png = (base64) => "data:image/png;base64," + base64;
-let info = null;
+let info = null;  // the shown model's /api/info: everything on the page that depends on the model comes from it
+let infoAsked = 0;  // the latest model asked for: an older answer that arrives late is dropped
 let current = null;  // the running request's AbortController: one run at a time per page
 const edit = {image: null, filename: null, mask: null, maskFilename: null, box: null};  // what Edit sends
 
 // ---- the model's details fill the forms ----------------------------------------------------------------
 
-async function loadInfo() {
-  const response = await fetch("/api/info");
-  info = await response.json();
-  const scales = info.scales.map((s) => `${s}×${s}`).join(", ");
-  $("model-info").textContent = `${info.model} · ${info.resolution}×${info.resolution} px · ` +
-    `${info.scales.length} scales (${scales}) · ${info.classes.length} classes`;
+// Shows model `name` (null: the server's default, or the one in the address's ?model=).
+async function loadInfo(name) {
+  const asked = ++infoAsked;
+  const query = name ? `?model=${encodeURIComponent(name)}` : "";
+  const response = await fetch(`/api/info${query}`);
+  const answer = await response.json().catch(() => ({error: response.statusText}));
+  if (asked !== infoAsked) return;
+  if (!response.ok) throw new Error(`Refused (${response.status}): ${answer.error}`);
+  info = answer;
+  showModel();
+}
+
+function showModel() {
+  const picker = $("model");
+  picker.replaceChildren(...info.models.map((name) => new Option(name, name)));
+  picker.value = info.model;
+  $("model-picker").hidden = info.models.length < 2;
+  const address = new URL(location.href);
+  address.searchParams.set("model", info.model);  // a reload (or a shared link) shows the same model
+  history.replaceState(null, "", address);
+  const [first, last] = [info.scales[0], info.scales[info.scales.length - 1]];
+  const name = info.models.length < 2 ? `${info.model} · ` : "";  // else the picker shows it
+  $("model-info").textContent = `${name}${info.resolution}×${info.resolution} px · ` +
+    `${info.scales.length} scales (${first}×${first} to ${last}×${last}) · ${info.classes.length} classes`;
   for (const [prefix, unconditional] of [["generate", false], ["edit", true]]) {
     const select = $(`${prefix}-class`);
-    select.add(new Option("unconditional", ""));
+    select.replaceChildren(new Option("unconditional", ""));
     info.classes.forEach((name, id) => {
       const label = name === String(id) ? name : `${id}: ${name}`;
       select.add(new Option(label, String(id)));
     });
     select.value = unconditional ? "" : "0";
-    $(`${prefix}-seed`).value = info.defaults.seed;
-    for (const setting of info.settings) $(`${prefix}-settings`).append(settingField(prefix, setting));
+    if (!$(`${prefix}-seed`).value) $(`${prefix}-seed`).value = info.defaults.seed;
+    // The settings' fields follow the model; a value typed for a setting it shares with the last one stays.
+    const settings = $(`${prefix}-settings`);
+    const typed = new Map([...settings.querySelectorAll("input")].map((input) => [input.name, input.value]));
+    settings.replaceChildren(...info.settings.map((setting) => settingField(prefix, setting, typed.get(setting.name))));
   }
-  $("generate-n").value = info.defaults.n;
-  for (const name of info.examples) $("edit-example").add(new Option(name, name));
+  if (!$("generate-n").value) $("generate-n").value = info.defaults.n;
+  const example = $("edit-example");
+  const chosen = example.value;
+  example.replaceChildren(new Option("—", ""), ...info.examples.map((name) => new Option(name, name)));
+  example.value = info.examples.includes(chosen) ? chosen : "";
 }
 
 // The sampler settings the server offers, each with its label, help and default (defined once, in Python).
-function settingField(prefix, setting) {
+function settingField(prefix, setting, value) {
   const input = document.createElement("input");
   input.name = setting.name;
   input.id = `${prefix}-${setting.flag.replace(/^--/, "")}`;
   input.inputMode = setting.type === "integer" ? "numeric" : "decimal";
-  input.value = setting.default;
+  input.value = value ?? setting.default;
   const label = document.createElement("label");
   label.title = setting.help;
   label.append(`${setting.label} `, input);
@@ -63,7 +88,7 @@ function reset() {
 }
 
 function fields(form) {
-  const body = {};
+  const body = {model: info?.model};
   for (const [name, value] of new FormData(form)) body[name] = value;
   body.class = body.class === "" ? null : body.class;
   return body;
@@ -71,6 +96,7 @@ function fields(form) {
 
 async function run(kind, body) {
   reset();
+  const model = info;  // the results are named by the classes of the model that drew them
   const controller = current = new AbortController();
   const buttons = [$("generate-button"), $("edit-button")];
   buttons.forEach((b) => { b.disabled = true; });
@@ -98,7 +124,7 @@ async function run(kind, body) {
         const event = JSON.parse(buffer.slice(0, newline));
         buffer = buffer.slice(newline + 1);
         finished = finished || event.event === "done" || event.event === "error";
-        handle(kind, event);
+        handle(kind, event, model);
       }
     }
     if (!finished) showError("The connection closed before the result came (did the server stop?)");
@@ -112,7 +138,7 @@ async function run(kind, body) {
   }
 }
 
-function handle(kind, event) {
+function handle(kind, event, model) {
   if (event.event === "queued") {
     const ahead = event.position === 1 ? "1 generation" : `${event.position} generations`;
     $("status").textContent = `Waiting in line: ${ahead} ahead of yours`;
@@ -132,7 +158,7 @@ function handle(kind, event) {
     $("status").textContent = `Drawn scale ${event.index + 1} of ${tiles.length} (${event.side}×${event.side})`;
   } else if (event.event === "done") {
     $("status").textContent = kind === "edit" ? "Done: the input as the model saw it, and the result" : "Done";
-    showResults(kind, event);
+    showResults(kind, event, model);
   } else if (event.event === "error") {
     showError(`Failed (${event.status}): ${event.error}`);
   }
@@ -160,14 +186,14 @@ function figure(base64, caption, filename) {
   return item;
 }
 
-function showResults(kind, result) {
+function showResults(kind, result, model) {
   const images = $("result-images");
   if (kind === "edit") {
     images.append(figure(result.input, "input", edit.filename));  // the file the command line names
     images.append(figure(result.images[0], "result", `nextscale-edit-seed${result.seed}.png`));
   } else {
     result.images.forEach((image, i) => {
-      const label = result.labels[i] < info.classes.length ? info.classes[result.labels[i]] : "unconditional";
+      const label = result.labels[i] < model.classes.length ? model.classes[result.labels[i]] : "unconditional";
       images.append(figure(image, `${label} · image ${i + 1}`, `nextscale-seed${result.seed}-${i}.png`));
     });
   }
@@ -301,5 +327,31 @@ $("copy-command").addEventListener("click", () => {
   else getSelection().selectAllChildren($("command"));
 });
 
+$("model").addEventListener("change", async () => {
+  const name = $("model").value;
+  reset();
+  $("status").textContent = `Loading ${name}…`;  // its first pick loads it on the server
+  try {
+    await loadInfo(name);
+    if (info.model === name) $("status").textContent = "";
+  } catch (error) {
+    $("model").value = info.model;  // the page still shows the last model
+    showError(`Could not load model ${name}: ${error.message}`);
+  }
+});
+
+// The model in the address (?model=NAME), else the server's default; a name the server does not offer says so,
+// then the default is shown.
+async function start() {
+  const asked = new URLSearchParams(location.search).get("model");
+  try {
+    await loadInfo(asked);
+  } catch (error) {
+    if (!asked) throw error;
+    await loadInfo(null);
+    showError(`Model ${asked}: ${error.message}`);
+  }
+}
+
 dragBox();
-loadInfo().catch((error) => showError(`Could not read the model's details: ${error}`));
+start().catch((error) => showError(`Could not read the model's details: ${error.message ?? error}`));
