@@ -31,6 +31,14 @@ def test_one_process_reports_sane_numbers():
     assert r["params_gib"] == r["grads_gib"] == pytest.approx(r["optimizer_gib"] / 2, rel=0.01)
 
 
+@pytest.mark.parametrize("trainable", ["adaln,head", "lora:4"])
+def test_frozen_parameters_hold_no_gradient_and_no_optimizer_state(trainable):
+    (r,) = bench_train_step("tiny", batch_size=2, device="cpu", steps=1, warmup=0, trainable=trainable)
+    assert r["trainable"] == trainable and 0 < r["trained_params"] < r["num_params"]
+    assert r["grads_gib"] * 2**30 == 4 * r["trained_params"]  # fp32 gradients of what learns, nothing else
+    assert 8 * r["trained_params"] <= r["optimizer_gib"] * 2**30 < 8 * r["trained_params"] + 4096
+
+
 def test_fewer_scales_mean_fewer_tokens():
     (r,) = bench_train_step("tiny", batch_size=2, device="cpu", steps=1, warmup=0, patch_nums=(1, 2))
     assert r["tokens_per_step"] == 2 * 5 and r["patch_nums"] == [1, 2]

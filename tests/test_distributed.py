@@ -193,3 +193,38 @@ def test_tokenize_shards_over_processes_and_resumes(tokenizer, tmp_path):
     run_nextscale([*args, "--out", str(tmp_path / "two")])
     assert (tmp_path / "two" / "shard-00003.u16").stat().st_mtime_ns == before  # complete shards are kept
     assert (tmp_path / "two" / "shard-00002.u16").read_bytes() == (tmp_path / "one" / "shard-00002.u16").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def initial(tmp_path_factory, tokenizer) -> Path:
+    """A tiny model to fine-tune (`--init`): the tokenizer above and a transformer of random weights."""
+    from dataclasses import replace
+
+    from nextscale.registry import architecture
+    from nextscale.tokenizer import VQVAE
+    from nextscale.transformer import VAR
+
+    torch.manual_seed(1)
+    out = tmp_path_factory.mktemp("init") / "model"
+    VQVAE.from_pretrained(tokenizer).save_pretrained(out / "vae")
+    VAR(replace(architecture("tiny")[1], num_classes=10)).save_pretrained(out / "var")
+    return out
+
+
+def test_a_lora_fine_tuning_killed_with_sigkill_resumes_bit_identical(initial, tokenizer, baselines, tmp_path):
+    extra = ("--save-every", "10", "--init", str(initial), "--trainable", "lora:4,class", "--ema", "0.5")
+    whole = baselines("train", tokenizer, 1, 40, *extra)
+    killed = tmp_path / "killed"
+    args = stage_args("train", tokenizer, 40, killed, *extra)
+    process = interrupted(args, 1, killed, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL
+    run_nextscale([*args, "--resume"])
+    assert bit_identical(weights(whole, "train"), weights(killed, "train"))
+    assert not any("lora" in k for k in weights(whole, "train"))  # exported merged
+
+
+def test_lora_fine_tuning_in_two_processes_under_fsdp_trains_the_weights_of_one(initial, tokenizer, baselines):
+    extra = ("--save-every", "3", "--init", str(initial), "--trainable", "lora:4,class")
+    one = baselines("train", tokenizer, 1, 6, *extra)
+    two = baselines("train", tokenizer, 2, 6, *extra, "--fsdp")
+    assert max_difference(weights(one, "train"), weights(two, "train")) < 1e-6

@@ -39,6 +39,7 @@ from ..training.var_stage import VAROptions, VARStage
 from .measure import count_flops, machine_name, matmul_rate, reset_peak_memory, synchronize
 
 MODES = ("ddp", "fsdp")
+STATE_PARTS = (("parameters", "params"), ("gradients", "grads"), ("optimizer state", "optimizer"))
 GiB = 2**30
 
 
@@ -108,12 +109,14 @@ def bench_train_step(
     grad_checkpointing: bool = False,
     seed: int = 0,
     dist: Distributed | None = None,
+    trainable: str = "all",
 ) -> list[dict]:
     """Times `steps` training steps (after `warmup` untimed ones) of the preset's transformer with random
     weights, in this process or in every process of torchrun's job (`dist` None: joined here when the
     environment has WORLD_SIZE and RANK, and left again if this call joined it; `Distributed()`: this process
     alone). `batch_size` is the global batch; `patch_nums` replaces the preset's scales (fewer tokens; the
-    parameters change only by the position embedding). Returns every rank's record, rank order (on every rank)."""
+    parameters change only by the position embedding); `trainable` what learns (`VAROptions.trainable`: groups or
+    LoRA). Returns every rank's record, rank order (on every rank)."""
     import torch.distributed as tdist
 
     device = torch.device(device)
@@ -143,13 +146,14 @@ def bench_train_step(
             seed=seed,
             warmup_steps=0,
         )
-        options = VAROptions()
+        options = VAROptions(trainable=trainable)
         var = initial_var(var_config, config, options, dist)
         vae = VQVAE(vae_config, device="cpu")
         stage = VARStage(vae, var, _NoImages(var_config.num_classes), None, config, options, device, dist)
         with tempfile.TemporaryDirectory() as run_dir:  # the trainer writes nothing before `start`
             trainer = Trainer(stage, config, run_dir, dist=dist, device=device, progress=False)
         num_params = sum(p.numel() for p in stage.model.parameters())
+        trained_params = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
 
         # Random token pyramids (the global batch, then this rank's slice), as token shards feed the step.
         g = torch.Generator().manual_seed(seed)
@@ -202,6 +206,8 @@ def bench_train_step(
             "local_batch": local.stop - local.start,
             "tokens_per_step": batch_size * L,
             "num_params": num_params,
+            "trainable": trainable,
+            "trained_params": trained_params,
             "warmup": warmup,
             "steps": steps,
             "step_times_s": times,
@@ -254,6 +260,7 @@ def train_command(
     warmup: int,
     patch_nums=None,
     grad_checkpointing: bool = False,
+    trainable: str = "all",
 ) -> list[str]:
     """`nextscale bench --train …` for one configuration: under torchrun (`--standalone`: a free port) for
     more than one process."""
@@ -279,6 +286,8 @@ def train_command(
         args += ["--bench-scales", ",".join(str(p) for p in patch_nums)]
     if grad_checkpointing:
         args.append("--grad-checkpointing")
+    if trainable != "all":
+        args += ["--trainable", trainable]
     if fsdp:
         args.append("--fsdp")
     return nextscale_command(args, nproc, torchrun=nproc > 1 or fsdp)  # FSDP needs torchrun even alone
@@ -294,6 +303,7 @@ def bench_training_matrix(
     warmup: int = 1,
     patch_nums=None,
     grad_checkpointing: bool = False,
+    trainable: str = "all",
     nprocs=(1, 2),
     modes=MODES,
     out_json: str | Path | None = None,
@@ -363,7 +373,7 @@ def matrix_table(runs: list[list[dict]]) -> str:
     lines = [
         f"{first['preset']}, scales {','.join(map(str, first['patch_nums']))} ({tokens} tokens per image), "
         f"{first['num_params'] / 1e6:.1f}M parameters, global batch {first['batch_size']}, "
-        f"{first['precision']}, {first['device']} ({first['machine'].split(',')[0]})",
+        f"{first['precision']}, {first['device']} ({first['machine'].split(',')[0]})" + _trained(first),
         "",
         "| processes | mode | tokens/s | step s | GFLOP/step | floor s | ratio | peak memory GiB per rank | "
         "param+grad+optim GiB per rank |",
@@ -389,6 +399,15 @@ def matrix_table(runs: list[list[dict]]) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+def _trained(record: dict) -> str:
+    trainable = record.get("trainable", "all")
+    if trainable == "all":
+        return ""
+    return f"; trainable {trainable}: {record['trained_params'] / 1e6:.2f}M parameters trained"
+
+
 def run_table(records: list[dict]) -> str:
-    """One configuration's table (the `--train` output)."""
-    return matrix_table([records])
+    """One configuration's table (the `--train` output), and rank 0's parameter, gradient and optimizer memory."""
+    r = records[0]
+    parts = ", ".join(f"{what} {r[f'{key}_gib']:.3f} GiB" for what, key in STATE_PARTS)
+    return matrix_table([records]) + f"\n\nrank 0 holds {parts}"

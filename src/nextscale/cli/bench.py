@@ -62,6 +62,11 @@ def register(sub) -> None:
     t.add_argument("--train-steps", type=int, default=3, help="timed training steps (the median is reported)")
     recompute = "with --train or --train-matrix: recompute each block's activations in the backward"
     t.add_argument("--grad-checkpointing", action="store_true", help=recompute)
+    t.add_argument(
+        "--trainable",
+        default="all",
+        help="with --train or --train-matrix: what learns, as train's --trainable (all, groups, lora:RANK)",
+    )
     p.set_defaults(func=run)
 
 
@@ -96,6 +101,7 @@ def run(args) -> None:
             ("--bench-scales", args.bench_scales is not None),
             ("--grad-checkpointing", args.grad_checkpointing),
             ("--nprocs", args.nprocs != "1,2"),
+            ("--trainable", args.trainable != "all"),
         ):
             if given:
                 raise NextscaleError(f"{flag} applies to --train and --train-matrix")
@@ -182,6 +188,7 @@ def run_training(args, device) -> None:
         warmup=args.warmup,
         patch_nums=scales,
         grad_checkpointing=args.grad_checkpointing,
+        trainable=args.trainable,
     )
     if args.train_matrix:
         try:

@@ -19,9 +19,11 @@ from ..errors import NextscaleError
 from ..runtime import TRAIN_PRECISIONS
 from ..training.config import LR_SCHEDULES, TrainConfig, curriculum_ramp, reference_drop_path
 from ..training.recipes import RECIPES, options_class, recipe, recipe_settings, setting_names
+from ..training.trainable import PARAMETER_GROUPS
 from .common import add_device_arg, add_seed_arg, check_seed, resolve_device
 
 BUILT_IN_RECIPES = {"tokenizer": "digits-tokenizer", "var": "digits-var"}  # the flags' defaults without --recipe
+DEFAULT_PRESET = "digits"  # the architecture without --preset, --depth, --recipe or --init
 FOLLOW_STEPS = ("pgwp", "warmup_steps")  # settings that follow the length of the run unless given
 
 
@@ -120,7 +122,7 @@ def add_train_args(p: argparse.ArgumentParser, stage: str):
 
 def register(sub) -> None:
     p = sub.add_parser("train-tokenizer", help="train a multi-scale VQ-VAE")
-    p.add_argument("--preset", default="digits", choices=list(registry.ARCHITECTURES), help="architecture")
+    p.add_argument("--preset", choices=list(registry.ARCHITECTURES), help=f"architecture (default: {DEFAULT_PRESET})")
     p.add_argument("--vocab-size", type=int, help="codebook size (default: the preset's)")
     p.add_argument("--z-channels", type=int, help="latent channels (default: the preset's)")
     p.add_argument("--ch", type=int, help="base width (default: the preset's)")
@@ -157,19 +159,32 @@ def register(sub) -> None:
         help="a fixed adversarial weight instead of VQGAN's adaptive one",
     )
     add_setting(g, "tokenizer", "--revive-every", type=int, help="steps between dead-code revivals (0: never)")
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument(
+        "--init",
+        metavar="SOURCE",
+        help="start from a trained tokenizer (a model name, a directory, a reference .pth, or a tokenizer run) "
+        "instead of random weights; its architecture is the run's",
+    )
+    g.add_argument("--fresh-codebook", action="store_true", help="with --init: draw the codebook afresh")
     add_train_args(p, "tokenizer")
     p.set_defaults(func=run_tokenizer)
 
     p = sub.add_parser("train", help="train a VAR transformer on a frozen tokenizer")
-    tokenizer = "a trained tokenizer: a model name (digits, var-d16 …), a directory or a reference .pth"
-    p.add_argument("--tokenizer", required=True, help=tokenizer)
+    tokenizer = (
+        "a trained tokenizer: a model name (digits, var-d16 …), a directory or a reference .pth (with --init: "
+        "default, the one the initial model was trained with)"
+    )
+    p.add_argument("--tokenizer", help=tokenizer)
     recipes = [n for n, r in RECIPES.items() if r.stage == "var"]
     recipe_help = (
         "a recipe by name: a built-in model's, or the reference's hyper-parameters for a released model (its "
         "README's): architecture, batch, LR, schedule, weight decay, steps or epochs; flags given override them"
     )
     p.add_argument("--recipe", choices=recipes, help=recipe_help)
-    p.add_argument("--preset", default="digits", choices=list(registry.ARCHITECTURES), help="transformer shape")
+    p.add_argument(
+        "--preset", choices=list(registry.ARCHITECTURES), help=f"transformer shape (default: {DEFAULT_PRESET})"
+    )
     p.add_argument("--depth", type=int, help="the released depth rule instead of --preset: width 64·depth")
     g = p.add_argument_group("regularisation")
     add_setting(g, "var", "--cond-drop-rate", type=float, help="label dropout, for guidance")
@@ -186,6 +201,24 @@ def register(sub) -> None:
         type=int,
         help="steps over which a new scale's loss weight ramps up (unset: steps/300, as the reference's epochs/300)",
     )
+    g = p.add_argument_group("fine-tuning (README: Fine-tuning)")
+    g.add_argument(
+        "--init",
+        metavar="SOURCE",
+        help="start from a trained transformer instead of random weights: a model name (var-d16, digits, fashion …), "
+        "a model directory, a reference .pth (or trainer checkpoint), or a run directory or checkpoint",
+    )
+    g.add_argument(
+        "--class-map",
+        metavar="OLD=NEW,…",
+        help="with --init: the initial model's class OLD (a name or id) gives its embedding row to the data's class "
+        "NEW (classes of the same name keep theirs; others start from the mean of the old rows)",
+    )
+    trainable = (
+        f"what learns: all, groups ({', '.join(PARAMETER_GROUPS)}: comma-separated), lora:RANK on the attention and "
+        "feed-forward linears (needs peft: the finetune extra), or LoRA with groups (lora:16,class)"
+    )
+    add_setting(g, "var", "--trainable", help=trainable)
     add_train_args(p, "var")
     p.set_defaults(func=run_var)
 
@@ -215,9 +248,14 @@ def var_architecture(args):
     if depth is None and args.recipe:
         r = recipe(args.recipe, "var")
         if not r.epochs:  # a built-in model's recipe: its own shape, unless --preset names another
-            return registry.architecture(r.architecture if args.preset == "digits" else args.preset)[1]
+            return registry.architecture(args.preset or r.architecture)[1]
         depth = registry.architecture(r.architecture)[1].depth
-    return VARConfig.from_depth(depth) if depth is not None else registry.architecture(args.preset)[1]
+    return VARConfig.from_depth(depth) if depth is not None else registry.architecture(args.preset or DEFAULT_PRESET)[1]
+
+
+def architecture_given(args) -> bool:
+    """Whether a flag names the architecture (--preset, --depth, or a recipe's)."""
+    return args.preset is not None or getattr(args, "depth", None) is not None or args.recipe is not None
 
 
 def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
@@ -299,12 +337,11 @@ def finish(dist, model_out: Path, message: str) -> None:
 def run_tokenizer(args) -> None:
     from ..training import train_tokenizer
     from ..training.export import export_checkpoint
+    from ..weights.load import recorded_source
 
     dist, device = start_processes(args)
-    if args.recipe:
-        r = recipe(args.recipe, "tokenizer")
-        args.preset = r.architecture if args.preset == "digits" else args.preset
-    config, _ = registry.architecture(args.preset)
+    preset = args.preset or (recipe(args.recipe, "tokenizer").architecture if args.recipe else DEFAULT_PRESET)
+    config, _ = registry.architecture(preset)
     overrides = {
         "vocab_size": args.vocab_size,
         "z_channels": args.z_channels,
@@ -312,9 +349,22 @@ def run_tokenizer(args) -> None:
         "ch_mult": parse_ints(args.ch_mult, "--ch-mult"),
         "patch_nums": parse_ints(args.patch_nums, "--patch-nums"),
     }
-    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    config = replace(config, **given)
+    init, initial = None, {}
+    if args.init:
+        from ..training.finetune import check_same_architecture, load_init_vae
+
+        init = load_init_vae(args.init, patch_nums=given.get("patch_nums"))
+        if architecture_given(args):
+            check_same_architecture(init.config, config, args.init)
+        else:
+            check_same_architecture(init.config, replace(init.config, **given), args.init)
+        config, initial = init.config, {"init_path": recorded_source(args.init)}
+    elif args.fresh_codebook:
+        raise NextscaleError("--fresh-codebook applies with --init")
     train, test = datasets(args, config.resolution)
-    settings, options = run_settings(args, "tokenizer", len(train))
+    settings, options = run_settings(args, "tokenizer", len(train), **initial)
     train_tokenizer(
         config,
         train,
@@ -326,6 +376,8 @@ def run_tokenizer(args) -> None:
         device=device,
         dist=dist,
         progress=not args.quiet,
+        init=init,
+        fresh_codebook=args.fresh_codebook,
     )
     out = Path(args.out or Path(args.run_dir) / "model")
     if dist.is_main:
@@ -341,11 +393,24 @@ def run_var(args) -> None:
     from ..weights.load import recorded_source
 
     dist, device = start_processes(args)
-    vae = load_vae(args.tokenizer, device=device)
+    init = None
+    if args.init:
+        from ..training.finetune import init_tokenizer, load_init_var
+
+        init, tokenizer_source = load_init_var(args.init)
+        args.tokenizer = init_tokenizer(args.init, tokenizer_source, args.tokenizer)
+    elif args.tokenizer is None:
+        raise NextscaleError("give --tokenizer (or --init, which takes the tokenizer its model was trained with)")
+    elif args.class_map:
+        raise NextscaleError("--class-map applies with --init")
+    vae = load_vae(args.tokenizer, device=device, patch_nums=init.config.patch_nums if init is not None else None)
     train, test = datasets(args, vae.config.resolution, tokens_allowed=True)
     config = var_architecture(args)
     implied = {} if args.depth is None else {"drop_path_rate": reference_drop_path(args.depth)}
-    settings, options = run_settings(args, "var", len(train), implied, tokenizer_path=recorded_source(args.tokenizer))
+    recorded = {"tokenizer_path": recorded_source(args.tokenizer)}
+    if init is not None:
+        recorded.update(init_path=recorded_source(args.init), class_map=args.class_map)
+    settings, options = run_settings(args, "var", len(train), implied, **recorded)
     config = replace(
         config,
         vocab_size=vae.config.vocab_size,
@@ -353,6 +418,9 @@ def run_var(args) -> None:
         patch_nums=vae.config.patch_nums,
         num_classes=train.num_classes,
     )
+    if init is not None:
+        init = fitted_init(args, init, vae, train, config, options, dist)
+        config = init.config
     train_var(
         config,
         vae,
@@ -365,9 +433,41 @@ def run_var(args) -> None:
         device=device,
         dist=dist,
         progress=not args.quiet,
+        init=init,
     )
     out = Path(args.out or Path(args.run_dir) / "model")
     if dist.is_main:
         _, var, _ = export_checkpoint(args.run_dir)
         save_model(vae.cpu(), var, out)
     finish(dist, out, "model (vae/ + var/)")
+
+
+def fitted_init(args, init, vae, train, config, options, dist):
+    """--init's transformer checked against the tokenizer and the architecture flags, with the data's classes."""
+    import sys
+
+    from ..data import class_names
+    from ..training.finetune import (
+        adapt_classes,
+        check_same_architecture,
+        parse_class_map,
+        refuse_other_tokenizer_shape,
+    )
+    from ..training.trainable import parse_trainable
+
+    refuse_other_tokenizer_shape(vae, init, args.init)
+    if architecture_given(args):
+        check_same_architecture(init.config, config, args.init, ignore=("num_classes",))
+    names = class_names(train) or [str(c) for c in range(train.num_classes)]
+    init, plan = adapt_classes(init, names, parse_class_map(args.class_map))
+    new = sum(row is None for row in plan.rows)
+    if dist.is_main and not args.quiet:
+        print(f"starting from {args.init}: {plan.describe()}", file=sys.stderr, flush=True)
+    if new and dist.is_main and "class" not in parse_trainable(options.trainable).groups:
+        print(
+            f"warning: {new} new classes start from the same row and --trainable {options.trainable} leaves the class "
+            "embedding frozen: they stay alike (add class to --trainable)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return init

@@ -49,10 +49,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             no_decay.append(p)
         else:
             decay.append(p)
-    return [
+    groups = [
         {"params": decay, "weight_decay": weight_decay, "wd_scale": 1.0},
         {"params": no_decay, "weight_decay": 0.0, "wd_scale": 0.0},
     ]
+    return [g for g in groups if g["params"]]  # a frozen model part can empty one: DCP cannot save an empty group
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str = "lin0", wp0: float = 0.005, wpe: float = 0.01):

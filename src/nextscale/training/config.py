@@ -170,8 +170,12 @@ class VAROptions:
     init_head: float = 0.02
     init_std: float = -1.0  # < 0: sqrt(1 / (3 C))
     eval_batches: int = 8
+    trainable: str = "all"  # what learns: all, parameter groups, LoRA (`trainable.parse_trainable`)
 
     def __post_init__(self):
+        from .trainable import parse_trainable
+
+        parse_trainable(self.trainable)
         for name in ("cond_drop_rate", "drop_path_rate", "label_smoothing"):
             check_finite(getattr(self, name), name, 0.0, 1.0, open_high=True)
         for name in ("init_adaln", "init_adaln_gamma", "init_head", "init_std"):

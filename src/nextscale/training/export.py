@@ -15,6 +15,7 @@ from ..pretrained import config_from_dict
 from ..tokenizer import VQVAE, VQVAEConfig
 from ..transformer import VAR, VARConfig
 from . import checkpoint
+from .trainable import apply_trainable, merge_lora
 
 STAGES = {"tokenizer": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig)}
 
@@ -52,10 +53,14 @@ def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, tor
         config_from_dict(config_class, record["settings"]["model"], model_class.legacy_config_keys), device="meta"
     )
     model.to_empty(device="cpu")
+    if stage == "var":  # the run's frozen parameters and LoRA adapters: what its checkpoint holds
+        model = apply_trainable(model, (record["settings"]["train"].get("extra") or {}).get("trainable", "all"))
     own = model.state_dict()
     tensors = {"model": own}
-    if use_ema:
-        tensors["ema"] = {n: torch.empty_like(p, dtype=torch.float32) for n, p in model.named_parameters()}
+    if use_ema:  # the run keeps an EMA of what it trains
+        tensors["ema"] = {
+            n: torch.empty_like(p, dtype=torch.float32) for n, p in model.named_parameters() if p.requires_grad
+        }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DCP's note that it reads in one process: that is the point here
         try:
@@ -68,8 +73,10 @@ def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, tor
     if use_ema:
         with torch.no_grad():
             for name, p in model.named_parameters():
-                p.copy_(tensors["ema"][name])
+                if name in tensors["ema"]:
+                    p.copy_(tensors["ema"][name])
     if stage == "var":
+        model = merge_lora(model.requires_grad_(True))
         model.provenance = run_provenance(record["settings"]["train"].get("extra") or {})
     return stage, model.eval(), record
 

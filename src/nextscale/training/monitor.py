@@ -28,9 +28,10 @@ def metric_name(name: str, test_data, held_out: str = "val_") -> str:
     return f"{held_out}{name}" if test_data is not None else f"train_{name}"
 
 
-def run_summary(kind: str, data, tokenizer_config, parameters: int, config, step: int) -> str:
+def run_summary(kind: str, data, tokenizer_config, parameters: int, config, step: int, total: int | None = None) -> str:
     """The line a run starts with: what it trains on (images, classes, resolution) and for how long, so that a
-    wrong folder, a wrong preset or a resize nobody meant shows before the first step."""
+    wrong folder, a wrong preset or a resize nobody meant shows before the first step. `total`: all the model's
+    parameters, where some are frozen (`parameters` counts what trains)."""
     source = getattr(data, "source", data)  # the images an encoded dataset was made from
     n, batch = len(data), config.batch_size
     epochs = config.steps / steps_per_epoch(n, batch)
@@ -39,7 +40,9 @@ def run_summary(kind: str, data, tokenizer_config, parameters: int, config, step
         f"training the {'tokenizer' if kind == 'tokenizer' else 'transformer'}: {n:,} images in {_classes(source)}",
         _resolution(source, tokenizer_config),
         f"{sum(pn * pn for pn in tokenizer_config.patch_nums):,} tokens per image",
-        f"{parameters:,} parameters",
+        f"{parameters:,} parameters"
+        if total in (None, parameters)
+        else f"{parameters:,} of {total:,} parameters trained",
         f"{config.steps:,} steps of {batch:,} images = {epochs_text} epochs"
         + (f", from step {step:,}" if step else ""),
     ]

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data import class_names, identity
+from ..errors import NextscaleError
 from ..registry import architecture
 from ..tokenizer import VQVAE, VQVAEConfig
 from ..transformer import VAR, VARConfig
@@ -19,6 +20,7 @@ from .distributed import Distributed
 from .export import run_provenance
 from .recipes import recipe, recipe_settings
 from .tokenizer_stage import TokenizerStage
+from .trainable import apply_trainable, merge_lora
 from .trainer import Trainer
 from .var_stage import VARStage
 
@@ -36,13 +38,27 @@ def train_tokenizer(
     dist: Distributed | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    init: VQVAE | None = None,
+    fresh_codebook: bool = False,
 ) -> tuple[VQVAE, dict]:
     """Trains a multi-scale VQ-VAE in `run_dir`. `resume`: True continues the run there (which must exist),
     False starts one (the directory must hold none), None continues one if there is one. `dist`: this
-    process's place in a torchrun job (`distributed.setup`); None: one process."""
-    train_config = recorded(train_config, train_data, test_data)
+    process's place in a torchrun job (`distributed.setup`); None: one process. `init`: a trained tokenizer of
+    this `config` to start from (recorded by fingerprint), its codebook kept unless `fresh_codebook`."""
+    initial = {} if init is None else {"init": init.fingerprint(), "fresh_codebook": fresh_codebook}
+    train_config = recorded(train_config, train_data, test_data, **initial)
     torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
-    stage = TokenizerStage(VQVAE(config, device="cpu"), train_data, test_data, train_config, options, device, dist)
+    vae = VQVAE(config, device="cpu")
+    if init is not None:
+        if init.config != config:
+            raise NextscaleError("the initial tokenizer's configuration is not the run's")
+        drawn = vae.quantize.embedding.weight.detach().clone()
+        vae.load_state_dict(init.state_dict())
+        if fresh_codebook:
+            with torch.no_grad():
+                vae.quantize.embedding.weight.copy_(drawn)
+                vae.quantize.ema_vocab_hit_SV.zero_()  # the old codes' use says nothing of the new ones
+    stage = TokenizerStage(vae, train_data, test_data, train_config, options, device, dist)
     return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
 
 
@@ -60,17 +76,24 @@ def train_var(
     dist: Distributed | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    init: VAR | None = None,
 ) -> tuple[VAR, dict]:
     """Trains a VAR on the frozen `vae`'s tokens in `run_dir` (`resume`, `dist` as for `train_tokenizer`).
-    `train_data`: token shards (`TokenDataset`) or images. The transformer records (`provenance`) the tokenizer
-    it was trained with, by fingerprint, and its data's class names."""
+    `train_data`: token shards (`TokenDataset`) or images. `init`: trained weights to start from instead of random
+    ones, with `config` (`finetune.adapt_classes` gives it the data's classes); the run records them by fingerprint.
+    The transformer records (`provenance`) the tokenizer it was trained with, by fingerprint, and its data's class
+    names."""
     options, dist = options or VAROptions(), dist or Distributed()
+    start = {} if init is None else {"init": init.fingerprint()}
+    if options.trainable != "all":  # what its checkpoints hold: `export` rebuilds the adapters to read them
+        start["trainable"] = options.trainable
     train_config = recorded(
-        train_config, train_data, test_data, tokenizer=vae.fingerprint(), classes=class_names(train_data)
+        train_config, train_data, test_data, tokenizer=vae.fingerprint(), classes=class_names(train_data), **start
     )
-    var = initial_var(config, train_config, options, dist)
+    var = initial_var(config, train_config, options, dist, init)
     stage = VARStage(vae, var, train_data, test_data, train_config, options, device, dist)
     var, metrics = _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
+    var = merge_lora(var)  # an ordinary VAR, as `export` gives; the run's checkpoints keep the adapters
     var.provenance = run_provenance(train_config.extra)
     return var, metrics
 
@@ -82,16 +105,24 @@ def recorded(train_config: TrainConfig, train_data: Dataset, test_data: Dataset 
     return replace(train_config, extra={**train_config.extra, **seen})
 
 
-def initial_var(config: VARConfig, train_config: TrainConfig, options: VAROptions, dist: Distributed) -> VAR:
-    """The transformer as a training run starts it (and `nextscale bench --train` times it): on the CPU, or under
-    FSDP on the meta device on every process but the first."""
+def initial_var(
+    config: VARConfig, train_config: TrainConfig, options: VAROptions, dist: Distributed, init: VAR | None = None
+) -> VAR:
+    """The transformer as a training run starts it (and `nextscale bench --train` times it): `init` (trained
+    weights, with the data's classes: `finetune.adapt_classes`), else drawn afresh on the CPU, or under FSDP on the
+    meta device on every process but the first; then what it trains is set (`options.trainable`)."""
     torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
-    var = VAR(config, device="meta")  # shapes first, then one initialisation with the recipe's scales
-    if not train_config.fsdp or dist.is_main:  # under FSDP the other ranks take rank 0's weights
-        var.to_empty(device="cpu")
-        var.init_weights(**options.init_kwargs())
+    if init is not None:
+        if init.config != config:
+            raise NextscaleError("the initial transformer's configuration is not the run's")
+        var = init.train()
+    else:
+        var = VAR(config, device="meta")  # shapes first, then one initialisation with the recipe's scales
+        if not train_config.fsdp or dist.is_main:  # under FSDP the other ranks take rank 0's weights
+            var.to_empty(device="cpu")
+            var.init_weights(**options.init_kwargs())
     var.set_drop_path(options.drop_path_rate)
-    return var
+    return apply_trainable(var, options.trainable)
 
 
 def _fit(stage, train_config: TrainConfig, run_dir, resume, progress: bool, stop_after, dist, device):

@@ -154,8 +154,9 @@ class Trainer:
     def summary(self) -> str:
         """The line a run starts with (`run_summary`)."""
         tokenizer = getattr(self.stage, "vae", self.stage.model)  # the transformer's stage keeps its tokenizer
-        parameters = sum(p.numel() for p in self.params)
-        return run_summary(self.stage.kind, self.stage.train_data, tokenizer.config, parameters, self.config, self.step)
+        parameters, total = (sum(p.numel() for p in ps) for ps in (self.params, self.stage.model.parameters()))
+        data = self.stage.train_data
+        return run_summary(self.stage.kind, data, tokenizer.config, parameters, self.config, self.step, total)
 
     def settings(self) -> dict:
         record = {"train": asdict(self.config), "model": self.stage.model.config.to_dict()}
@@ -177,7 +178,7 @@ class Trainer:
                 from .export import TRAINED_ON, records_what_it_trained_on
 
                 extra_old, extra_new = saved["train"].get(k) or {}, now["train"].get(k) or {}
-                notes = ("tokenizer_path",)  # where the tokenizer was read: the same one (by content) may move
+                notes = ("tokenizer_path", "init_path")  # where models were read: the same (by content) may move
                 if not records_what_it_trained_on(extra_old):  # an older run: refusing would strand it
                     notes += TRAINED_ON
                     warnings.warn(

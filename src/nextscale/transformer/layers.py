@@ -80,7 +80,11 @@ class SelfAttention(nn.Module):
     def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None, kv_cache: KVCache | None = None):
         B, L, C = x_BLC.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+        if type(self.mat_qkv) is nn.Linear:  # the bias in the matmul, as the reference adds it (the same bits)
+            qkv = F.linear(x_BLC, self.mat_qkv.weight, bias)
+        else:  # adapted (LoRA): called as a module, so that the adapter applies
+            qkv = self.mat_qkv(x_BLC) + bias
+        qkv = qkv.view(B, L, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, c)
         if self.attn_l2_norm:
             q = F.normalize(q, dim=-1).mul(self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp())
