@@ -228,6 +228,9 @@ def test_train_init_on_a_folder_of_new_classes_end_to_end(saved, folder, tmp_pat
     assert main(["train", "--init", str(run), "--data", "digits", "--run-dir", str(tmp_path / "more"), *QUICK]) == 0
     err = capsys.readouterr().err
     assert "starting from" not in err  # --quiet
+    frozen = ["train", "--init", str(saved), "--data", str(folder), "--run-dir", str(tmp_path / "frozen"), *QUICK]
+    assert main([*frozen, "--trainable", "head"]) == 0  # "cat" is new, and its row cannot learn
+    assert "warning: 1 new class starts from the mean of the old rows" in capsys.readouterr().err
 
 
 def test_init_refusals_are_one_line(saved, folder, tmp_path, capsys):

@@ -465,8 +465,8 @@ def fitted_init(args, init, vae, train, config, options, dist):
         print(f"starting from {args.init}: {plan.describe()}", file=sys.stderr, flush=True)
     if new and dist.is_main and "class" not in parse_trainable(options.trainable).groups:
         print(
-            f"warning: {new} new classes start from the same row and --trainable {options.trainable} leaves the class "
-            "embedding frozen: they stay alike (add class to --trainable)",
+            f"warning: {'1 new class starts' if new == 1 else f'{new} new classes start'} from the mean of the old "
+            f"rows and --trainable {options.trainable} leaves the class embedding frozen (add class to --trainable)",
             file=sys.stderr,
             flush=True,
         )
