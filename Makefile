@@ -31,7 +31,7 @@ fashion-mnist:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,web,finetune]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,web,finetune,plots]'
 	touch $@
 
 demo: setup

@@ -190,3 +190,24 @@ def versions(*extra: str) -> dict:
         "python": platform.python_version(),
     }
     return found | {name: installed(name) for name in extra}
+
+
+def count_flops(fn) -> int:
+    """The FLOPs `fn()` runs, by torch's FlopCounterMode, with the CPU flash-attention kernels counted as the CUDA
+    ones are (torch's counter knows the CUDA attention kernels only: on CPUs attention would count as free)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    uncounted = {
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+    }
+    with FlopCounterMode(display=False, custom_mapping=uncounted) as counter:
+        fn()
+    return counter.get_total_flops()

@@ -1,5 +1,5 @@
-"""What every benchmark measures with: the matrix-multiply rate (the yardstick of each FLOP floor), FLOP
-counts, device synchronisation, the peak-memory reset and the machine's name."""
+"""What every benchmark measures with: the matrix-multiply rate (the yardstick of each FLOP floor), device
+synchronisation, the peak-memory reset and the machine's name. (FLOPs are counted by `runtime.count_flops`.)"""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import platform
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 
 def synchronize(device: torch.device) -> None:
@@ -30,27 +29,6 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048, seco
             synchronize(device)
     synchronize(device)
     return 2 * size**3 * n / (time.perf_counter() - started)
-
-
-def _cpu_flash_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query, key, value)
-
-
-def _cpu_flash_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-# torch's counter knows the CUDA attention kernels only; on CPU, attention would count as free.
-_UNCOUNTED_BY_TORCH = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_flash_attention_backward_flops,
-}
-
-
-def count_flops(fn) -> int:
-    with FlopCounterMode(display=False, custom_mapping=_UNCOUNTED_BY_TORCH) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def reset_peak_memory(device: torch.device) -> None:

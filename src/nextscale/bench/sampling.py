@@ -16,11 +16,11 @@ import torch
 
 from ..distributed import Distributed
 from ..registry import build
-from ..runtime import peak_memory_bytes, reuse_freed_memory, reusing_freed_memory
+from ..runtime import count_flops, peak_memory_bytes, reuse_freed_memory, reusing_freed_memory
 from ..sampling import sample
 from ..sampling.settings import DEFAULTS as SAMPLER_DEFAULTS
 from ..training.common import check_training_device
-from .measure import count_flops, machine_name, matmul_rate, reset_peak_memory, synchronize
+from .measure import machine_name, matmul_rate, reset_peak_memory, synchronize
 from .training import bench_train_step
 
 

@@ -30,13 +30,13 @@ import torch
 from ..distributed import nextscale_command
 from ..errors import NextscaleError
 from ..registry import architecture
-from ..runtime import peak_memory_bytes
+from ..runtime import count_flops, peak_memory_bytes
 from ..tokenizer import VQVAE
 from ..training import TrainConfig, Trainer, initial_var
 from ..training.common import check_training_device
 from ..training.distributed import Distributed, launched_by_torchrun, setup, teardown
 from ..training.var_stage import VAROptions, VARStage
-from .measure import count_flops, machine_name, matmul_rate, reset_peak_memory, synchronize
+from .measure import machine_name, matmul_rate, reset_peak_memory, synchronize
 
 MODES = ("ddp", "fsdp")
 STATE_PARTS = (("parameters", "params"), ("gradients", "grads"), ("optimizer state", "optimizer"))

@@ -13,7 +13,7 @@ from .. import __version__
 from ..errors import NextscaleError, SettingError
 from ..files import first_line
 from ..runtime import reuse_freed_memory
-from . import bench, demo, edit, evaluate, evaluate_tokenizer, sample, serve, tokens, train
+from . import bench, demo, edit, evaluate, evaluate_tokenizer, sample, scaling, serve, tokens, train
 from .common import Parser
 
 COMMANDS = (
@@ -26,7 +26,8 @@ COMMANDS = (
     serve,
     demo,
     bench,
-)  # train: train-tokenizer, train; tokens: tokenize, export
+    scaling,
+)  # train: train-tokenizer, train; tokens: tokenize, export; scaling: scaling run, scaling fit
 
 
 def build_parser() -> Parser:

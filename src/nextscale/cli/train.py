@@ -57,8 +57,9 @@ def add_setting(group, stage: str, flag: str, **kwargs) -> None:
     group.add_argument(flag, default=FromRecipe(shown_default(stage, name)), **kwargs)
 
 
-def add_train_args(p: argparse.ArgumentParser, stage: str):
-    """The arguments both stages share."""
+def add_train_args(p: argparse.ArgumentParser, stage: str, run_dir: bool = True):
+    """The arguments both stages share (`run_dir` False: all but where the run goes, for a command that places
+    its runs itself)."""
     forms = [
         "'digits' or 'fashion-mnist' (built in: the train split)",
         "a folder of Fashion-MNIST's four IDX files",
@@ -69,9 +70,10 @@ def add_train_args(p: argparse.ArgumentParser, stage: str):
     p.add_argument("--data", required=True, help=data)
     held_out = "a held-out set, as --data (None: a built-in dataset's test split; none for an image folder)"
     p.add_argument("--val-data", help=held_out)
-    p.add_argument("--run-dir", required=True, help="checkpoints, log.jsonl and runs.jsonl go here")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly where it stopped")
-    p.add_argument("--out", help="where to write the trained model (default: RUN_DIR/model)")
+    if run_dir:
+        p.add_argument("--run-dir", required=True, help="checkpoints, log.jsonl and runs.jsonl go here")
+        p.add_argument("--resume", action="store_true", help="continue the run in --run-dir exactly where it stopped")
+        p.add_argument("--out", help="where to write the trained model (default: RUN_DIR/model)")
     g = p.add_argument_group(
         "training settings",
         f"a setting not given takes the recipe's value (--recipe, else {BUILT_IN_RECIPES[stage]}, the built-in "
@@ -93,6 +95,9 @@ def add_train_args(p: argparse.ArgumentParser, stage: str):
     add_setting(g, stage, "--save-every", type=int, help="steps between checkpoints")
     add_setting(g, stage, "--keep", type=int, help="checkpoints kept")
     add_setting(g, stage, "--log-every", type=int, help="steps between log.jsonl records")
+    add_setting(
+        g, stage, "--count-flops", action="store_true", help="count the training FLOPs and log them at each evaluation"
+    )
     add_seed_arg(g, "seed of the initial weights, the data order and every random draw")
     g = p.add_argument_group("scale (run under torchrun for several processes: the same command)")
     precision = "bf16 autocast, or fp16 autocast with a loss scaler (CUDA only)"
@@ -171,6 +176,12 @@ def register(sub) -> None:
     p.set_defaults(func=run_tokenizer)
 
     p = sub.add_parser("train", help="train a VAR transformer on a frozen tokenizer")
+    add_var_args(p)
+    p.set_defaults(func=run_var)
+
+
+def add_var_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """`train`'s arguments; for a sweep (`scaling run`), all but the architecture, the run directory and --init."""
     tokenizer = (
         "a trained tokenizer: a model name (digits, var-d16 …), a directory or a reference .pth (with --init: "
         "default, the one the initial model was trained with)"
@@ -182,10 +193,10 @@ def register(sub) -> None:
         "README's): architecture, batch, LR, schedule, weight decay, steps or epochs; flags given override them"
     )
     p.add_argument("--recipe", choices=recipes, help=recipe_help)
-    p.add_argument(
-        "--preset", choices=list(registry.ARCHITECTURES), help=f"transformer shape (default: {DEFAULT_PRESET})"
-    )
-    p.add_argument("--depth", type=int, help="the released depth rule instead of --preset: width 64·depth")
+    if not sweep:
+        shape = f"transformer shape (default: {DEFAULT_PRESET})"
+        p.add_argument("--preset", choices=list(registry.ARCHITECTURES), help=shape)
+        p.add_argument("--depth", type=int, help="the released depth rule instead of --preset: width 64·depth")
     g = p.add_argument_group("regularisation")
     add_setting(g, "var", "--cond-drop-rate", type=float, help="label dropout, for guidance")
     drop_path = "stochastic depth (with --depth, unset: the released models' rule for that depth)"
@@ -201,6 +212,9 @@ def register(sub) -> None:
         type=int,
         help="steps over which a new scale's loss weight ramps up (unset: steps/300, as the reference's epochs/300)",
     )
+    if sweep:
+        add_train_args(p, "var", run_dir=False)
+        return
     g = p.add_argument_group("fine-tuning (README: Fine-tuning)")
     g.add_argument(
         "--init",
@@ -220,7 +234,6 @@ def register(sub) -> None:
     )
     add_setting(g, "var", "--trainable", help=trainable)
     add_train_args(p, "var")
-    p.set_defaults(func=run_var)
 
 
 def run_settings(args, stage: str, n_images: int, implied: dict | None = None, **extra):
@@ -250,7 +263,11 @@ def var_architecture(args):
         if not r.epochs:  # a built-in model's recipe: its own shape, unless --preset names another
             return registry.architecture(args.preset or r.architecture)[1]
         depth = registry.architecture(r.architecture)[1].depth
-    return VARConfig.from_depth(depth) if depth is not None else registry.architecture(args.preset or DEFAULT_PRESET)[1]
+    if depth is None:
+        return registry.architecture(args.preset or DEFAULT_PRESET)[1]
+    width = getattr(args, "width_per_depth", None) or 64  # `scaling run` may take another width rule
+    heads = depth if getattr(args, "head_dim", None) is None else width * depth // args.head_dim
+    return VARConfig.from_depth(depth, embed_dim=width * depth, num_heads=heads)
 
 
 def architecture_given(args) -> bool:
@@ -387,6 +404,13 @@ def run_tokenizer(args) -> None:
 
 
 def run_var(args) -> None:
+    dist, out = train_var_from_args(args)
+    finish(dist, out, "model (vae/ + var/)")
+
+
+def train_var_from_args(args):
+    """`train`'s work, up to the exported model; returns (dist, the model's directory). The process group stays
+    up (`finish` tears it down): `scaling run` trains several sizes in one."""
     from ..training import train_var
     from ..training.export import export_checkpoint
     from ..weights import load_vae, save_model
@@ -439,7 +463,7 @@ def run_var(args) -> None:
     if dist.is_main:
         _, var, _ = export_checkpoint(args.run_dir)
         save_model(vae.cpu(), var, out)
-    finish(dist, out, "model (vae/ + var/)")
+    return dist, out
 
 
 def fitted_init(args, init, vae, train, config, options, dist):

@@ -86,6 +86,7 @@ class TrainConfig:
     pg: float = 0.0  # progressive training: the fraction of the run by which every scale is trained (0: off)
     pg0: int = 4  # the last scale trained until the warm-up ends
     pgwp: int = 1  # steps over which a newly added scale's loss weight ramps up (the command line: curriculum_ramp)
+    count_flops: bool = False  # count each step's FLOPs (on its real shapes) and log the total at every evaluation
     extra: dict = field(default_factory=dict)  # stage options, saved with the run
 
     def __post_init__(self):

@@ -79,6 +79,8 @@ class Trainer:
         self.dist, self.device = dist or Distributed(), torch.device(device)
         self.progress = progress and self.dist.is_main
         self.step, self.started = 0, False
+        self.flops = 0  # training FLOPs so far, all processes together (config.count_flops)
+        self._step_flops: dict = {}  # a global step's FLOPs by the stage's `flops_key` (the shapes it trains)
         self.stop_signal: signal.Signals | None = None  # the stop signal this process received
         if config.fsdp and not stage.supports_fsdp:
             raise SettingError("fsdp", "shards the transformer; the tokenizer fits one device: train it with DDP")
@@ -214,7 +216,7 @@ class Trainer:
         if record.get("scaler"):
             self.scaler.load_state_dict(record["scaler"])
         self.stage.load_extra_record(record.get("extra", {}))
-        self.step = record["step"]
+        self.step, self.flops = record["step"], record.get("flops", 0)
 
     # ---- state -------------------------------------------------------------------------------------------
 
@@ -242,6 +244,7 @@ class Trainer:
             "settings": self.settings(),
             "scaler": scaler,
             "optimizer_fresh": self.trained.fresh,
+            "flops": self.flops,
             "extra": self.stage.extra_record(),
         }
         return checkpoint.save(self.run_dir, self.step, tensors, record, self.dist, self.config.keep)
@@ -265,7 +268,7 @@ class Trainer:
             for batch in stage.batches(self.step, end):
                 step = self.step
                 lr = apply_schedule(self.optimizer, step, cfg)
-                metrics = self._train_step(batch, step)
+                metrics = self._counted_step(batch, step) if cfg.count_flops else self._train_step(batch, step)
                 self.step = step + 1
                 # Host time of the step, data loading included (evaluations and checkpoints are not).
                 now = time.perf_counter()
@@ -275,7 +278,8 @@ class Trainer:
                     bar.set_postfix(logger.flush(self.step), refresh=False)
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     last_eval = self.evaluate()
-                    logger.write({"step": self.step, **last_eval}, bar)
+                    counted = {"flops": self.flops} if cfg.count_flops else {}
+                    logger.write({"step": self.step, **last_eval, **counted}, bar)
                 stop = self.dist.any(self.stop_signal is not None)
                 if self.step % cfg.save_every == 0 or self.step == end or stop:
                     self.save()
@@ -311,6 +315,24 @@ class Trainer:
             _lerp_(self.ema, [p.detach().float() for p in self.params], 1 - cfg.ema)
         stage.after_step(step, generator)
         return {"loss": loss.detach().float(), "grad_norm": grad_norm.detach().float(), **metrics}
+
+    def _counted_step(self, batch, step: int) -> dict:
+        """The step, its FLOPs added to the total. Each new shape of step (a scale the curriculum adds) is counted
+        once, with torch's FlopCounterMode on the real step (attention included), and summed over the ranks."""
+        key = getattr(self.stage, "flops_key", lambda step: 0)(step)
+        if key in self._step_flops:
+            metrics = self._train_step(batch, step)
+        else:
+            from ..runtime import count_flops
+
+            metrics = {}
+            local = count_flops(lambda: metrics.update(self._train_step(batch, step)))
+            total = torch.tensor([float(local)], device=self.device)
+            if self.dist.enabled:
+                torch.distributed.all_reduce(total)
+            self._step_flops[key] = int(total.item())
+        self.flops += self._step_flops[key]
+        return metrics
 
     def _on_stop_signal(self, signum, frame) -> None:
         """Asks the loop to stop after this step; a second Ctrl-C stops at once. Under torchrun every rank gets

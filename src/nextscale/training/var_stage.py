@@ -137,6 +137,10 @@ class VARStage:
     def after_step(self, step: int, generator: torch.Generator) -> None:
         pass
 
+    def flops_key(self, step: int) -> int:
+        """What a step's FLOPs depend on besides the model: the last scale the curriculum trains."""
+        return progressive_scale(step, self.config, len(self.model.patch_nums))
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Per-scale cross-entropy and token accuracy on the test data (no label dropout), over
