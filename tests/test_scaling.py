@@ -116,6 +116,7 @@ def test_sweeps_of_other_data_are_refused(tokenizer, tmp_path):
         fit_sweep(out)
     for bad in ("1,x", "0,1", "2,2"):
         assert main(sweep_args(tokenizer, tmp_path / "bad", depths=bad)) == 2
+    assert main(["scaling", "fit", str(tmp_path / "nowhere")]) == 2
 
 
 @pytest.mark.distributed

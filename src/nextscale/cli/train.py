@@ -186,7 +186,7 @@ def add_var_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
         "a trained tokenizer: a model name (digits, var-d16 …), a directory or a reference .pth (with --init: "
         "default, the one the initial model was trained with)"
     )
-    p.add_argument("--tokenizer", help=tokenizer)
+    p.add_argument("--tokenizer", required=sweep, help=tokenizer)
     recipes = [n for n, r in RECIPES.items() if r.stage == "var"]
     recipe_help = (
         "a recipe by name: a built-in model's, or the reference's hyper-parameters for a released model (its "

@@ -79,6 +79,8 @@ def read_run(run: Path) -> dict:
 def fit_sweep(sweep: str | Path, irreducible: float | None = None) -> dict:
     """`scaling.json`'s contents for the sweep in `sweep` (written there too)."""
     sweep = Path(sweep)
+    if not sweep.is_dir():
+        raise NextscaleError(f"{sweep}: no such sweep folder (`nextscale scaling run --out` makes one)")
     runs = [read_run(d) for d in size_dirs(sweep)]
     if len(runs) < MIN_SIZES:
         raise NextscaleError(f"{sweep} holds {len(runs)} finished sizes: a fit needs at least {MIN_SIZES}")
