@@ -96,6 +96,28 @@ def test_resume_refuses_other_settings_and_allows_more_steps(digits8, tmp_path):
     assert sorted(p.name for p in (tmp_path / "r").glob("ckpt-*")) == ["ckpt-00000004"]
 
 
+def test_a_run_made_before_a_setting_existed_resumes_at_its_default(digits8, tmp_path):
+    from dataclasses import asdict
+
+    from nextscale.training.checkpoint import TRAINER_JSON
+
+    _, var_config = tiny_for_digits()
+    vae = VQVAE(preset_configs("tiny")[0])
+    train, test = digits8
+    run = tmp_path / "old"
+    recorded = dict(extra={"options": asdict(VAROptions())})  # as `nextscale train` records its options
+    train_var(var_config, vae, train, test, settings(2, **recorded), run, progress=False)
+    record_path = next(run.glob("ckpt-*")) / TRAINER_JSON
+    record = json.loads(record_path.read_text())
+    del record["settings"]["train"]["count_flops"]  # as written before these settings were added
+    del record["settings"]["train"]["extra"]["options"]["trainable"]
+    record_path.write_text(json.dumps(record))
+    train_var(var_config, vae, train, test, settings(3, **recorded), run, resume=True, progress=False)
+    # A setting missing from the record is its default, not anything: another value is still refused.
+    with pytest.raises(NextscaleError, match=r"count_flops \(False → True\)"):
+        train_var(var_config, vae, train, test, settings(4, count_flops=True, **recorded), run, resume=True, progress=False)
+
+
 def test_a_crash_while_saving_leaves_the_last_checkpoint_usable(digits8, tmp_path, monkeypatch):
     from nextscale.training import checkpoint
 

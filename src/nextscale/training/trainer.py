@@ -168,6 +168,7 @@ class Trainer:
         import warnings
 
         now = self.settings()
+        saved = _with_later_defaults(saved, self.stage)
         changed = [
             f"model.{k}"
             for k in sorted(set(saved["model"]) | set(now["model"]))
@@ -403,3 +404,23 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def _with_later_defaults(saved: dict, stage) -> dict:
+    """The saved settings with every setting nextscale added after the run was made at its default: a run made by
+    an older version resumes, as its settings then meant the same (a setting with no default stays missing)."""
+    from dataclasses import MISSING, fields
+
+    def defaults(cls) -> dict:
+        known = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        known.update({f.name: f.default_factory() for f in fields(cls) if f.default_factory is not MISSING})
+        return json.loads(json.dumps(known, default=str))
+
+    saved = json.loads(json.dumps(saved))
+    saved["train"] = {**defaults(TrainConfig), **saved["train"]}
+    saved["model"] = {**defaults(type(stage.model.config)), **saved["model"]}
+    extra = saved["train"].get("extra")
+    options = getattr(stage, "options", None)
+    if isinstance(extra, dict) and isinstance(extra.get("options"), dict) and options is not None:
+        extra["options"] = {**defaults(type(options)), **extra["options"]}
+    return saved
