@@ -44,6 +44,19 @@ def test_fewer_scales_mean_fewer_tokens():
     assert r["tokens_per_step"] == 2 * 5 and r["patch_nums"] == [1, 2]
 
 
+def test_a_depth_times_the_sweeps_size_on_the_presets_shapes():
+    from nextscale.registry import architecture
+    from nextscale.transformer import VAR, VARConfig
+
+    (r,) = bench_train_step("tiny", batch_size=2, device="cpu", steps=1, warmup=0, depth=2, width_per_depth=16)
+    _, preset = architecture("tiny")
+    shapes = {k: getattr(preset, k) for k in ("vocab_size", "num_classes", "latent_channels", "patch_nums")}
+    sized = VARConfig.from_depth(2, 16, **shapes)
+    assert (sized.embed_dim, sized.num_heads) == (32, 2)
+    assert r["model"].startswith("depth 2, width 32")
+    assert r["num_params"] == sum(p.numel() for p in VAR(sized).parameters())
+
+
 def torchrun(tmp_path, *extra: str) -> list[dict]:
     out = tmp_path / f"bench{'-'.join(extra)}.json"
     cmd = nextscale_command(["bench", "--train", *TINY, "--json", str(out), *extra], nproc=2)
@@ -84,9 +97,14 @@ def test_the_matrix_launches_torchrun_on_a_free_port():
         steps=1,
         warmup=0,
         patch_nums=(1, 2),
+        trainable="head",
+        depth=3,
+        width_per_depth=16,
     )
     assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
     assert "--fsdp" in cmd and "--bench-scales" in cmd and "1,2" in cmd
+    given = " ".join(cmd)  # every setting reaches the processes it launches
+    assert "--trainable head" in given and "--depth 3 --width-per-depth 16" in given
     alone = train_command(
         1, False, "x.json", preset="tiny", batch_size=4, device="cpu", precision=None, steps=1, warmup=0
     )
@@ -107,6 +125,8 @@ def test_the_matrix_launches_torchrun_on_a_free_port():
         (["--train-matrix", "--nprocs", "1,two"], "--nprocs"),
         (["--train-matrix", "--nprocs", "0"], "--nprocs"),
         (["--train-matrix", "--nprocs", "3", "--batch-size", "4"], "--batch-size"),
+        (["--depth", "2"], "--depth"),
+        (["--train", "--depth", "0"], "--depth"),
     ],
 )
 def test_bad_input_ends_in_one_line_and_exit_code_2(argv, flag, capsys):

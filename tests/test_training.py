@@ -115,7 +115,9 @@ def test_a_run_made_before_a_setting_existed_resumes_at_its_default(digits8, tmp
     train_var(var_config, vae, train, test, settings(3, **recorded), run, resume=True, progress=False)
     # A setting missing from the record is its default, not anything: another value is still refused.
     with pytest.raises(NextscaleError, match=r"count_flops \(False → True\)"):
-        train_var(var_config, vae, train, test, settings(4, count_flops=True, **recorded), run, resume=True, progress=False)
+        train_var(
+            var_config, vae, train, test, settings(4, count_flops=True, **recorded), run, resume=True, progress=False
+        )
 
 
 def test_a_crash_while_saving_leaves_the_last_checkpoint_usable(digits8, tmp_path, monkeypatch):

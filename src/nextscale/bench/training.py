@@ -36,6 +36,7 @@ from ..training import TrainConfig, Trainer, initial_var
 from ..training.common import check_training_device
 from ..training.distributed import Distributed, launched_by_torchrun, setup, teardown
 from ..training.var_stage import VAROptions, VARStage
+from ..transformer import VARConfig
 from .measure import machine_name, matmul_rate, reset_peak_memory, synchronize
 
 MODES = ("ddp", "fsdp")
@@ -110,13 +111,17 @@ def bench_train_step(
     seed: int = 0,
     dist: Distributed | None = None,
     trainable: str = "all",
+    depth: int | None = None,
+    width_per_depth: int = 64,
 ) -> list[dict]:
     """Times `steps` training steps (after `warmup` untimed ones) of the preset's transformer with random
     weights, in this process or in every process of torchrun's job (`dist` None: joined here when the
     environment has WORLD_SIZE and RANK, and left again if this call joined it; `Distributed()`: this process
     alone). `batch_size` is the global batch; `patch_nums` replaces the preset's scales (fewer tokens; the
     parameters change only by the position embedding); `trainable` what learns (`VAROptions.trainable`: groups or
-    LoRA). Returns every rank's record, rank order (on every rank)."""
+    LoRA); `depth` a transformer of that depth by the width rule (`VARConfig.from_depth`, as `scaling run` builds
+    its sizes) in place of the preset's, on the preset's tokenizer shapes. Returns every rank's record, rank order
+    (on every rank)."""
     import torch.distributed as tdist
 
     device = torch.device(device)
@@ -129,6 +134,9 @@ def bench_train_step(
         )
     check_training_device(device, precision)
     vae_config, var_config = architecture(preset)
+    if depth is not None:
+        shapes = ("vocab_size", "num_classes", "latent_channels", "patch_nums")
+        var_config = VARConfig.from_depth(depth, width_per_depth, **{k: getattr(var_config, k) for k in shapes})
     if patch_nums is not None:
         patch_nums = parse_scales(",".join(str(p) for p in patch_nums))
         vae_config, var_config = replace(vae_config, patch_nums=patch_nums), replace(var_config, patch_nums=patch_nums)
@@ -197,6 +205,7 @@ def bench_train_step(
             "world": dist.world,
             "mode": mode,
             "preset": preset,
+            "model": preset if depth is None else f"depth {depth}, width {var_config.embed_dim}, on {preset}'s shapes",
             "patch_nums": list(var_config.patch_nums),
             "device": str(device),
             "machine": machine_name(device),
@@ -261,6 +270,8 @@ def train_command(
     patch_nums=None,
     grad_checkpointing: bool = False,
     trainable: str = "all",
+    depth: int | None = None,
+    width_per_depth: int = 64,
 ) -> list[str]:
     """`nextscale bench --train …` for one configuration: under torchrun (`--standalone`: a free port) for
     more than one process."""
@@ -288,6 +299,8 @@ def train_command(
         args.append("--grad-checkpointing")
     if trainable != "all":
         args += ["--trainable", trainable]
+    if depth is not None:
+        args += ["--depth", str(depth), "--width-per-depth", str(width_per_depth)]
     if fsdp:
         args.append("--fsdp")
     return nextscale_command(args, nproc, torchrun=nproc > 1 or fsdp)  # FSDP needs torchrun even alone
@@ -304,6 +317,8 @@ def bench_training_matrix(
     patch_nums=None,
     grad_checkpointing: bool = False,
     trainable: str = "all",
+    depth: int | None = None,
+    width_per_depth: int = 64,
     nprocs=(1, 2),
     modes=MODES,
     out_json: str | Path | None = None,
@@ -343,6 +358,9 @@ def bench_training_matrix(
                 warmup=warmup,
                 patch_nums=patch_nums,
                 grad_checkpointing=grad_checkpointing,
+                trainable=trainable,
+                depth=depth,
+                width_per_depth=width_per_depth,
             )
             env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores() // n))}
             if log:
@@ -371,7 +389,8 @@ def matrix_table(runs: list[list[dict]]) -> str:
     first = runs[0][0]
     tokens = first["tokens_per_step"] // first["batch_size"]
     lines = [
-        f"{first['preset']}, scales {','.join(map(str, first['patch_nums']))} ({tokens} tokens per image), "
+        f"{first.get('model', first['preset'])}, scales {','.join(map(str, first['patch_nums']))} "
+        f"({tokens} tokens per image), "
         f"{first['num_params'] / 1e6:.1f}M parameters, global batch {first['batch_size']}, "
         f"{first['precision']}, {first['device']} ({first['machine'].split(',')[0]})" + _trained(first),
         "",
@@ -383,7 +402,7 @@ def matrix_table(runs: list[list[dict]]) -> str:
         r = max(records, key=lambda r: r["step_s"])
         lines.append(
             f"| {r['world']} | {r['mode']} | {r['tokens_per_s']:.1f} | {r['step_s']:.3f} | "
-            f"{r['flops'] / 1e9:.1f} | {r['floor_s']:.3f} | {r['ratio']:.2f} | "
+            f"{r['flops'] / 1e9:.3g} | {r['floor_s']:.3g} | {r['ratio']:.2f} | "
             f"{_per_rank(records, 'peak_memory_gib')} | {_per_rank(records, 'state_gib')} |"
         )
     by = {(rs[0]["world"], rs[0]["mode"]): rs for rs in runs}

@@ -67,6 +67,9 @@ def register(sub) -> None:
         default="all",
         help="with --train or --train-matrix: what learns, as train's --trainable (all, groups, lora:RANK)",
     )
+    depth = "with --train or --train-matrix: a transformer of this depth by the width rule, as `scaling run` builds "
+    t.add_argument("--depth", type=int, help=depth + "its sizes, on --preset's tokenizer shapes")
+    t.add_argument("--width-per-depth", type=int, default=64, help="with --depth: width = this × depth")
     p.set_defaults(func=run)
 
 
@@ -79,6 +82,9 @@ def run(args) -> None:
     at_least(args.warmup, 0, "--warmup")
     at_least(args.train_batch_size, 0, "--train-batch-size")
     at_least(args.train_steps, 1, "--train-steps")
+    if args.depth is not None:
+        at_least(args.depth, 1, "--depth")
+    at_least(args.width_per_depth, 1, "--width-per-depth")
     check_compile_backend(args.compile)
     training = args.train or args.train_matrix
     chosen = [
@@ -102,6 +108,8 @@ def run(args) -> None:
             ("--grad-checkpointing", args.grad_checkpointing),
             ("--nprocs", args.nprocs != "1,2"),
             ("--trainable", args.trainable != "all"),
+            ("--depth", args.depth is not None),
+            ("--width-per-depth", args.width_per_depth != 64),
         ):
             if given:
                 raise NextscaleError(f"{flag} applies to --train and --train-matrix")
@@ -189,6 +197,8 @@ def run_training(args, device) -> None:
         patch_nums=scales,
         grad_checkpointing=args.grad_checkpointing,
         trainable=args.trainable,
+        depth=args.depth,
+        width_per_depth=args.width_per_depth,
     )
     if args.train_matrix:
         try:

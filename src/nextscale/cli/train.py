@@ -265,9 +265,8 @@ def var_architecture(args):
         depth = registry.architecture(r.architecture)[1].depth
     if depth is None:
         return registry.architecture(args.preset or DEFAULT_PRESET)[1]
-    width = getattr(args, "width_per_depth", None) or 64  # `scaling run` may take another width rule
-    heads = depth if getattr(args, "head_dim", None) is None else width * depth // args.head_dim
-    return VARConfig.from_depth(depth, embed_dim=width * depth, num_heads=heads)
+    rule = {k: getattr(args, k) for k in ("width_per_depth", "head_dim") if getattr(args, k, None) is not None}
+    return VARConfig.from_depth(depth, **rule)  # `scaling run` may take another width rule
 
 
 def architecture_given(args) -> bool:

@@ -111,7 +111,7 @@ RECIPES = {
     "fashion-tokenizer": _fashion_recipe(
         "tokenizer", 2000, 5e-4, 500, warmup_steps=100, schedule="cos", lr_end_ratio=0.1, weight_decay=0.0
     ),
-    "fashion-var": _fashion_recipe("var", 3000, 1e-3, 500, warmup_steps=100, weight_decay=0.05),
+    "fashion-var": _fashion_recipe("var", 9000, 1e-3, 500, warmup_steps=100, weight_decay=0.05),
     "vqvae-256": _tokenizer_recipe(),
     "var-d16": _reference(16, 768, 200, 1e-4, 1e-3, 0.1),
     "var-d20": _reference(20, 768, 250, 1e-4, 1e-3, 0.1),

@@ -125,7 +125,7 @@ class VARStage:
         weight = torch.ones(ed, device=ce.device)
         weight[model.begin_ends[last][0] : ed] = newest_scale_weight(step, cfg, K)
         loss = (ce * weight).sum(1).mean() / weight.sum()
-        hit = (logits.argmax(-1) == target[:, :ed]).float()
+        hit = top1_hits(logits.detach(), target[:, :ed])
         metrics = {"acc": hit.mean()}
         for (b, e), pn in zip(model.begin_ends[: last + 1], model.patch_nums):
             metrics[f"loss_{pn}"], metrics[f"acc_{pn}"] = ce[:, b:e].mean().detach(), hit[:, b:e].mean()
@@ -156,7 +156,7 @@ class VARStage:
             labels, x, target = self._pyramid(x.to(self.device), labels.to(self.device))
             logits = self.net(labels, x).float()
             sums[0] += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(0).cpu()
-            sums[1] += (logits.argmax(-1) == target).float().sum(0).cpu()
+            sums[1] += top1_hits(logits, target).sum(0).cpu()
         loss_sum, hit_sum = sum_over_ranks(sums, self.dist, self.device)
         n = evaluation_size(data, self.options.eval_batches * cfg.batch_size, self.dist)
         metrics = {"loss": (loss_sum.sum() / (n * L)).item(), "acc": (hit_sum.sum() / (n * L)).item()}
@@ -176,6 +176,13 @@ class VARStage:
 
     def load_extra_record(self, record: dict) -> None:
         pass
+
+
+def top1_hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1.0 where the target's logit is the largest, else 0.0 (teacher-forced top-1 accuracy). Against the max
+    value rather than argmax, which is several times slower on CPUs, and at small model sizes was a tenth of the
+    training step; only an exact tie with another logit counts differently (as a hit)."""
+    return (logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) >= logits.amax(-1)).float()
 
 
 def check_classes(data, var: VAR) -> None:

@@ -49,9 +49,12 @@ class VARConfig:
         )
 
     @classmethod
-    def from_depth(cls, depth: int, **overrides) -> VARConfig:
-        """The released models' rule: width 64·depth, one head per 64 channels."""
-        return cls(**{**dict(depth=depth, embed_dim=64 * depth, num_heads=depth), **overrides})
+    def from_depth(cls, depth: int, width_per_depth: int = 64, head_dim: int | None = None, **overrides) -> VARConfig:
+        """The released models' rule, width 64·depth and heads = depth; a sweep may take another width per depth,
+        or a fixed number of channels per head (`head_dim`) instead."""
+        width = width_per_depth * depth
+        heads = depth if head_dim is None else width // head_dim
+        return cls(**{**dict(depth=depth, embed_dim=width, num_heads=heads), **overrides})
 
     @property
     def num_tokens(self) -> int:
