@@ -119,6 +119,22 @@ def test_sweeps_of_other_data_are_refused(tokenizer, tmp_path):
     assert main(["scaling", "fit", str(tmp_path / "nowhere")]) == 2
 
 
+def test_a_token_budget_sets_the_steps(tokenizer, tmp_path, capsys):
+    def budget(tokens, out):
+        args = sweep_args(tokenizer, tmp_path / out, depths="1")
+        at = args.index("--steps")
+        return [*args[:at], "--train-tokens", tokens, *args[at + 2 :]]
+
+    # 8 images × 30 tokens (scales 1, 2, 3, 4) a step: 1,000 tokens are 4.17 steps, rounded up
+    assert main(budget("1000", "a")) == 0
+    assert json.loads((tmp_path / "a" / "d1" / "log.jsonl").read_text().splitlines()[-1])["step"] == 5
+    for tokens, error in (("100", "less than one step"), ("nan", "less than one step")):
+        assert main(budget(tokens, "b")) == 2
+        assert error in capsys.readouterr().err
+    assert main([*budget("1000", "c"), "--steps", "3"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
 @pytest.mark.distributed
 def test_a_sweep_under_torchrun_counts_the_flops_of_one_process(tokenizer, tmp_path):
     from tests.helpers import run_nextscale

@@ -10,6 +10,7 @@ names the flag of a setting the library refuses.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -197,6 +198,11 @@ def add_var_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
         shape = f"transformer shape (default: {DEFAULT_PRESET})"
         p.add_argument("--preset", choices=list(registry.ARCHITECTURES), help=shape)
         p.add_argument("--depth", type=int, help="the released depth rule instead of --preset: width 64·depth")
+    budget = (
+        "the run's length as a token budget instead of --steps: steps = TOKENS ÷ (batch × the tokenizer's tokens "
+        "per image), rounded up (e.g. 3e7)"
+    )
+    p.add_argument("--train-tokens", type=float, metavar="TOKENS", help=budget)
     g = p.add_argument_group("regularisation")
     add_setting(g, "var", "--cond-drop-rate", type=float, help="label dropout, for guidance")
     drop_path = "stochastic depth (with --depth, unset: the released models' rule for that depth)"
@@ -236,13 +242,22 @@ def add_var_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     add_train_args(p, "var")
 
 
-def run_settings(args, stage: str, n_images: int, implied: dict | None = None, **extra):
+def run_settings(
+    args, stage: str, n_images: int, implied: dict | None = None, tokens_per_image: int | None = None, **extra
+):
     """The run's (TrainConfig, options): the recipe with the settings given in its place, after the `implied`
-    ones (what other flags imply). `extra` is saved with the run's settings, beside the options."""
+    ones (what other flags imply), and its steps from --train-tokens where given (`tokens_per_image`: the
+    tokenizer's). `extra` is saved with the run's settings, beside the options."""
     names = setting_names(stage)
     given = {**(implied or {}), **{k: v for k, v in vars(args).items() if k in names and not isinstance(v, FromRecipe)}}
     if args.base_lr is not None and "lr" in given:
         raise NextscaleError("give --lr or --base-lr, not both")
+    budget = getattr(args, "train_tokens", None)
+    if budget is not None:
+        if "steps" in given:
+            raise NextscaleError("give --steps or --train-tokens, not both")
+        batch = recipe_settings(args.recipe or BUILT_IN_RECIPES[stage], stage, n_images=n_images, **given)[0]
+        given["steps"] = steps_for_tokens(budget, batch.batch_size, tokens_per_image)
     if args.resume:  # what follows --steps keeps its recorded value: a resumed run may change its length
         saved = saved_settings(args.run_dir).get("train", {})
         given.update({name: saved[name] for name in FOLLOW_STEPS if name not in given and name in saved})
@@ -251,6 +266,16 @@ def run_settings(args, stage: str, n_images: int, implied: dict | None = None, *
     if "pgwp" not in given:
         config = replace(config, pgwp=curriculum_ramp(config.steps))
     return replace(config, extra={"options": vars(options), **extra}), options
+
+
+def steps_for_tokens(tokens: float, batch_size: int, tokens_per_image: int) -> int:
+    """The steps that train on `tokens` tokens (rounded up), at least one step's worth."""
+    per_step = batch_size * tokens_per_image
+    if not tokens >= per_step:  # NaN too
+        raise NextscaleError(
+            f"--train-tokens {tokens:g} is less than one step ({batch_size} images × {tokens_per_image} tokens)"
+        )
+    return math.ceil(tokens / per_step)
 
 
 def var_architecture(args):
@@ -433,7 +458,8 @@ def train_var_from_args(args):
     recorded = {"tokenizer_path": recorded_source(args.tokenizer)}
     if init is not None:
         recorded.update(init_path=recorded_source(args.init), class_map=args.class_map)
-    settings, options = run_settings(args, "var", len(train), implied, **recorded)
+    tokens_per_image = sum(pn * pn for pn in vae.config.patch_nums)
+    settings, options = run_settings(args, "var", len(train), implied, tokens_per_image, **recorded)
     config = replace(
         config,
         vocab_size=vae.config.vocab_size,

@@ -73,6 +73,18 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, generator: Generators) -> t
     return ((logits - noise.log()) / tau).softmax(dim=-1)
 
 
+def generator_and_labels(model, labels, batch_size, generator: Generators, seed, device):
+    """The generator(s) the draws come from (one seeded with `seed` where given) and the labels, checked."""
+    if generator is None and seed is not None:
+        generator = seeded_generator(seed, device)
+    if isinstance(generator, Sequence) and labels is None:
+        raise NextscaleError("with one generator per image, give the labels (random labels need one generator)")
+    labels = resolve_labels(model, labels, batch_size, generator, device)
+    if isinstance(generator, Sequence) and len(generator) != len(labels):
+        raise NextscaleError(f"{len(generator)} generators for {len(labels)} images: give one per image")
+    return generator, labels
+
+
 def resolve_labels(var: VAR, labels, batch_size: int | None, generator, device) -> torch.Tensor:
     """None: uniform random classes; int: all the same (negative = unconditional); sequence/tensor: as given.
 
@@ -129,6 +141,12 @@ def check_sample_inputs(vae, var, generator, seed, config: SamplerConfig, fine_v
     if vae_device != device:
         raise NextscaleError(f"the VAE is on {vae_device} and the VAR on {device}: move both to one device")
     check_handoff(vae, var, fine_var, handoff, device)
+    check_generators(generator, seed, device)
+    return device, settings
+
+
+def check_generators(generator: Generators, seed: int | None, device: torch.device) -> None:
+    """A seed or generators (one, or one per image), on the model's device."""
     if generator is not None and seed is not None:
         raise NextscaleError("give a seed or a generator, not both")
     for g in generator if isinstance(generator, Sequence) else [generator]:
@@ -139,7 +157,6 @@ def check_sample_inputs(vae, var, generator, seed, config: SamplerConfig, fine_v
                 f"the generator lives on {g.device}, the model on {device}: create it with "
                 f"torch.Generator(device={str(device)!r})"
             )
-    return device, settings
 
 
 def check_sampling(vae, var, config: SamplerConfig, fine_var=None, handoff=None) -> torch.device:
@@ -285,13 +302,7 @@ def sample(
     """
     config = sampler_config(config, **settings)
     device, resolved = check_sample_inputs(vae, var, generator, seed, config, fine_var, handoff)
-    if generator is None and seed is not None:
-        generator = seeded_generator(seed, device)
-    if isinstance(generator, Sequence) and labels is None:
-        raise NextscaleError("with one generator per image, give the labels (random labels need one generator)")
-    labels = resolve_labels(var, labels, batch_size, generator, device)
-    if isinstance(generator, Sequence) and len(generator) != len(labels):
-        raise NextscaleError(f"{len(generator)} generators for {len(labels)} images: give one per image")
+    generator, labels = generator_and_labels(var, labels, batch_size, generator, seed, device)
     steps = {id(m): step_function(m, config.compile) for m in (var, fine_var) if m is not None}
     memory = freed_memory_reused() if device.type == "cpu" and reuse_memory else contextlib.nullcontext()
     with memory, autocast_for(device, config.precision):

@@ -115,7 +115,8 @@ class MultiScaleQuantizer(nn.Module):
 
     def phi(self, si: int, num_scales: int | None = None) -> nn.Module:
         num_scales = num_scales or self.num_scales
-        return self.quant_resi.at(si / (num_scales - 1))
+        # A single-scale tokenizer (the raster baseline's) is its own finest scale.
+        return self.quant_resi.at(si / (num_scales - 1) if num_scales > 1 else 1.0)
 
     def nearest_codes(self, z_NC: torch.Tensor) -> torch.Tensor:
         codebook = self.embedding.weight.detach()
@@ -228,7 +229,7 @@ class MultiScaleQuantizer(nn.Module):
             pn_next = self.patch_nums[si + 1]
             nxt = F.interpolate(f_hat, size=(pn_next, pn_next), mode="area")
             inputs.append(nxt.view(B, self.channels, -1).transpose(1, 2))
-        return torch.cat(inputs, dim=1)
+        return torch.cat(inputs, dim=1) if inputs else f_hat.new_zeros(B, 0, self.channels)
 
     def next_autoregressive_input(self, si: int, f_hat: torch.Tensor, h_BChw: torch.Tensor):
         """Adds scale si's embeddings to f̂ in place; returns (f̂, the next scale's input map)."""

@@ -48,7 +48,7 @@ class VQVAEConfig:
             len(self.ch_mult) >= 1 and all(m >= 1 for m in self.ch_mult),
             f"ch_mult needs positive channel multipliers, got {self.ch_mult}",
         )
-        check_config(len(self.patch_nums) >= 2, f"patch_nums needs at least two scales, got {self.patch_nums}")
+        check_config(len(self.patch_nums) >= 1, "patch_nums needs at least one scale")
         check_config(
             self.patch_nums[0] >= 1 and list(self.patch_nums) == sorted(set(self.patch_nums)),
             f"patch_nums must be positive and increase strictly, got {self.patch_nums}",

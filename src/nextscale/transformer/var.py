@@ -13,7 +13,7 @@ from ..errors import NextscaleError
 from ..pretrained import PretrainedMixin, check_config, shapes_only_embedding
 from ..seeding import uniform
 from ..tokenizer.vqvae import PATCH_NUMS_256
-from .layers import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin
+from .stack import BlockStack, depth_rule
 
 
 @dataclass
@@ -52,9 +52,7 @@ class VARConfig:
     def from_depth(cls, depth: int, width_per_depth: int = 64, head_dim: int | None = None, **overrides) -> VARConfig:
         """The released models' rule, width 64·depth and heads = depth; a sweep may take another width per depth,
         or a fixed number of channels per head (`head_dim`) instead."""
-        width = width_per_depth * depth
-        heads = depth if head_dim is None else width // head_dim
-        return cls(**{**dict(depth=depth, embed_dim=width, num_heads=heads), **overrides})
+        return cls(**{**depth_rule(depth, width_per_depth, head_dim), **overrides})
 
     @property
     def num_tokens(self) -> int:
@@ -76,7 +74,7 @@ def block_causal_bias(levels_1L: torch.Tensor) -> torch.Tensor:
     return torch.zeros(L, L).masked_fill_(~visible, -torch.inf).view(1, 1, L, L)
 
 
-class VAR(PretrainedMixin, nn.Module):
+class VAR(BlockStack, PretrainedMixin, nn.Module):
     model_type = "var"
     config_class = VARConfig
     # training settings that format version 1 kept in the config
@@ -108,26 +106,11 @@ class VAR(PretrainedMixin, nn.Module):
             self.pos_start = nn.Parameter(torch.empty(1, 1, C))
             self.pos_1LC = nn.Parameter(torch.empty(1, L, C))
             self.lvl_embed = shapes_only_embedding(len(cfg.patch_nums), C)
-            self.shared_ada_lin = (
-                nn.Sequential(nn.SiLU(inplace=False), SharedAdaLin(C, 6 * C)) if cfg.shared_aln else nn.Identity()
-            )
-            self.blocks = nn.ModuleList(
-                AdaLNSelfAttn(
-                    embed_dim=C,
-                    cond_dim=C,
-                    num_heads=cfg.num_heads,
-                    mlp_ratio=cfg.mlp_ratio,
-                    norm_eps=cfg.norm_eps,
-                    shared_aln=cfg.shared_aln,
-                    attn_l2_norm=cfg.attn_l2_norm,
-                )
-                for _ in range(cfg.depth)
-            )
+            self.build_stack()
             # Persistent, as in the reference: released files carry both.
             self.register_buffer("lvl_1L", torch.empty(1, L, dtype=torch.long))
             self.register_buffer("attn_bias_for_masking", torch.empty(1, 1, L, L))
-            self.head_nm = AdaLNBeforeHead(C, C, cfg.norm_eps)
-            self.head = nn.Linear(C, cfg.vocab_size)
+            self.build_head()
         self.grad_checkpointing = False  # training: recompute each block's activations in the backward
         device = torch.get_default_device() if device is None else torch.device(device)
         if device.type != "meta":
@@ -146,79 +129,19 @@ class VAR(PretrainedMixin, nn.Module):
         C = cfg.embed_dim
         construction_std = math.sqrt(1 / C / 3)  # the reference's, whatever init_std says
         std = init_std if init_std >= 0 else construction_std
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=std)
-                if m.bias is not None:
-                    m.bias.zero_()
-            elif isinstance(m, nn.Embedding):
-                nn.init.trunc_normal_(m.weight, std=std)
+        self.init_linears_and_embeddings(std)
         for p in (self.pos_start, self.pos_1LC):
             nn.init.trunc_normal_(p, mean=0, std=construction_std)
-        self.head.weight.mul_(init_head)
-        self.head_nm.ada_lin[-1].weight.mul_(init_adaln)
-        depth_scale = math.sqrt(2 * cfg.depth)
-        for block in self.blocks:
-            block.attn.init_constants()
-            block.attn.proj.weight.div_(depth_scale)
-            block.ffn.fc2.weight.div_(depth_scale)
-            if cfg.shared_aln:
-                block.ada_gss.normal_().div_(C**0.5)
-                block.ada_gss[:, :, 2:].mul_(init_adaln)
-                block.ada_gss[:, :, :2].mul_(init_adaln_gamma)
-            else:
-                lin = block.ada_lin[-1]
-                lin.weight[2 * C :].mul_(init_adaln)  # scales and shifts
-                lin.weight[: 2 * C].mul_(init_adaln_gamma)  # the residual gates start near zero
+        self.init_stack(init_adaln, init_adaln_gamma, init_head)
         levels = scale_levels(cfg.patch_nums)
         self.lvl_1L.copy_(levels)
         self.attn_bias_for_masking.copy_(block_causal_bias(levels))
-
-    def fsdp_units(self) -> list[nn.Module]:
-        """What FSDP2 shards one by one (then the root): the blocks."""
-        return list(self.blocks)
-
-    def set_drop_path(self, rate: float) -> None:
-        """Stochastic depth for training: block i drops its branches with probability rate·i/(depth − 1)."""
-        for block, p in zip(self.blocks, torch.linspace(0, rate, len(self.blocks), device="cpu").tolist()):
-            block.drop_path.drop_prob = p
 
     # ---- pieces the sampler and the training forward share ----------------------------------------------
 
     def level_position(self) -> torch.Tensor:
         """Level plus position embedding of every token, (1, L, C)."""
         return self.lvl_embed(self.lvl_1L) + self.pos_1LC
-
-    def modulations(self, cond_BD: torch.Tensor) -> list:
-        """Every AdaLN scale/shift/gate the condition implies: one entry per block, then the head's."""
-        block_cond = self.shared_ada_lin(cond_BD)
-        return [block.modulation(block_cond) for block in self.blocks] + [self.head_nm.modulation(cond_BD)]
-
-    def run_blocks(self, x_BLC, cond_BD, attn_bias=None, kv_caches: list[KVCache] | None = None, modulations=None):
-        """`modulations` (from `self.modulations(cond_BD)`) spares recomputing them at every scale."""
-        modulations = modulations or self.modulations(cond_BD)
-        for i, block in enumerate(self.blocks):
-            x_BLC = block(x_BLC, None, attn_bias, None if kv_caches is None else kv_caches[i], modulations[i])
-        return x_BLC
-
-    def get_logits(self, h_BLC: torch.Tensor, cond_BD: torch.Tensor, modulations=None) -> torch.Tensor:
-        head_modulation = modulations[-1] if modulations else None
-        return self.head(self.head_nm(h_BLC.float(), cond_BD, head_modulation).float()).float()
-
-    def new_kv_caches(self, batch: int, *, device=None, dtype=None) -> list[KVCache]:
-        p = self.head.weight
-        head_dim = self.config.embed_dim // self.config.num_heads
-        return [
-            KVCache(
-                batch,
-                self.config.num_heads,
-                self.config.num_tokens,
-                head_dim,
-                device=device or p.device,
-                dtype=dtype or p.dtype,
-            )
-            for _ in self.blocks
-        ]
 
     # ---- training ----------------------------------------------------------------------------------------
 

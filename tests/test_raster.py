@@ -1,0 +1,123 @@
+"""The raster-order baseline (`transformer/raster.py`, `sampling/raster.py`): causal, its KV-cached sampler equal
+to teacher forcing, reproducible draws, refusals of what only scales can do, its own model kind on disk, and the
+single-scale tokenizer that decodes it."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from nextscale import NextscaleError
+from nextscale.errors import CheckpointError
+from nextscale.registry import architecture
+from nextscale.sampling.raster import cached_teacher_forcing_raster, sample_raster
+from nextscale.tokenizer import VQVAE
+from nextscale.transformer import VAR, RasterAR, RasterConfig, VARConfig
+
+TINY = RasterConfig(depth=2, embed_dim=32, num_heads=2, num_classes=4, vocab_size=16, grid=4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = RasterAR(TINY).eval()
+    with torch.no_grad():  # AdaLN gates start near zero: give the blocks a visible effect
+        for block in m.blocks:
+            block.ada_lin[-1].weight.normal_(0, 0.2)
+    return m
+
+
+def tokens(batch=3, seed=1):
+    return torch.randint(TINY.vocab_size, (batch, TINY.grid**2), generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_same_depth_is_the_same_blocks_as_var():
+    raster = RasterConfig.from_depth(3, 32, vocab_size=16, num_classes=4, grid=4)
+    var = VARConfig.from_depth(3, 32, vocab_size=16, num_classes=4, patch_nums=(1, 2, 4))
+    assert (raster.depth, raster.embed_dim, raster.num_heads) == (var.depth, var.embed_dim, var.num_heads) == (3, 96, 3)
+    a, b = RasterAR(raster, device="meta"), VAR(var, device="meta")
+    assert [p.shape for p in a.blocks.parameters()] == [p.shape for p in b.blocks.parameters()]
+
+
+def test_a_later_token_changes_no_earlier_logit(model):
+    labels, x = torch.tensor([0, 1, 4]), tokens()
+    with torch.no_grad():
+        before = model(labels, x[:, :-1])
+        for j in (0, 5, 14):
+            changed = x.clone()
+            changed[:, j] = (changed[:, j] + 1) % TINY.vocab_size
+            after = model(labels, changed[:, :-1])
+            # the logit at position p predicts token p from the tokens before it
+            assert torch.equal(after[:, : j + 1], before[:, : j + 1])
+            assert not torch.equal(after[:, j + 1 :], before[:, j + 1 :])
+    assert before.shape == (3, TINY.grid**2, TINY.vocab_size)
+
+
+def test_the_kv_cache_computes_what_teacher_forcing_does(model):
+    labels, x = torch.tensor([0, 3, 4]), tokens()
+    with torch.no_grad():
+        full = model(labels, x[:, :-1])
+    cached = cached_teacher_forcing_raster(model, labels, x)
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+    # Greedy draws (top-k 1) read the same logits: the sampler's tokens are teacher forcing's argmax, exactly.
+    drawn = sample_raster(model, [0, 3], seed=0, cfg=0, top_k=1, top_p=0).tokens
+    with torch.no_grad():
+        again = model(torch.tensor([0, 3]), drawn[:, :-1]).argmax(-1)
+    assert torch.equal(drawn, again)
+
+
+def test_draws_are_reproducible_per_image_and_guided(model):
+    a = sample_raster(model, [0, 1, 2], seed=7, cfg=2.0, top_k=8, top_p=0.9)
+    b = sample_raster(model, [0, 1, 2], generator=torch.Generator().manual_seed(7), cfg=2.0, top_k=8, top_p=0.9)
+    assert torch.equal(a.tokens, b.tokens) and a.tokens.shape == (3, 16) and a.images is None
+    one = [torch.Generator().manual_seed(s) for s in (5, 6)]
+    pair = sample_raster(model, [1, 2], generator=one, cfg=2.0)
+    alone = sample_raster(model, [2], generator=[torch.Generator().manual_seed(6)], cfg=2.0)
+    assert torch.equal(pair.tokens[1:], alone.tokens)  # an image's draws do not depend on the batch
+    const = sample_raster(model, [0, 1, 2], seed=7, cfg=2.0, cfg_schedule="constant", top_k=8, top_p=0.9)
+    assert not torch.equal(const.tokens, a.tokens)
+    random = sample_raster(model, None, batch_size=5, seed=1)
+    assert random.labels.shape == (5,) and int(random.labels.max()) < TINY.num_classes
+
+
+@pytest.mark.parametrize(
+    "settings, named",
+    [
+        (dict(guidance_scales=slice(0, 2)), "guidance_scales"),
+        (dict(more_smooth=True), "more_smooth"),
+        (dict(top_k=(4, 8)), "top_k"),
+        (dict(temperature=(1.0, 0.9)), "temperature"),
+        (dict(cfg_schedule="list:1,2"), "cfg_schedule"),
+        (dict(seed=1, generator=torch.Generator()), "seed or a generator"),
+    ],
+)
+def test_what_only_scales_can_do_is_refused_in_one_line(model, settings, named):
+    with pytest.raises(NextscaleError, match=named) as e:
+        sample_raster(model, [0], **settings)
+    assert "\n" not in str(e.value)
+
+
+def test_its_own_kind_on_disk(model, tmp_path):
+    model.save_pretrained(tmp_path / "ar")
+    loaded = RasterAR.from_pretrained(tmp_path / "ar")
+    assert loaded.config == TINY
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    labels, x = torch.tensor([1, 2]), tokens(2)
+    with torch.no_grad():
+        assert torch.equal(loaded(labels, x[:, :-1]), model(labels, x[:, :-1]))
+    with pytest.raises(CheckpointError, match="'raster-ar' model, not a 'var' model"):
+        VAR.from_pretrained(tmp_path / "ar")
+
+
+def test_a_single_scale_tokenizer_decodes_its_tokens(model):
+    vae_config = replace(architecture("tiny")[0], patch_nums=(TINY.grid,), vocab_size=TINY.vocab_size)
+    torch.manual_seed(0)
+    vae = VQVAE(vae_config)
+    image = torch.rand(2, 3, vae_config.resolution, vae_config.resolution) * 2 - 1
+    (idx,) = vae.img_to_idx(image)
+    assert idx.shape == (2, TINY.grid**2) and vae.idx_to_img([idx]).shape == image.shape
+    out = sample_raster(model, [0, 1], seed=0, vae=vae)
+    assert out.images.shape == (2, 3, vae_config.resolution, vae_config.resolution)
+    assert 0 <= out.images.min() and out.images.max() <= 1
+    with pytest.raises(NextscaleError, match="single-scale tokenizer"):
+        sample_raster(model, [0], seed=0, vae=VQVAE(architecture("tiny")[0]))
