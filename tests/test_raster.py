@@ -121,3 +121,97 @@ def test_a_single_scale_tokenizer_decodes_its_tokens(model):
     assert 0 <= out.images.min() and out.images.max() <= 1
     with pytest.raises(NextscaleError, match="single-scale tokenizer"):
         sample_raster(model, [0], seed=0, vae=VQVAE(architecture("tiny")[0]))
+
+
+def test_the_kinds_the_command_line_lists_are_the_models():
+    from nextscale.registry import TRANSFORMER_KINDS
+
+    assert TRANSFORMER_KINDS == (VAR.model_type, RasterAR.model_type)
+
+
+@pytest.fixture(scope="module")
+def single_scale_tokenizer(tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tok") / "vae"
+    VQVAE(replace(architecture("tiny")[0], patch_nums=(4,))).save_pretrained(out)
+    return out
+
+
+def raster_train(tokenizer, run_dir, steps="4", *extra):
+    return [
+        "train", "--kind", "raster-ar", "--data", "digits", "--tokenizer", str(tokenizer), "--depth", "2",
+        "--width-per-depth", "8", "--steps", steps, "--batch-size", "8", "--eval-every", "2", "--save-every", "2",
+        "--run-dir", str(run_dir), "--device", "cpu", "--quiet", "--workers", "0", *extra,
+    ]  # fmt: skip
+
+
+def test_train_resume_export_and_sample_the_raster_kind(single_scale_tokenizer, tmp_path, capsys):
+    import json
+    import shutil
+
+    from nextscale.cli import main
+    from nextscale.training.export import export_checkpoint
+
+    run = tmp_path / "run"
+    assert main(raster_train(single_scale_tokenizer, run)) == 0
+    whole = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    for later in ("ckpt-00000004", "model"):  # as a kill after the checkpoint of step 2 leaves it
+        shutil.rmtree(run / later)
+    (run / "latest").unlink()
+    assert main([*raster_train(single_scale_tokenizer, run), "--resume"]) == 0
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1]) == whole  # resumed exactly
+    assert {"val_loss", "val_acc", "val_loss_4"} <= set(whole)
+    stage, model, _ = export_checkpoint(run)
+    assert stage == "raster-ar" and isinstance(model, RasterAR) and model.config.grid == 4
+    saved = RasterAR.from_pretrained(run / "model" / "var")
+    assert saved.config == model.config and saved.config.embed_dim == 16 and saved.num_classes == 10
+    vae = VQVAE.from_pretrained(single_scale_tokenizer)
+    out = sample_raster(saved, [0, 9], seed=0, vae=vae)
+    assert out.images.shape[:2] == (2, 3)
+    capsys.readouterr()
+    assert main(raster_train(single_scale_tokenizer, tmp_path / "x")[: -0 or None] + ["--preset", "tiny"]) == 2
+    assert "--preset applies to --kind var" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        (lambda a: a[: a.index("--depth")] + a[a.index("--depth") + 2 :], "from --depth"),
+        (lambda a: [*a, "--trainable", "head"], "--trainable applies to --kind var"),
+    ],
+)
+def test_raster_training_refuses_what_it_cannot_do(single_scale_tokenizer, tmp_path, capsys, change, error):
+    from nextscale.cli import main
+
+    assert main(change(raster_train(single_scale_tokenizer, tmp_path / "r"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert error in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_raster_training_needs_a_single_scale_tokenizer(tmp_path, capsys):
+    from nextscale.cli import main
+
+    torch.manual_seed(0)
+    VQVAE(architecture("tiny")[0]).save_pretrained(tmp_path / "pyramid")
+    assert main(raster_train(tmp_path / "pyramid", tmp_path / "r")) == 2
+    assert "single-scale tokenizer" in capsys.readouterr().err
+
+
+def test_a_scaling_sweep_of_the_raster_kind(single_scale_tokenizer, tmp_path):
+    import json
+
+    from nextscale.cli import main
+
+    out = tmp_path / "sweep"
+    args = [
+        "scaling", "run", "--kind", "raster-ar", "--data", "digits", "--tokenizer", str(single_scale_tokenizer),
+        "--depths", "1,2,3", "--out", str(out), "--width-per-depth", "8", "--head-dim", "8", "--steps", "2",
+        "--batch-size", "8", "--eval-every", "1", "--device", "cpu", "--quiet", "--workers", "0",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert main(["scaling", "fit", str(out), "--no-plot"]) == 0
+    result = json.loads((out / "scaling.json").read_text())
+    for r in result["runs"]:
+        model = RasterAR.from_pretrained(out / f"d{r['depth']}" / "model" / "var")
+        assert r["kind"] == "raster-ar" and r["params"] == sum(p.numel() for p in model.blocks.parameters())

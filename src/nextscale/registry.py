@@ -14,6 +14,10 @@ from .errors import NextscaleError
 
 # ---- architectures --------------------------------------------------------------------------------------
 
+# The transformer kinds, as a run's checkpoint and a saved config.json name them: VAR (next-scale prediction) and
+# the raster-order baseline (`nextscale.transformer.RasterAR`).
+TRANSFORMER_KINDS = ("var", "raster-ar")
+
 DIGITS_PATCH_NUMS = (1, 2, 3, 4, 6, 8)
 
 

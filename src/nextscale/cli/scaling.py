@@ -19,7 +19,6 @@ def register(sub) -> None:
     run = commands.add_parser("run", help="train one transformer per depth on one tokenizer and one dataset")
     run.add_argument("--depths", required=True, help="comma-separated depths, e.g. 1,2,3,4,6")
     run.add_argument("--out", required=True, help="the sweep: each depth's run goes in OUT/d{depth}")
-    run.add_argument("--width-per-depth", type=int, default=64, help="width = this × depth (the paper's rule)")
     run.add_argument("--head-dim", type=int, help="channels per head (default: heads = depth, as in the paper)")
     add_var_args(run, sweep=True)
     run.set_defaults(func=run_sweep, command="scaling")

@@ -198,11 +198,18 @@ def add_var_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
         shape = f"transformer shape (default: {DEFAULT_PRESET})"
         p.add_argument("--preset", choices=list(registry.ARCHITECTURES), help=shape)
         p.add_argument("--depth", type=int, help="the released depth rule instead of --preset: width 64·depth")
+    width = "with --depth: width = this × depth (64: the released models' rule)"
+    p.add_argument("--width-per-depth", type=int, default=64, help=width)
     budget = (
         "the run's length as a token budget instead of --steps: steps = TOKENS ÷ (batch × the tokenizer's tokens "
         "per image), rounded up (e.g. 3e7)"
     )
     p.add_argument("--train-tokens", type=float, metavar="TOKENS", help=budget)
+    kind = (
+        "the transformer: var (next-scale prediction), or raster-ar, the raster-order baseline (one token at a "
+        "time, from the same blocks; it needs --depth and a single-scale tokenizer, train-tokenizer --patch-nums N)"
+    )
+    p.add_argument("--kind", choices=registry.TRANSFORMER_KINDS, default="var", help=kind)
     g = p.add_argument_group("regularisation")
     add_setting(g, "var", "--cond-drop-rate", type=float, help="label dropout, for guidance")
     drop_path = "stochastic depth (with --depth, unset: the released models' rule for that depth)"
@@ -283,6 +290,10 @@ def var_architecture(args):
     from ..transformer import VARConfig
 
     depth = args.depth
+    if args.width_per_depth < 1:
+        raise NextscaleError(f"--width-per-depth must be at least 1, got {args.width_per_depth}")
+    if depth is None and args.width_per_depth != 64:
+        raise NextscaleError("--width-per-depth applies with --depth")
     if depth is None and args.recipe:
         r = recipe(args.recipe, "var")
         if not r.epochs:  # a built-in model's recipe: its own shape, unless --preset names another
@@ -452,6 +463,7 @@ def train_var_from_args(args):
     elif args.class_map:
         raise NextscaleError("--class-map applies with --init")
     vae = load_vae(args.tokenizer, device=device, patch_nums=init.config.patch_nums if init is not None else None)
+    check_kind(args, vae)
     train, test = datasets(args, vae.config.resolution, tokens_allowed=True)
     config = var_architecture(args)
     implied = {} if args.depth is None else {"drop_path_rate": reference_drop_path(args.depth)}
@@ -460,13 +472,20 @@ def train_var_from_args(args):
         recorded.update(init_path=recorded_source(args.init), class_map=args.class_map)
     tokens_per_image = sum(pn * pn for pn in vae.config.patch_nums)
     settings, options = run_settings(args, "var", len(train), implied, tokens_per_image, **recorded)
-    config = replace(
-        config,
-        vocab_size=vae.config.vocab_size,
-        latent_channels=vae.config.z_channels,
-        patch_nums=vae.config.patch_nums,
-        num_classes=train.num_classes,
-    )
+    if args.kind == "raster-ar":
+        from ..transformer import RasterConfig
+
+        fields = dict(depth=config.depth, embed_dim=config.embed_dim, num_heads=config.num_heads)
+        grid = dict(vocab_size=vae.config.vocab_size, grid=vae.config.patch_nums[0], num_classes=train.num_classes)
+        config = RasterConfig(**fields, **grid)
+    else:
+        config = replace(
+            config,
+            vocab_size=vae.config.vocab_size,
+            latent_channels=vae.config.z_channels,
+            patch_nums=vae.config.patch_nums,
+            num_classes=train.num_classes,
+        )
     if init is not None:
         init = fitted_init(args, init, vae, train, config, options, dist)
         config = init.config
@@ -489,6 +508,25 @@ def train_var_from_args(args):
         _, var, _ = export_checkpoint(args.run_dir)
         save_model(vae.cpu(), var, out)
     return dist, out
+
+
+def check_kind(args, vae) -> None:
+    """What the raster-order baseline needs: its size by the depth rule, and a tokenizer of one scale."""
+    if args.kind != "raster-ar":
+        return
+    if getattr(args, "depth", None) is None:
+        raise NextscaleError("--kind raster-ar takes its size from --depth (VAR's width rule), not from a preset")
+    for flag, given in (("--init", getattr(args, "init", None)), ("--preset", getattr(args, "preset", None))):
+        if given:
+            raise NextscaleError(f"{flag} applies to --kind var")
+    trainable = getattr(args, "trainable", "all")  # `scaling run` has no fine-tuning flags
+    if not isinstance(trainable, FromRecipe) and trainable != "all":
+        raise NextscaleError("--trainable applies to --kind var: a raster-order model trains all its weights")
+    if len(vae.config.patch_nums) != 1:
+        raise NextscaleError(
+            f"--kind raster-ar needs a single-scale tokenizer (train-tokenizer --patch-nums N); "
+            f"{args.tokenizer} has scales {','.join(map(str, vae.config.patch_nums))}"
+        )
 
 
 def fitted_init(args, init, vae, train, config, options, dist):

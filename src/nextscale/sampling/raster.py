@@ -9,8 +9,9 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..errors import NextscaleError, SettingError
+from ..errors import SettingError
 from ..transformer.raster import RasterAR
+from ..weights.load import check_raster_tokenizer
 from .guidance import Interval, PerScale
 from .sampler import (
     Generators,
@@ -48,17 +49,6 @@ def check_raster_settings(config: SamplerConfig) -> None:
         inner = inner.inner
     if isinstance(inner, PerScale):
         raise SettingError("cfg_schedule", "list: is one weight per VAR scale; use linear, constant or power:P")
-
-
-def check_raster_tokenizer(vae, model: RasterAR) -> None:
-    """The tokenizer that decodes a raster model's tokens: one scale, the model's grid, its codebook."""
-    cfg, grid = vae.config, model.config.grid
-    if tuple(cfg.patch_nums) != (grid,) or cfg.vocab_size != model.config.vocab_size:
-        raise NextscaleError(
-            f"a raster-order model of a {grid}×{grid} map of {model.config.vocab_size} codes needs a single-scale "
-            f"tokenizer of that map and codebook (patch_nums ({grid},)); this one has scales "
-            f"{','.join(map(str, cfg.patch_nums))} and {cfg.vocab_size} codes"
-        )
 
 
 @torch.no_grad()

@@ -19,13 +19,14 @@ def size_dirs(sweep: Path) -> list[Path]:
     return sorted((p for p in Path(sweep).glob("d*") if p.name[1:].isdecimal()), key=lambda p: int(p.name[1:]))
 
 
-def block_parameters(config: dict) -> tuple[int, int]:
-    """(the transformer blocks' parameters, all parameters) of a saved `var/config.json`'s model: N, as the
-    paper counts it, leaves out the embeddings and the head."""
+def block_parameters(config: dict, kind: str = "var") -> tuple[int, int]:
+    """(the transformer blocks' parameters, all parameters) of a saved `var/config.json`'s model of `kind` (its
+    `model_type`): N, as the paper counts it, leaves out the embeddings and the head."""
     from ..pretrained import config_from_dict
-    from ..transformer import VAR, VARConfig
+    from ..transformer import VAR, RasterAR
 
-    var = VAR(config_from_dict(VARConfig, config, VAR.legacy_config_keys), device="meta")
+    model_class = {m.model_type: m for m in (VAR, RasterAR)}[kind]
+    var = model_class(config_from_dict(model_class.config_class, config, model_class.legacy_config_keys), device="meta")
     blocks = sum(p.numel() for p in var.blocks.parameters())
     return blocks, sum(p.numel() for p in var.parameters())
 
@@ -53,7 +54,7 @@ def read_run(run: Path) -> dict:
     if not config_path.is_file():
         raise NextscaleError(f"{run} has no exported model ({config_path}): finish it with `nextscale scaling run`")
     config = json.loads(config_path.read_text())
-    params, total = block_parameters(config["config"])
+    params, total = block_parameters(config["config"], config.get("model_type", "var"))
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     # A resumed run logs again the evaluations after its checkpoint: the last record of a step is the one kept.
     curve = sorted({p["step"]: p for p in map(_point, records) if p is not None}.values(), key=lambda p: p["step"])
@@ -64,6 +65,7 @@ def read_run(run: Path) -> dict:
     extra = read_record(latest_checkpoint(run))["settings"]["train"].get("extra") or {}
     arch = config["config"]
     return {
+        "kind": config.get("model_type", "var"),
         "depth": arch["depth"],
         "width": arch["embed_dim"],
         "params": params,
@@ -84,6 +86,11 @@ def fit_sweep(sweep: str | Path, irreducible: float | None = None) -> dict:
     runs = [read_run(d) for d in size_dirs(sweep)]
     if len(runs) < MIN_SIZES:
         raise NextscaleError(f"{sweep} holds {len(runs)} finished sizes: a fit needs at least {MIN_SIZES}")
+    kinds = {r["kind"] for r in runs}
+    if len(kinds) > 1:
+        raise NextscaleError(
+            f"the runs in {sweep} are of different kinds ({', '.join(sorted(kinds))}): one sweep, one kind"
+        )
     for what in ("data", "tokenizer"):
         seen = {json.dumps(r["_trained_on"][what]) for r in runs}
         if len(seen) > 1:

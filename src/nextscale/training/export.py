@@ -12,12 +12,14 @@ from torch.distributed.checkpoint.api import CheckpointException
 from ..errors import CheckpointError, NextscaleError
 from ..files import first_line
 from ..pretrained import config_from_dict
+from ..registry import TRANSFORMER_KINDS
 from ..tokenizer import VQVAE, VQVAEConfig
-from ..transformer import VAR, VARConfig
+from ..transformer import VAR, RasterAR, RasterConfig, VARConfig
 from . import checkpoint
 from .trainable import apply_trainable, merge_lora
 
-STAGES = {"tokenizer": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig)}
+STAGES = {"tokenizer": (VQVAE, VQVAEConfig), "var": (VAR, VARConfig), "raster-ar": (RasterAR, RasterConfig)}
+TRANSFORMER_STAGES = TRANSFORMER_KINDS
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -53,7 +55,7 @@ def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, tor
         config_from_dict(config_class, record["settings"]["model"], model_class.legacy_config_keys), device="meta"
     )
     model.to_empty(device="cpu")
-    if stage == "var":  # the run's frozen parameters and LoRA adapters: what its checkpoint holds
+    if stage in TRANSFORMER_STAGES:  # the run's frozen parameters and LoRA adapters: what its checkpoint holds
         model = apply_trainable(model, (record["settings"]["train"].get("extra") or {}).get("trainable", "all"))
     own = model.state_dict()
     tensors = {"model": own}
@@ -75,7 +77,7 @@ def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, tor
             for name, p in model.named_parameters():
                 if name in tensors["ema"]:
                     p.copy_(tensors["ema"][name])
-    if stage == "var":
+    if stage in TRANSFORMER_STAGES:
         model = merge_lora(model.requires_grad_(True))
         model.provenance = run_provenance(record["settings"]["train"].get("extra") or {})
     return stage, model.eval(), record

@@ -13,7 +13,7 @@ from ..data import class_names, identity
 from ..errors import NextscaleError
 from ..registry import architecture
 from ..tokenizer import VQVAE, VQVAEConfig
-from ..transformer import VAR, VARConfig
+from ..transformer import VAR, RasterAR, RasterConfig, VARConfig
 from ..weights import save_model
 from .config import TokenizerOptions, TrainConfig, VAROptions
 from .distributed import Distributed
@@ -22,7 +22,7 @@ from .recipes import recipe, recipe_settings
 from .tokenizer_stage import TokenizerStage
 from .trainable import apply_trainable, merge_lora
 from .trainer import Trainer
-from .var_stage import VARStage
+from .var_stage import RasterStage, VARStage
 
 
 def train_tokenizer(
@@ -91,7 +91,8 @@ def train_var(
         train_config, train_data, test_data, tokenizer=vae.fingerprint(), classes=class_names(train_data), **start
     )
     var = initial_var(config, train_config, options, dist, init)
-    stage = VARStage(vae, var, train_data, test_data, train_config, options, device, dist)
+    stage_class = RasterStage if isinstance(var, RasterAR) else VARStage
+    stage = stage_class(vae, var, train_data, test_data, train_config, options, device, dist)
     var, metrics = _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
     var = merge_lora(var)  # an ordinary VAR, as `export` gives; the run's checkpoints keep the adapters
     var.provenance = run_provenance(train_config.extra)
@@ -117,7 +118,8 @@ def initial_var(
             raise NextscaleError("the initial transformer's configuration is not the run's")
         var = init.train()
     else:
-        var = VAR(config, device="meta")  # shapes first, then one initialisation with the recipe's scales
+        model_class = RasterAR if isinstance(config, RasterConfig) else VAR
+        var = model_class(config, device="meta")  # shapes first, then one initialisation with the recipe's scales
         if not train_config.fsdp or dist.is_main:  # under FSDP the other ranks take rank 0's weights
             var.to_empty(device="cpu")
             var.init_weights(**options.init_kwargs())

@@ -12,7 +12,7 @@ from ..data import stack_items
 from ..errors import NextscaleError
 from ..pretrained import short_fingerprint
 from ..tokenizer import VQVAE
-from ..transformer import VAR
+from ..transformer import VAR, RasterAR
 from .common import check_training_device, newest_scale_weight, progressive_scale
 from .config import VAROptions
 from .distributed import Distributed
@@ -57,7 +57,7 @@ class VARStage:
     """Teacher forcing on token pyramids: from token shards (ids → the transformer's input on the device, per
     batch) or from images encoded per batch by the frozen tokenizer."""
 
-    kind = "var"
+    kind = VAR.model_type
     supports_fsdp = True
 
     def __init__(
@@ -176,6 +176,17 @@ class VARStage:
 
     def load_extra_record(self, record: dict) -> None:
         pass
+
+
+class RasterStage(VARStage):
+    """Teacher forcing on one token map in raster order (`RasterAR`, a single-scale tokenizer): the input is the
+    map's tokens but the last, the targets all of them; everything else is VAR's step."""
+
+    kind = RasterAR.model_type
+
+    def _pyramid(self, x: torch.Tensor, labels: torch.Tensor):
+        ids = x if x.dtype == torch.long else self.vae.img_to_idx(x, check=False)[0]
+        return labels, ids[:, :-1], ids
 
 
 def top1_hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

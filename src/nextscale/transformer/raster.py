@@ -68,6 +68,7 @@ class RasterAR(BlockStack, PretrainedMixin, nn.Module):
 
     model_type = "raster-ar"
     config_class = RasterConfig
+    legacy_config_keys = ()
 
     def __init__(self, config: RasterConfig | None = None, *, device: str | torch.device | None = None):
         """`device="meta"` builds shapes only (for loading weights); elsewhere `init_weights()` runs."""
@@ -105,6 +106,15 @@ class RasterAR(BlockStack, PretrainedMixin, nn.Module):
         for p in (self.pos_start, self.pos_1LC):
             nn.init.trunc_normal_(p, mean=0, std=construction_std)
         self.init_stack(init_adaln, init_adaln_gamma, init_head)
+
+    @property
+    def patch_nums(self) -> tuple[int]:
+        """The map as a one-scale pyramid: what the trainer's per-scale metrics and a tokenizer check read."""
+        return (self.config.grid,)
+
+    @property
+    def begin_ends(self) -> list[tuple[int, int]]:
+        return [(0, self.config.num_tokens)]
 
     # ---- pieces the sampler and the training forward share ----------------------------------------------
 

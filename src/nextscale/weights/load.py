@@ -18,7 +18,7 @@ from ..registry import (
     architecture,
 )
 from ..tokenizer import VQVAE
-from ..transformer import VAR
+from ..transformer import VAR, RasterAR
 from .reference import read_reference_file, vae_from_state_dict, var_from_state_dict
 
 
@@ -49,6 +49,17 @@ def check_compatible(vae: VQVAE, var: VAR) -> None:
         problems.append(f"patch numbers: VAR {var.config.patch_nums}, VAE {vae.config.patch_nums}")
     if problems:
         raise NextscaleError("the VAR and VAE do not fit together: " + "; ".join(problems))
+
+
+def check_raster_tokenizer(vae: VQVAE, model: RasterAR) -> None:
+    """The tokenizer that decodes a raster model's tokens: one scale, the model's grid, its codebook."""
+    cfg, grid = vae.config, model.config.grid
+    if tuple(cfg.patch_nums) != (grid,) or cfg.vocab_size != model.config.vocab_size:
+        raise NextscaleError(
+            f"a raster-order model of a {grid}×{grid} map of {model.config.vocab_size} codes needs a single-scale "
+            f"tokenizer of that map and codebook (patch_nums ({grid},)); this one has scales "
+            f"{','.join(map(str, cfg.patch_nums))} and {cfg.vocab_size} codes"
+        )
 
 
 def check_trained_with(vae: VQVAE, var: VAR, vae_name, var_name) -> None:
@@ -163,9 +174,12 @@ def load_pair(vae_source, var_source, *, device="cpu", check_tokenizer: bool = T
     return vae, var
 
 
-def save_model(vae: VQVAE, var: VAR, directory: str | os.PathLike) -> Path:
-    """A model directory: `vae/` and `var/`, each in the project's format."""
-    check_pair(vae, var)
+def save_model(vae: VQVAE, var: VAR | RasterAR, directory: str | os.PathLike) -> Path:
+    """A model directory: `vae/` and `var/` (the transformer, of either kind), each in the project's format."""
+    if isinstance(var, RasterAR):
+        check_raster_tokenizer(vae, var)
+    else:
+        check_pair(vae, var)
     directory = Path(directory)
     vae.save_pretrained(directory / "vae")
     var.save_pretrained(directory / "var")
