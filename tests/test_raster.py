@@ -215,3 +215,35 @@ def test_a_scaling_sweep_of_the_raster_kind(single_scale_tokenizer, tmp_path):
     for r in result["runs"]:
         model = RasterAR.from_pretrained(out / f"d{r['depth']}" / "model" / "var")
         assert r["kind"] == "raster-ar" and r["params"] == sum(p.numel() for p in model.blocks.parameters())
+
+
+def test_the_sample_command_and_sample_draw_a_raster_model(single_scale_tokenizer, tmp_path, capsys):
+    import numpy as np
+
+    from nextscale.cli import main
+    from nextscale.sampling import sample
+    from nextscale.weights import load_model
+
+    run = tmp_path / "run"
+    assert main(raster_train(single_scale_tokenizer, run, "2")) == 0
+    vae, model = load_model(run / "model")
+    assert isinstance(model, RasterAR)
+    a = sample(vae, model, [0, 1], seed=3, cfg=2.0)
+    b = sample_raster(model, [0, 1], seed=3, cfg=2.0, vae=vae)
+    assert torch.equal(a.tokens[0], b.tokens) and torch.equal(a.images, b.images)
+    out = tmp_path / "samples"
+    assert (
+        main(["sample", "--model", str(run / "model"), "--class", "3", "--n", "2", "--out", str(out), "--seed", "3"])
+        == 0
+    )
+    with np.load(out / "samples.npz") as npz:
+        assert npz["arr_0"].shape[0] == 2 and npz["arr_1"].tolist() == [3, 3]
+    per_class = tmp_path / "per-class"
+    assert main(["sample", "--model", str(run / "model"), "--per-class", "2", "--out", str(per_class)]) == 0
+    with np.load(per_class / "samples.npz") as npz:
+        assert sorted(npz["arr_1"].tolist()) == sorted(list(range(10)) * 2)
+    capsys.readouterr()
+    assert main(["sample", "--model", str(run / "model"), "--top-k", "4,8", "--out", str(tmp_path / "x")]) == 2
+    assert "--top-k takes one value for a raster-order model" in capsys.readouterr().err
+    with pytest.raises(NextscaleError, match="editing applies to VAR's scales"):
+        sample(vae, model, [0], seed=0, forced=object())

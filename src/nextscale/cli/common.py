@@ -81,7 +81,9 @@ SAMPLER_FLAGS = sampler_flags()
 
 def check_for_model(config, var) -> None:
     """The per-scale lists' lengths and the guidance weights, once the model (its number of scales) is known."""
-    config.for_model(len(var.patch_nums))
+    from ..sampling.sampler import check_settings_for
+
+    check_settings_for(config, var)
 
 
 def fine_model(args, vae, var, device) -> dict:

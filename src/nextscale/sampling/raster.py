@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..errors import SettingError
+from ..errors import NextscaleError, SettingError
 from ..transformer.raster import RasterAR
 from ..weights.load import check_raster_tokenizer
 from .guidance import Interval, PerScale
@@ -19,6 +19,7 @@ from .sampler import (
     cache_dtype,
     check_generators,
     draw_tokens,
+    fhat_to_images,
     filter_top_k_top_p_,
     generator_and_labels,
 )
@@ -78,8 +79,8 @@ def sample_raster(
         tokens = _draw(model, labels, generator, config)
     images = None
     if vae is not None:
-        grid = model.config.grid
-        images = vae.idx_to_img([tokens.view(-1, grid * grid)]).add(1).mul(0.5).clamp(0, 1)
+        (f_hat,) = vae.quantize.idx_to_fhats([tokens], last_only=True)
+        images = fhat_to_images(vae, f_hat)  # as VAR's samples: float32 in [0, 1]
     return RasterOutput(tokens=tokens, labels=labels, images=images)
 
 
@@ -123,3 +124,35 @@ def cached_teacher_forcing_raster(model: RasterAR, labels_B: torch.Tensor, token
         for i in range(x.shape[1])
     ]
     return torch.cat(steps, dim=1)
+
+
+SCALE_ONLY_ARGUMENTS = {
+    "fine_var": "a hand-off to a second model",
+    "handoff": "a hand-off to a second model",
+    "forced": "editing",
+    "return_fhats": "the pyramid's f̂",
+    "on_scale": "a per-scale hook",
+}
+
+
+def check_pair_sampling(vae, model: RasterAR, config: SamplerConfig, **scale_only) -> torch.device:
+    """What `sample(vae, model, …)` refuses for a raster-order model, before any work. Returns the device."""
+    for name, value in scale_only.items():
+        if value is not None and value is not False:
+            raise NextscaleError(f"{SCALE_ONLY_ARGUMENTS[name]} applies to VAR's scales, not to a raster-order model")
+    check_raster_settings(config)
+    check_raster_tokenizer(vae, model)
+    device = model.head.weight.device
+    vae_device = vae.quantize.embedding.weight.device
+    if vae_device != device:
+        raise NextscaleError(f"the VAE is on {vae_device} and the model on {device}: move both to one device")
+    return device
+
+
+def sample_pair(vae, model: RasterAR, labels, batch_size, generator, seed, config: SamplerConfig, **scale_only):
+    """`nextscale.sampling.sample` for a raster-order model: its `SampleOutput`, the map's tokens as one scale."""
+    from .sampler import SampleOutput
+
+    check_pair_sampling(vae, model, config, **scale_only)
+    out = sample_raster(model, labels, batch_size=batch_size, generator=generator, seed=seed, vae=vae, config=config)
+    return SampleOutput(images=out.images, tokens=[out.tokens], labels=out.labels)

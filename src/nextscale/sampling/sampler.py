@@ -162,7 +162,26 @@ def check_generators(generator: Generators, seed: int | None, device: torch.devi
 def check_sampling(vae, var, config: SamplerConfig, fine_var=None, handoff=None) -> torch.device:
     """What `sample` would refuse of these models and settings, for callers that must refuse them before they
     write anything (`sample_many`, `sample_per_class`). Returns the device."""
+    if is_raster(var):
+        from .raster import check_pair_sampling
+
+        return check_pair_sampling(vae, var, config, fine_var=fine_var, handoff=handoff)
     return check_sample_inputs(vae, var, None, None, config, fine_var, handoff)[0]
+
+
+def check_settings_for(config: SamplerConfig, model) -> None:
+    """The settings against the model, once it is known: a VAR's per-scale lists and guidance weights, or what a
+    raster-order model cannot do."""
+    if is_raster(model):
+        from .raster import check_raster_settings
+
+        check_raster_settings(config)
+    else:
+        config.for_model(len(model.patch_nums))
+
+
+def is_raster(model) -> bool:
+    return getattr(model, "model_type", None) == "raster-ar"
 
 
 def check_handoff(vae, var, fine_var, handoff, device) -> None:
@@ -301,6 +320,13 @@ def sample(
     `fhat_to_images(vae, f_hat)` is the image the scales up to si make (the pyramid as it grows).
     """
     config = sampler_config(config, **settings)
+    if is_raster(var):
+        from .raster import sample_pair
+
+        scale_only = dict(
+            fine_var=fine_var, handoff=handoff, forced=forced, return_fhats=return_fhats, on_scale=on_scale
+        )
+        return sample_pair(vae, var, labels, batch_size, generator, seed, config, **scale_only)
     device, resolved = check_sample_inputs(vae, var, generator, seed, config, fine_var, handoff)
     generator, labels = generator_and_labels(var, labels, batch_size, generator, seed, device)
     steps = {id(m): step_function(m, config.compile) for m in (var, fine_var) if m is not None}

@@ -3,6 +3,7 @@ Hugging Face Hub), the project's own directories and single reference `.pth` fil
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def check_pair(vae, var, what: str = "the model pair") -> None:
 
 def check_compatible(vae: VQVAE, var: VAR) -> None:
     """Raises naming every way the tokenizer and transformer disagree (or that the pair is swapped)."""
+    if isinstance(var, RasterAR) and isinstance(vae, VQVAE):
+        return check_raster_tokenizer(vae, var)
     check_pair(vae, var)
     problems = []
     if var.config.vocab_size != vae.config.vocab_size:
@@ -144,9 +147,19 @@ def load_var(source: str | os.PathLike, *, device="cpu") -> VAR:
             raise CheckpointError(
                 f"{path} is not a saved transformer: it holds no {CONFIG_NAME} (nor var/{CONFIG_NAME})"
             )
-        return VAR.from_pretrained(found, device=device)
+        return transformer_class(found).from_pretrained(found, device=device)
     _refuse_unknown_name(path, "transformer")
     return var_from_state_dict(read_reference_file(path, "var"), source=str(path)).to(device)
+
+
+def transformer_class(directory: Path) -> type[VAR] | type[RasterAR]:
+    """The kind of transformer a saved directory holds, by its config's `model_type` (VAR when unreadable: loading
+    then names the problem)."""
+    try:
+        kind = json.loads((directory / CONFIG_NAME).read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return VAR
+    return RasterAR if kind == RasterAR.model_type else VAR
 
 
 def recorded_source(source: str | os.PathLike) -> str:
@@ -167,7 +180,7 @@ def load_pair(vae_source, var_source, *, device="cpu", check_tokenizer: bool = T
     """A tokenizer and a transformer that fit together; `check_tokenizer=False` pairs a transformer with a tokenizer
     other than the one it records it was trained with."""
     var = load_var(var_source, device=device)
-    vae = load_vae(vae_source, device=device, patch_nums=var.config.patch_nums)
+    vae = load_vae(vae_source, device=device, patch_nums=var.patch_nums)
     check_compatible(vae, var)
     if check_tokenizer:
         check_trained_with(vae, var, vae_source, var_source)
