@@ -145,6 +145,7 @@ def raster_train(tokenizer, run_dir, steps="4", *extra):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_train_resume_export_and_sample_the_raster_kind(single_scale_tokenizer, tmp_path, capsys):
     import json
     import shutil
@@ -198,6 +199,7 @@ def test_raster_training_needs_a_single_scale_tokenizer(tmp_path, capsys):
     assert "single-scale tokenizer" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_scaling_sweep_of_the_raster_kind(single_scale_tokenizer, tmp_path):
     import json
 
@@ -247,3 +249,26 @@ def test_the_sample_command_and_sample_draw_a_raster_model(single_scale_tokenize
     assert "--top-k takes one value for a raster-order model" in capsys.readouterr().err
     with pytest.raises(NextscaleError, match="editing applies to VAR's scales"):
         sample(vae, model, [0], seed=0, forced=object())
+
+
+@pytest.mark.slow
+def test_the_digits_preset_evaluates_a_raster_model_without_edits(tmp_path, capsys):
+    import json
+
+    from nextscale.cli import main
+
+    torch.manual_seed(0)
+    VQVAE(replace(architecture("digits")[0], patch_nums=(8,))).save_pretrained(tmp_path / "vae")
+    run = tmp_path / "run"
+    args = raster_train(tmp_path / "vae", run, "2")
+    args[args.index("--depth") + 1] = "1"
+    assert main(args) == 0
+    capsys.readouterr()
+    record = tmp_path / "eval.json"
+    assert (
+        main(["eval", "--preset", "digits", "--model", str(run / "model"), "--n-per-class", "3", "--json", str(record)])
+        == 0
+    )
+    assert "edits are skipped" in capsys.readouterr().err
+    result = json.loads(record.read_text())
+    assert result["options"]["skip_edits"] and "edits" not in result and result["samples"]["fid"] > 0

@@ -5,6 +5,7 @@ by an independent classifier (the presets: nextscale.evaluation.presets)."""
 from __future__ import annotations
 
 import json
+import sys
 
 from ..errors import NextscaleError
 from ..evaluation.presets import PRESETS, REGISTERED
@@ -204,6 +205,11 @@ def run_preset(args) -> None:
     vae, var = load_models(args, device)
     check_model_for(preset, vae, var)
     check_for_model(settings, var)
+    from ..sampling.sampler import is_raster
+
+    if is_raster(var) and not args.skip_edits:  # its edits would fail after all the sampling
+        print("a raster-order model repaints no region: the edits are skipped", file=sys.stderr, flush=True)
+        args.skip_edits = True
     report = evaluate_samples(vae, var, preset.name, n_per_class=n_per_class, seed=seed, config=settings)
     print(report.summary())
     options = {
