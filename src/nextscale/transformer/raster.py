@@ -9,11 +9,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..errors import NextscaleError
 from ..pretrained import PretrainedMixin, check_config, shapes_only_embedding
-from ..seeding import uniform
 from .stack import BlockStack, depth_rule
 
 
@@ -141,24 +139,13 @@ class RasterAR(BlockStack, PretrainedMixin, nn.Module):
         """Teacher-forcing logits (B, l + 1, V) from the map's first l tokens (B, l), raster order, l < N.
         Labels are dropped to the null class with probability `cond_drop_rate`, drawn from `generator`;
         `path_keep` (depth, 2, B): drop-path keep masks, as `VAR.forward`."""
-        B, L = labels_B.shape[0], tokens_wo_last.shape[1] + 1
+        L = tokens_wo_last.shape[1] + 1
         if tokens_wo_last.ndim != 2 or L > self.config.num_tokens:
             raise NextscaleError(
                 f"the input must be (batch, up to {self.config.num_tokens - 1}) token ids, got "
                 f"{tuple(tokens_wo_last.shape)}"
             )
         with torch.autocast(device_type=labels_B.device.type, enabled=False):
-            if cond_drop_rate > 0:
-                drop = uniform((B,), generator, labels_B.device) < cond_drop_rate
-                labels_B = torch.where(drop, self.num_classes, labels_B)
-            cond_BD = self.class_emb(labels_B)
+            cond_BD = self.condition(labels_B, cond_drop_rate, generator)
             x_BLC = torch.cat((self.start_input(cond_BD), self.token_input(tokens_wo_last, 0)), dim=1)
-        attn_bias = self.attn_bias[:, :, :L, :L]
-        block_cond = self.shared_ada_lin(cond_BD)
-        for i, block in enumerate(self.blocks):
-            keep = None if path_keep is None else path_keep[i]
-            if self.grad_checkpointing and self.training:
-                x_BLC = checkpoint(block, x_BLC, block_cond, attn_bias, None, None, keep, use_reentrant=False)
-            else:
-                x_BLC = block(x_BLC, block_cond, attn_bias, None, None, keep)
-        return self.get_logits(x_BLC, cond_BD)
+        return self.teacher_forced_logits(x_BLC, cond_BD, self.attn_bias[:, :, :L, :L], path_keep)

@@ -8,7 +8,9 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from ..seeding import uniform
 from .layers import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin
 
 
@@ -88,6 +90,27 @@ class BlockStack:
         """Stochastic depth for training: block i drops its branches with probability rate·i/(depth − 1)."""
         for block, p in zip(self.blocks, torch.linspace(0, rate, len(self.blocks), device="cpu").tolist()):
             block.drop_path.drop_prob = p
+
+    def condition(self, labels_B: torch.Tensor, cond_drop_rate: float, generator) -> torch.Tensor:
+        """The class embedding (B, C), each label dropped to the null class with probability `cond_drop_rate`
+        (for guidance), drawn from `generator` on its own device."""
+        if cond_drop_rate > 0:
+            drop = uniform((labels_B.shape[0],), generator, labels_B.device) < cond_drop_rate
+            labels_B = torch.where(drop, self.num_classes, labels_B)
+        return self.class_emb(labels_B)
+
+    def teacher_forced_logits(self, x_BLC, cond_BD, attn_bias, path_keep=None) -> torch.Tensor:
+        """The training forward through the blocks and the head (`path_keep` (depth, 2, B): drop-path keep masks
+        drawn by the caller). Each block computes its own modulation inside its forward: under FSDP a block's
+        weights exist only then."""
+        block_cond = self.shared_ada_lin(cond_BD)
+        for i, block in enumerate(self.blocks):
+            keep = None if path_keep is None else path_keep[i]
+            if self.grad_checkpointing and self.training:
+                x_BLC = checkpoint(block, x_BLC, block_cond, attn_bias, None, None, keep, use_reentrant=False)
+            else:
+                x_BLC = block(x_BLC, block_cond, attn_bias, None, None, keep)
+        return self.get_logits(x_BLC, cond_BD)
 
     def modulations(self, cond_BD: torch.Tensor) -> list:
         """Every AdaLN scale/shift/gate the condition implies: one entry per block, then the head's."""

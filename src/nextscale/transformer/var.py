@@ -7,11 +7,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..errors import NextscaleError
 from ..pretrained import PretrainedMixin, check_config, shapes_only_embedding
-from ..seeding import uniform
 from ..tokenizer.vqvae import PATCH_NUMS_256
 from .stack import BlockStack, depth_rule
 
@@ -167,20 +165,8 @@ class VAR(BlockStack, PretrainedMixin, nn.Module):
             limit = self.config.num_tokens - 1
             raise NextscaleError(f"the input holds {L - 1} tokens; the model takes {limit} at most")
         with torch.autocast(device_type=labels_B.device.type, enabled=False):
-            if cond_drop_rate > 0:
-                drop = uniform((B,), generator, labels_B.device) < cond_drop_rate
-                labels_B = torch.where(drop, self.num_classes, labels_B)
-            cond_BD = self.class_emb(labels_B)
+            cond_BD = self.condition(labels_B, cond_drop_rate, generator)
             sos = cond_BD.unsqueeze(1) + self.pos_start.expand(B, 1, -1)
             x_BLC = torch.cat((sos, self.word_embed(x_BLCv_wo_first_l.float())), dim=1)
             x_BLC = x_BLC + self.level_position()[:, :L]
-        attn_bias = self.attn_bias_for_masking[:, :, :L, :L]
-        # Each block computes its own modulation inside its forward: under FSDP a block's weights exist only then.
-        block_cond = self.shared_ada_lin(cond_BD)
-        for i, block in enumerate(self.blocks):
-            keep = None if path_keep is None else path_keep[i]
-            if self.grad_checkpointing and self.training:
-                x_BLC = checkpoint(block, x_BLC, block_cond, attn_bias, None, None, keep, use_reentrant=False)
-            else:
-                x_BLC = block(x_BLC, block_cond, attn_bias, None, None, keep)
-        return self.get_logits(x_BLC, cond_BD)
+        return self.teacher_forced_logits(x_BLC, cond_BD, self.attn_bias_for_masking[:, :, :L, :L], path_keep)
