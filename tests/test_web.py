@@ -605,3 +605,31 @@ def test_each_example_set_ships_one_image_per_class_as_the_model_sees_it(client)
         assert example.shape == (32, 32, 3)  # padded with black, as the model was trained
         assert np.array_equal(example[2:30, 2:30, 0], grey[label]) and not example[:2].any()
     assert client.get("/api/info").json()["examples"] == [f"digit-{d}" for d in range(10)]  # the digits model's
+
+
+def test_a_raster_order_model_samples_on_the_page_and_refuses_edits(tmp_path):
+    from dataclasses import replace
+
+    import torch
+
+    from nextscale import save_model
+    from nextscale.registry import architecture
+    from nextscale.tokenizer import VQVAE
+    from nextscale.transformer import RasterAR, RasterConfig
+
+    torch.manual_seed(0)
+    vae = VQVAE(replace(architecture("tiny")[0], patch_nums=(4,)))
+    vocab = vae.config.vocab_size
+    model = RasterAR(RasterConfig(depth=1, embed_dim=16, num_heads=1, num_classes=3, vocab_size=vocab, grid=4))
+    path = save_model(vae, model, tmp_path / "raster")
+    with TestClient(create_app(Session(*load_model(path), ["--model", str(path)], "raster"))) as client:
+        info = client.get("/api/info").json()
+        assert info["kind"] == "raster-ar" and info["scales"] == [4]
+        events = stream(client, "/api/sample/stream", {"class": "1", "n": "2", "seed": "5"})
+        assert [e["event"] for e in events] == ["started", "done"]  # no scales to show on the way
+        answer = client.post("/api/sample", json={"class": 1, "n": 2, "seed": 5, "cfg": 2.0}).json()
+        run_command(answer["command"], **{"--out": str(tmp_path / "o")})
+        drawn = np.load(tmp_path / "o" / "samples.npz")["arr_0"]
+        assert all(np.array_equal(drawn[i], pixels(p)) for i, p in enumerate(answer["images"]))
+        refused = client.post("/api/edit", json={"image": "x", "box": [0, 0, 0.5, 0.5]})
+        assert refused.status_code == 400 and "raster-order model cannot" in refused.text

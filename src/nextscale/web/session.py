@@ -16,12 +16,13 @@ import torch
 from ..data.examples import EXAMPLE_SETS, examples_of
 from ..data.folders import MASK_BACKGROUND
 from ..errors import NextscaleError
+from ..sampling.sampler import check_settings_for, is_raster
 from ..sampling.settings import DEFAULTS, SETTING_FIELDS, SamplerConfig, flag, sampler_config
 from ..seeding import MAX_SEED, batch_generator
 from ..tokenizer import VQVAE
 from ..transformer import VAR
 from ..weights.classes import class_text, model_class_names
-from ..weights.load import check_pair
+from ..weights.load import check_compatible, check_pair
 from . import inputs
 from .inputs import BadRequest
 
@@ -112,7 +113,10 @@ class Session:
         device_arg: str | None = None,
         max_images: int = MAX_IMAGES,
     ):
-        check_pair(vae, var, "Session(vae, var, …)")
+        if is_raster(var):
+            check_compatible(vae, var)
+        else:
+            check_pair(vae, var, "Session(vae, var, …)")
         self.vae, self.var = vae.eval(), var.eval()
         self.model_args, self.title, self.device_arg = model_args, title, device_arg
         self.max_images = max_images
@@ -126,6 +130,7 @@ class Session:
             "model": self.title,
             "resolution": self.resolution,
             "scales": list(self.var.patch_nums),
+            "kind": self.var.model_type,
             "classes": self.names,
             "max_images": self.max_images,
             "examples": list(self.examples),
@@ -143,7 +148,7 @@ class Session:
             values[name] = read(body, name, getattr(DEFAULTS, name), *SERVER_LIMITS.get(name, ()))
         try:
             settings = sampler_config(**values)
-            settings.for_model(len(self.var.patch_nums))
+            check_settings_for(settings, self.var)
         except NextscaleError as e:
             raise BadRequest(str(e)) from None
         seed = inputs.integer(body, "seed", 0, 0, MAX_SEED)
@@ -164,6 +169,8 @@ class Session:
         from ..editing.masks import keep_masks_for, region_on_token_grid
 
         inputs.check_fields(body, EDIT_FIELDS)
+        if is_raster(self.var):
+            raise BadRequest("editing repaints a region scale by scale: a raster-order model cannot")
         if ("box" in body) == ("mask" in body):
             raise BadRequest("give exactly one of box [y0, x0, y1, x1] and mask (an image: white = repaint)")
         request = self._common(body, "edit")
@@ -212,13 +219,15 @@ class Session:
         from ..sampling import fhat_to_images, sample
 
         scales = self.var.patch_nums
-        emit({"event": "scales", "scales": list(scales), "resolution": self.resolution})
+        streamed = request.stream and not is_raster(self.var)  # one token at a time: no scales to show
+        if streamed:
+            emit({"event": "scales", "scales": list(scales), "resolution": self.resolution})
 
         def on_scale(si: int, f_hat: torch.Tensor) -> None:
             emit({"event": "scale", "index": si, "side": scales[si], "images": pngs(fhat_to_images(self.vae, f_hat))})
 
         generator = batch_generator(request.seed, 0, self.device)
-        common = dict(generator=generator, on_scale=on_scale if request.stream else None, config=request.settings)
+        common = dict(generator=generator, on_scale=on_scale if streamed else None, config=request.settings)
         result = {"seed": request.seed, "command": request.command}
         if request.kind == "sample":
             labels = [self.var.num_classes if request.label is None else request.label] * request.n

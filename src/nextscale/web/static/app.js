@@ -33,8 +33,13 @@ function showModel() {
   history.replaceState(null, "", address);
   const [first, last] = [info.scales[0], info.scales[info.scales.length - 1]];
   const name = info.models.length < 2 ? `${info.model} · ` : "";  // else the picker shows it
-  $("model-info").textContent = `${name}${info.resolution}×${info.resolution} px · ` +
-    `${info.scales.length} scales (${first}×${first} to ${last}×${last}) · ${info.classes.length} classes`;
+  const raster = info.kind === "raster-ar";  // one token map, token by token: nothing to repaint by scale
+  const shape = raster ? `raster order, one ${last}×${last} token map` :
+    `${info.scales.length} scales (${first}×${first} to ${last}×${last})`;
+  $("model-info").textContent = `${name}${info.resolution}×${info.resolution} px · ${shape} · ` +
+    `${info.classes.length} classes`;
+  $("tab-edit").hidden = raster;
+  if (raster && !$("panel-edit").hidden) $("tab-generate").click();
   for (const [prefix, unconditional] of [["generate", false], ["edit", true]]) {
     const select = $(`${prefix}-class`);
     select.replaceChildren(new Option("unconditional", ""));
