@@ -85,6 +85,7 @@ def test_draws_are_reproducible_per_image_and_guided(model):
     [
         (dict(guidance_scales=slice(0, 2)), "guidance_scales"),
         (dict(more_smooth=True), "more_smooth"),
+        (dict(compile="inductor"), "compile"),
         (dict(top_k=(4, 8)), "top_k"),
         (dict(temperature=(1.0, 0.9)), "temperature"),
         (dict(cfg_schedule="list:1,2"), "cfg_schedule"),

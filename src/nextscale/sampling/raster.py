@@ -25,7 +25,7 @@ from .sampler import (
 )
 from .settings import SamplerConfig, sampler_config
 
-SCALE_ONLY = ("guidance_scales", "more_smooth", "compile")  # hand-off and editing are `sample()` arguments
+SCALE_ONLY = ("guidance_scales", "more_smooth")  # hand-off and editing are `sample()` arguments
 
 
 @dataclass
@@ -42,6 +42,8 @@ def check_raster_settings(config: SamplerConfig) -> None:
     for name in SCALE_ONLY:
         if getattr(config, name) != by_name[name].default:
             raise SettingError(name, "applies to VAR's scales: a raster-order model draws one token at a time")
+    if config.compile is not None:
+        raise SettingError("compile", "is not offered for a raster-order model's token step yet")
     for name, f in by_name.items():
         if f.metadata["per_scale"] and isinstance(getattr(config, name), tuple):
             raise SettingError(name, "takes one value for a raster-order model (a list gives one per VAR scale)")
