@@ -205,7 +205,7 @@ def run_preset(args) -> None:
     vae, var = load_models(args, device)
     check_model_for(preset, vae, var)
     check_for_model(settings, var)
-    from ..sampling.sampler import is_raster
+    from ..sampling.draws import is_raster
 
     if is_raster(var) and not args.skip_edits:  # its edits would fail after all the sampling
         print("a raster-order model repaints no region: the edits are skipped", file=sys.stderr, flush=True)

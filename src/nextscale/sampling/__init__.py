@@ -10,10 +10,10 @@ from ..lazy import lazy_exports
 
 _LAZY = {
     "ForcedTokens": "sampler",
-    "SampleOutput": "sampler",
+    "SampleOutput": "draws",
     "cached_teacher_forcing": "sampler",
-    "fhat_to_images": "sampler",
-    "filter_top_k_top_p_": "sampler",
+    "fhat_to_images": "draws",
+    "filter_top_k_top_p_": "draws",
     "sample": "sampler",
     "step_function": "sampler",
     "RepeatedClasses": "batches",
@@ -43,16 +43,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .batches import RepeatedClasses, SampleRun, sample_many
+    from .draws import SampleOutput, fhat_to_images, filter_top_k_top_p_
     from .per_class import image_seed, sample_per_class
-    from .sampler import (
-        ForcedTokens,
-        SampleOutput,
-        cached_teacher_forcing,
-        fhat_to_images,
-        filter_top_k_top_p_,
-        sample,
-        step_function,
-    )
+    from .sampler import ForcedTokens, cached_teacher_forcing, sample, step_function
     from .settings import SamplerConfig, sampler_config
 
 

@@ -12,9 +12,9 @@ import torch
 from ..errors import NextscaleError, SettingError
 from ..transformer.raster import RasterAR
 from ..weights.load import check_raster_tokenizer
-from .guidance import Interval, PerScale
-from .sampler import (
+from .draws import (
     Generators,
+    SampleOutput,
     autocast_for,
     cache_dtype,
     check_generators,
@@ -23,6 +23,7 @@ from .sampler import (
     filter_top_k_top_p_,
     generator_and_labels,
 )
+from .guidance import Interval, PerScale
 from .settings import SamplerConfig, sampler_config
 
 SCALE_ONLY = ("guidance_scales", "more_smooth")  # hand-off and editing are `sample()` arguments
@@ -153,8 +154,6 @@ def check_pair_sampling(vae, model: RasterAR, config: SamplerConfig, **scale_onl
 
 def sample_pair(vae, model: RasterAR, labels, batch_size, generator, seed, config: SamplerConfig, **scale_only):
     """`nextscale.sampling.sample` for a raster-order model: its `SampleOutput`, the map's tokens as one scale."""
-    from .sampler import SampleOutput
-
     check_pair_sampling(vae, model, config, **scale_only)
     out = sample_raster(model, labels, batch_size=batch_size, generator=generator, seed=seed, vae=vae, config=config)
     return SampleOutput(images=out.images, tokens=[out.tokens], labels=out.labels)

@@ -16,7 +16,8 @@ import torch
 from ..data.examples import EXAMPLE_SETS, examples_of
 from ..data.folders import MASK_BACKGROUND
 from ..errors import NextscaleError
-from ..sampling.sampler import check_settings_for, is_raster
+from ..sampling.draws import is_raster
+from ..sampling.sampler import check_settings_for
 from ..sampling.settings import DEFAULTS, SETTING_FIELDS, SamplerConfig, flag, sampler_config
 from ..seeding import MAX_SEED, batch_generator
 from ..tokenizer import VQVAE
