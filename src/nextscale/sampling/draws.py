@@ -13,6 +13,7 @@ import torch
 from ..errors import NextscaleError
 from ..runtime import check_precision, is_int
 from ..seeding import seeded_generator
+from ..transformer.raster import RasterAR
 
 
 @dataclass
@@ -134,7 +135,15 @@ def check_generators(generator: Generators, seed: int | None, device: torch.devi
 
 
 def is_raster(model) -> bool:
-    return getattr(model, "model_type", None) == "raster-ar"
+    return getattr(model, "model_type", None) == RasterAR.model_type
+
+
+def pair_device(vae, model, name: str) -> torch.device:
+    """The device both models of a sampling call are on (refused, naming both, where they differ)."""
+    device, vae_device = model.head.weight.device, vae.quantize.embedding.weight.device
+    if vae_device != device:
+        raise NextscaleError(f"the VAE is on {vae_device} and the {name} on {device}: move both to one device")
+    return device
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:

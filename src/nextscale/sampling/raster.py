@@ -22,6 +22,7 @@ from .draws import (
     fhat_to_images,
     filter_top_k_top_p_,
     generator_and_labels,
+    pair_device,
 )
 from .guidance import Interval, PerScale
 from .settings import SamplerConfig, sampler_config
@@ -145,11 +146,7 @@ def check_pair_sampling(vae, model: RasterAR, config: SamplerConfig, **scale_onl
             raise NextscaleError(f"{SCALE_ONLY_ARGUMENTS[name]} applies to VAR's scales, not to a raster-order model")
     check_raster_settings(config)
     check_raster_tokenizer(vae, model)
-    device = model.head.weight.device
-    vae_device = vae.quantize.embedding.weight.device
-    if vae_device != device:
-        raise NextscaleError(f"the VAE is on {vae_device} and the model on {device}: move both to one device")
-    return device
+    return pair_device(vae, model, "model")
 
 
 def sample_pair(vae, model: RasterAR, labels, batch_size, generator, seed, config: SamplerConfig, **scale_only):

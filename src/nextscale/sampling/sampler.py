@@ -26,6 +26,7 @@ from .draws import (
     generator_and_labels,
     gumbel_softmax,
     is_raster,
+    pair_device,
 )
 from .settings import SamplerConfig, ScaleSettings, sampler_config, with_settings_signature
 
@@ -43,10 +44,7 @@ def check_sample_inputs(vae, var, generator, seed, config: SamplerConfig, fine_v
     the hand-off, and the per-scale settings against the model. Returns the device and the resolved settings."""
     check_compatible(vae, var)
     settings = config.for_model(len(var.patch_nums))
-    device = var.head.weight.device
-    vae_device = vae.quantize.embedding.weight.device
-    if vae_device != device:
-        raise NextscaleError(f"the VAE is on {vae_device} and the VAR on {device}: move both to one device")
+    device = pair_device(vae, var, "VAR")
     check_handoff(vae, var, fine_var, handoff, device)
     check_generators(generator, seed, device)
     return device, settings
