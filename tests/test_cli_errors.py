@@ -327,6 +327,13 @@ CASES = {
     "bench: compile bogus": ([*BENCH, "--compile", "bogus"], "unknown torch.compile backend 'bogus'"),
     "bench: unwritable json": ([*BENCH, "--json", "{d}/afile/b.json"], "not writable"),
     "bench: device banana": ([*BENCH, "--device", "banana"], "unknown device 'banana'"),
+    "bench: orders and sweep": ([*BENCH, "--orders", "--sweep"], "choose one of .* not --sweep and --orders"),
+    "bench: latents without orders": ([*BENCH, "--latents", "4"], "--latents applies to --orders"),
+    "bench: no pyramid ends there": ([*BENCH, "--orders", "--latents", "7"], r"no reference pyramid ends at 7×7; choose from 1, 2, 3"),
+    "bench: orders batches 0": ([*BENCH, "--orders", "--batch-sizes", "1,0"], "--batch-sizes takes integers of at least 1"),
+    "bench: orders latents text": ([*BENCH, "--orders", "--latents", "a"], "--latents takes comma-separated integers"),
+    "bench: orders bf16": ([*BENCH, "--orders", "--precision", "bf16"], "--orders times the eager fp32 sampler"),
+    "bench: width without depth": ([*BENCH, "--orders", "--width-per-depth", "32"], "--width-per-depth applies with --depth"),
     # classes by name; folders that are not classes
     "edit: class by unknown name": ([*EDIT, "--class", "cat"], r"--class 'cat' is not one of this model's 4 class names \(0, 1, 2, 3\) and not an integer class id"),
     "sample: class name unknown": ([*SAMPLE, "--class", "name:7"], "--class '7' is not one of this model's 4 class names"),
@@ -368,6 +375,7 @@ def no_computation(monkeypatch):
     monkeypatch.setattr("nextscale.evaluation.evaluate_samples", refuse)
     monkeypatch.setattr("nextscale.evaluation.evaluate_edits", refuse)
     monkeypatch.setattr("nextscale.bench.bench_sampling", refuse)
+    monkeypatch.setattr("nextscale.bench.orders.bench_orders", refuse)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -14,6 +14,7 @@ from nextscale.tokenizer import VQVAE
 from nextscale.training import TokenizerOptions, TrainConfig, VAROptions, train_tokenizer, train_var
 from nextscale.training.common import batch_indices, lr_factor, param_groups, weight_decay_at
 from nextscale.training.export import export_checkpoint
+from tests.helpers import tiny_pair
 
 
 @pytest.fixture(scope="module")
@@ -757,3 +758,24 @@ def test_the_commands_find_a_runs_tokenizer_by_content_from_any_directory(tmp_pa
     with pytest.raises(NextscaleError, match="was trained with tokenizer"):
         load_model(tmp_path / "anyway")
     assert load_model(tmp_path / "anyway", check_tokenizer=False)[0].fingerprint() == seeded_tokenizer(1).fingerprint()
+
+
+def test_an_image_set_is_encoded_where_it_is_read_and_equals_encoding_it_whole():
+    """A resumed finished run, or an evaluation of a few batches, must not encode a whole test set first."""
+    from nextscale.data import stack_items
+    from nextscale.training.var_stage import EncodedDataset
+
+    vae, _ = tiny_pair()
+    data = DigitsDataset("test", resolution=vae.config.resolution)
+    calls = []
+    encode = vae.img_to_idx
+    vae.img_to_idx = lambda x, **kw: calls.append(len(x)) or encode(x, **kw)
+    encoded = EncodedDataset(data, vae, "cpu", batch_size=32)
+    assert len(encoded) == len(data) and calls == []
+    ids, label = encoded[40]
+    assert calls == [32]  # the chunk holding record 40, once
+    encoded[33], encoded[63]
+    assert calls == [32]
+    x, y = stack_items([data[i] for i in range(32, 64)])
+    whole = torch.cat(encode(x, check=False), dim=1)
+    assert torch.equal(ids, whole[8]) and label == int(y[8])

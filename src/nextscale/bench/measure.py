@@ -46,3 +46,21 @@ def machine_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(stolen, total) jiffies of all CPUs so far, from Linux's /proc/stat (None elsewhere). On a virtual machine
+    the host may run other guests on our cores; "steal" is the time it took, which slows every timing alike."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_fraction(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """The share of CPU time the host took between two `cpu_times()` readings."""
+    if start is None or end is None or end[1] <= start[1]:
+        return None
+    return (end[0] - start[0]) / (end[1] - start[1])

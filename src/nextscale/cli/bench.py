@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import registry
 from ..errors import NextscaleError
 from ..runtime import TRAIN_PRECISIONS
-from .common import add_device_arg, at_least, resolve_device, writable_dir, writable_file
+from .common import add_device_arg, at_least, parse_ints, resolve_device, writable_dir, writable_file
 
 
 def register(sub) -> None:
@@ -37,6 +37,14 @@ def register(sub) -> None:
     )
     p.add_argument("--sweep", action="store_true", help=sweep)
     p.add_argument("--fine-depth", type=int, default=8, help="with --sweep: the hand-off's small model's depth")
+    orders = (
+        "time sampling by next-scale prediction (VAR) against next-token prediction in raster order at the same size "
+        "(--preset's blocks, or --depth's): forward passes, counted FLOPs and wall time per image, decoder included, "
+        "at each --latents size and --batch-sizes batch"
+    )
+    p.add_argument("--orders", action="store_true", help=orders)
+    p.add_argument("--latents", default="8,16", help="with --orders: latent grid sizes (each ends a reference pyramid)")
+    p.add_argument("--batch-sizes", default="1,64", help="with --orders: the batches")
     t = p.add_argument_group("training (the trainer's own step on random tokens, in one process or under torchrun)")
     t.add_argument(
         "--train",
@@ -94,25 +102,33 @@ def run(args) -> None:
             ("--train-matrix", args.train_matrix),
             ("--load", args.load),
             ("--sweep", args.sweep),
+            ("--orders", args.orders),
         )
         if on
     ]
     if len(chosen) > 1:
-        raise NextscaleError(f"choose one of --train, --train-matrix, --load and --sweep, not {' and '.join(chosen)}")
+        raise NextscaleError(
+            f"choose one of --train, --train-matrix, --load, --sweep and --orders, not {' and '.join(chosen)}"
+        )
+    if not args.orders:
+        for flag, given in (("--latents", args.latents != "8,16"), ("--batch-sizes", args.batch_sizes != "1,64")):
+            if given:
+                raise NextscaleError(f"{flag} applies to --orders")
     at_least(args.fine_depth, 1, "--fine-depth")
     if args.fsdp and not args.train:
         raise NextscaleError("--fsdp applies to --train (--train-matrix runs DDP and FSDP itself)")
     if not training:
+        sizes_apply = "--train, --train-matrix and --orders" if args.orders else "--train and --train-matrix"
         for flag, given in (
             ("--bench-scales", args.bench_scales is not None),
             ("--grad-checkpointing", args.grad_checkpointing),
             ("--nprocs", args.nprocs != "1,2"),
             ("--trainable", args.trainable != "all"),
-            ("--depth", args.depth is not None),
-            ("--width-per-depth", args.width_per_depth != 64),
+            ("--depth", args.depth is not None and not args.orders),
+            ("--width-per-depth", args.width_per_depth != 64 and not args.orders),
         ):
             if given:
-                raise NextscaleError(f"{flag} applies to --train and --train-matrix")
+                raise NextscaleError(f"{flag} applies to {sizes_apply}")
     elif args.compile:
         raise NextscaleError("--compile applies to sampling: --train times the eager training step")
     elif args.train_batch_size:
@@ -125,6 +141,8 @@ def run(args) -> None:
         return run_training(args, device)
     if args.sweep:
         return run_sweep(args, device)
+    if args.orders:
+        return run_orders(args, device)
     if args.load:
         from ..bench import loading
 
@@ -180,6 +198,37 @@ def run_sweep(args, device) -> None:
         atomic_write_text(args.json, json.dumps(record, indent=2) + "\n")
 
 
+def run_orders(args, device) -> None:
+    import json
+    import sys
+
+    from ..bench import orders
+    from ..files import atomic_write_text
+
+    if args.precision not in (None, "fp32") or args.compile:
+        raise NextscaleError("--orders times the eager fp32 sampler: leave out --precision and --compile")
+    if args.depth is None and args.width_per_depth != 64:
+        raise NextscaleError("--width-per-depth applies with --depth")
+    latents = parse_ints(args.latents, "--latents", minimum=1)
+    batches = parse_ints(args.batch_sizes, "--batch-sizes", minimum=1)
+    for latent in latents:
+        orders.pyramid(latent)  # refused before minutes of timing
+    result = orders.bench_orders(
+        args.preset,
+        latents=latents,
+        batch_sizes=batches,
+        depth=args.depth,
+        width_per_depth=args.width_per_depth,
+        runs=args.runs,
+        warmup=args.warmup,
+        device=device,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    print(orders.table(result))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+
+
 def run_training(args, device) -> None:
     import json
     import sys
@@ -201,10 +250,7 @@ def run_training(args, device) -> None:
         width_per_depth=args.width_per_depth,
     )
     if args.train_matrix:
-        try:
-            nprocs = tuple(int(n) for n in args.nprocs.split(","))
-        except ValueError:
-            raise NextscaleError(f"--nprocs takes comma-separated process counts, got {args.nprocs!r}") from None
+        nprocs = parse_ints(args.nprocs, "--nprocs", minimum=1)
         result = training.bench_training_matrix(
             device=str(device),
             nprocs=nprocs,

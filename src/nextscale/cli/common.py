@@ -10,11 +10,22 @@ from .. import registry
 from ..errors import NextscaleError
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends an option's default to its help where the help does not already say what happens by default, and
+    where there is one to show (not None, and not a switch's False)."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     """Shows every option's default in its help, and reports a bad argument in one line (exit code 2)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):
@@ -151,6 +162,19 @@ def check_classes(classes: list[str] | None, var) -> list[int] | None:
         return None
     names = model_class_names(var)
     return [class_index(value, names) for value in classes]  # a refusal names --class, by the flag's dest
+
+
+def parse_ints(text: str | None, flag: str, minimum: int | None = None) -> tuple[int, ...] | None:
+    """Reads "1,2,3" as (1, 2, 3), each at least `minimum` where given; None passes."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise NextscaleError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if minimum is not None and min(values) < minimum:
+        raise NextscaleError(f"{flag} takes integers of at least {minimum}, got {text!r}")
+    return values
 
 
 def at_least(value: int, minimum: int, flag: str) -> int:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import NextscaleError
+from .common import parse_ints
 
 
 def register(sub) -> None:
@@ -30,11 +31,8 @@ def register(sub) -> None:
 
 
 def parse_depths(text: str) -> list[int]:
-    try:
-        depths = [int(d) for d in text.split(",")]
-    except ValueError:
-        raise NextscaleError(f"--depths takes comma-separated integers, got {text!r}") from None
-    if not depths or min(depths) < 1 or len(set(depths)) != len(depths):
+    depths = parse_ints(text, "--depths")
+    if min(depths) < 1 or len(set(depths)) != len(depths):
         raise NextscaleError(f"--depths needs distinct positive depths, got {text!r}")
     return sorted(depths)
 

@@ -21,7 +21,7 @@ from ..runtime import TRAIN_PRECISIONS
 from ..training.config import LR_SCHEDULES, TrainConfig, curriculum_ramp, reference_drop_path
 from ..training.recipes import RECIPES, options_class, recipe, recipe_settings, setting_names
 from ..training.trainable import PARAMETER_GROUPS
-from .common import add_device_arg, add_seed_arg, check_seed, resolve_device
+from .common import add_device_arg, add_seed_arg, check_seed, parse_ints, resolve_device
 
 BUILT_IN_RECIPES = {"tokenizer": "digits-tokenizer", "var": "digits-var"}  # the flags' defaults without --recipe
 DEFAULT_PRESET = "digits"  # the architecture without --preset, --depth, --recipe or --init
@@ -308,15 +308,6 @@ def var_architecture(args):
 def architecture_given(args) -> bool:
     """Whether a flag names the architecture (--preset, --depth, or a recipe's)."""
     return args.preset is not None or getattr(args, "depth", None) is not None or args.recipe is not None
-
-
-def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise NextscaleError(f"{flag} takes comma-separated integers, got {text!r}") from None
 
 
 def start_processes(args):

@@ -23,26 +23,31 @@ ENCODE_BATCH = 256  # images per tokenizer call when a dataset is encoded once (
 
 
 class EncodedDataset(Dataset):
-    """An in-memory image dataset (the digits) encoded once: (ids, label) records, as token shards give."""
+    """An in-memory image dataset (the digits, Fashion-MNIST) as (ids, label) records, as token shards give them,
+    encoded where first read, ENCODE_BATCH images at a time, and kept: a run encodes only what it reads (an
+    evaluation reads a few batches of a large test set; a finished run that is resumed reads nothing)."""
 
     in_memory = deterministic = True
 
     def __init__(self, data: Dataset, vae: VQVAE, device, batch_size: int = ENCODE_BATCH):
-        ids, labels = [], []
-        for start in range(0, len(data), batch_size):
-            x, y = stack_items([data[i] for i in range(start, min(len(data), start + batch_size))])
-            ids.append(torch.cat(vae.img_to_idx(x.to(device), check=False), dim=1).cpu())
-            labels.append(y)
-        self.ids, self.labels = torch.cat(ids), torch.cat(labels)
+        self.source, self.vae, self.device, self.batch_size = data, vae, device, batch_size
         self.num_classes = getattr(data, "num_classes", None)
-        self.source = data  # what the run's summary describes
+        self.chunks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.source)
+
+    def chunk(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index not in self.chunks:
+            start = index * self.batch_size
+            x, y = stack_items([self.source[i] for i in range(start, min(len(self), start + self.batch_size))])
+            self.chunks[index] = torch.cat(self.vae.img_to_idx(x.to(self.device), check=False), dim=1).cpu(), y
+        return self.chunks[index]
 
     def __getitem__(self, key):
         i = key[0] if isinstance(key, tuple) else key
-        return self.ids[i], int(self.labels[i])
+        ids, labels = self.chunk(i // self.batch_size)
+        return ids[i % self.batch_size], int(labels[i % self.batch_size])
 
 
 def encoded(data: Dataset | None, vae: VQVAE, device) -> Dataset | None:
