@@ -56,11 +56,12 @@ class _NoImages:
 
 def parse_scales(text: str | None, flag: str = "--bench-scales") -> tuple[int, ...] | None:
     """Reads "1,2,3,4" as (1, 2, 3, 4): two or more positive, strictly increasing sizes; None passes."""
-    from ..cli.common import parse_ints
-
     if text is None:
         return None
-    scales = parse_ints(text, flag)
+    try:
+        scales = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise NextscaleError(f"{flag} takes comma-separated integers such as 1,2,3,4, got {text!r}") from None
     if len(scales) < 2 or scales[0] < 1 or list(scales) != sorted(set(scales)):
         raise NextscaleError(f"{flag} needs two or more positive, strictly increasing sizes, got {text!r}")
     return scales

@@ -11,13 +11,12 @@ from ..errors import NextscaleError
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends an option's default to its help where the help does not already say what happens by default, and
-    where there is one to show (not None, and not a switch's False)."""
+    """Appends an option's default to its help where there is one to show: not None (the help says what happens
+    then) and not a switch's False."""
 
     def _get_help_string(self, action) -> str:
-        text = action.help or ""
-        if "default" in text.lower() or action.default is None or action.default is False:
-            return text
+        if action.default is None or action.default is False:
+            return action.help or ""
         return super()._get_help_string(action)
 
 
