@@ -165,3 +165,11 @@ def test_every_imported_package_is_declared():
                 imported.add(node.module.split(".")[0])
     third_party = {distribution.get(m, m).lower() for m in imported - stdlib - {"nextscale"}}
     assert third_party <= declared, third_party - declared  # read from pyproject.toml, not from what is installed
+
+
+def test_the_registry_width_rule_is_the_transformer_s():
+    import inspect
+
+    from nextscale.transformer.stack import depth_rule
+
+    assert inspect.signature(depth_rule).parameters["width_per_depth"].default == registry.RELEASED_WIDTH_PER_DEPTH

@@ -18,6 +18,11 @@ from .errors import NextscaleError
 # the raster-order baseline (`nextscale.transformer.RasterAR`).
 TRANSFORMER_KINDS = ("var", "raster-ar")
 
+# The released models' width rule, width = 64 × depth, for what cannot import torch or comes after the transformer:
+# the command line's --width-per-depth default and the benchmarks. `transformer.stack.depth_rule`'s default is the
+# same number (the transformer comes before the registry); tests/test_layout.py holds them equal.
+RELEASED_WIDTH_PER_DEPTH = 64
+
 DIGITS_PATCH_NUMS = (1, 2, 3, 4, 6, 8)
 
 

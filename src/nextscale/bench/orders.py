@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ..errors import NextscaleError
-from ..registry import architecture
+from ..registry import RELEASED_WIDTH_PER_DEPTH, architecture
 from ..runtime import count_flops
 from ..sampling import sample
 from ..sampling.draws import fhat_to_images
@@ -114,7 +114,7 @@ def bench_orders(
     latents=(8, 16),
     batch_sizes=(1, 64),
     depth: int | None = None,
-    width_per_depth: int = 64,
+    width_per_depth: int = RELEASED_WIDTH_PER_DEPTH,
     runs: int = 3,
     warmup: int = 1,
     device="cpu",

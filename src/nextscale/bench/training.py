@@ -29,7 +29,7 @@ import torch
 
 from ..distributed import nextscale_command
 from ..errors import NextscaleError
-from ..registry import architecture
+from ..registry import RELEASED_WIDTH_PER_DEPTH, architecture
 from ..runtime import count_flops, peak_memory_bytes
 from ..tokenizer import VQVAE
 from ..training import TrainConfig, Trainer, initial_var
@@ -112,7 +112,7 @@ def bench_train_step(
     dist: Distributed | None = None,
     trainable: str = "all",
     depth: int | None = None,
-    width_per_depth: int = 64,
+    width_per_depth: int = RELEASED_WIDTH_PER_DEPTH,
 ) -> list[dict]:
     """Times `steps` training steps (after `warmup` untimed ones) of the preset's transformer with random
     weights, in this process or in every process of torchrun's job (`dist` None: joined here when the
@@ -271,7 +271,7 @@ def train_command(
     grad_checkpointing: bool = False,
     trainable: str = "all",
     depth: int | None = None,
-    width_per_depth: int = 64,
+    width_per_depth: int = RELEASED_WIDTH_PER_DEPTH,
 ) -> list[str]:
     """`nextscale bench --train …` for one configuration: under torchrun (`--standalone`: a free port) for
     more than one process."""
@@ -318,7 +318,7 @@ def bench_training_matrix(
     grad_checkpointing: bool = False,
     trainable: str = "all",
     depth: int | None = None,
-    width_per_depth: int = 64,
+    width_per_depth: int = RELEASED_WIDTH_PER_DEPTH,
     nprocs=(1, 2),
     modes=MODES,
     out_json: str | Path | None = None,

@@ -5,7 +5,17 @@ from __future__ import annotations
 from .. import registry
 from ..errors import NextscaleError
 from ..runtime import TRAIN_PRECISIONS
-from .common import add_device_arg, at_least, parse_ints, resolve_device, writable_dir, writable_file
+from .common import (
+    add_device_arg,
+    at_least,
+    check_width_per_depth,
+    parse_ints,
+    resolve_device,
+    writable_dir,
+    writable_file,
+)
+
+ORDERS_LATENTS, ORDERS_BATCH_SIZES = "8,16", "1,64"  # bench --orders: the two latent sizes, batch 1 and a full batch
 
 
 def register(sub) -> None:
@@ -43,8 +53,10 @@ def register(sub) -> None:
         "at each --latents size and --batch-sizes batch"
     )
     p.add_argument("--orders", action="store_true", help=orders)
-    p.add_argument("--latents", default="8,16", help="with --orders: latent grid sizes (each ends a reference pyramid)")
-    p.add_argument("--batch-sizes", default="1,64", help="with --orders: the batches")
+    p.add_argument(
+        "--latents", default=ORDERS_LATENTS, help="with --orders: latent grid sizes (each ends a reference pyramid)"
+    )
+    p.add_argument("--batch-sizes", default=ORDERS_BATCH_SIZES, help="with --orders: the batches")
     t = p.add_argument_group("training (the trainer's own step on random tokens, in one process or under torchrun)")
     t.add_argument(
         "--train",
@@ -77,7 +89,8 @@ def register(sub) -> None:
     )
     depth = "with --train or --train-matrix: a transformer of this depth by the width rule, as `scaling run` builds "
     t.add_argument("--depth", type=int, help=depth + "its sizes, on --preset's tokenizer shapes")
-    t.add_argument("--width-per-depth", type=int, default=64, help="with --depth: width = this × depth")
+    width = "with --depth: width = this × depth"
+    t.add_argument("--width-per-depth", type=int, default=registry.RELEASED_WIDTH_PER_DEPTH, help=width)
     p.set_defaults(func=run)
 
 
@@ -111,7 +124,10 @@ def run(args) -> None:
             f"choose one of --train, --train-matrix, --load, --sweep and --orders, not {' and '.join(chosen)}"
         )
     if not args.orders:
-        for flag, given in (("--latents", args.latents != "8,16"), ("--batch-sizes", args.batch_sizes != "1,64")):
+        for flag, given in (
+            ("--latents", args.latents != ORDERS_LATENTS),
+            ("--batch-sizes", args.batch_sizes != ORDERS_BATCH_SIZES),
+        ):
             if given:
                 raise NextscaleError(f"{flag} applies to --orders")
     at_least(args.fine_depth, 1, "--fine-depth")
@@ -125,7 +141,7 @@ def run(args) -> None:
             ("--nprocs", args.nprocs != "1,2"),
             ("--trainable", args.trainable != "all"),
             ("--depth", args.depth is not None and not args.orders),
-            ("--width-per-depth", args.width_per_depth != 64 and not args.orders),
+            ("--width-per-depth", args.width_per_depth != registry.RELEASED_WIDTH_PER_DEPTH and not args.orders),
         ):
             if given:
                 raise NextscaleError(f"{flag} applies to {sizes_apply}")
@@ -207,8 +223,7 @@ def run_orders(args, device) -> None:
 
     if args.precision not in (None, "fp32") or args.compile:
         raise NextscaleError("--orders times the eager fp32 sampler: leave out --precision and --compile")
-    if args.depth is None and args.width_per_depth != 64:
-        raise NextscaleError("--width-per-depth applies with --depth")
+    check_width_per_depth(args.depth, args.width_per_depth)
     latents = parse_ints(args.latents, "--latents", minimum=1)
     batches = parse_ints(args.batch_sizes, "--batch-sizes", minimum=1)
     for latent in latents:

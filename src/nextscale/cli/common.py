@@ -176,6 +176,13 @@ def parse_ints(text: str | None, flag: str, minimum: int | None = None) -> tuple
     return values
 
 
+def check_width_per_depth(depth: int | None, width_per_depth: int) -> None:
+    """--width-per-depth: at least 1, and given only with --depth (it shapes nothing else)."""
+    at_least(width_per_depth, 1, "--width-per-depth")
+    if depth is None and width_per_depth != registry.RELEASED_WIDTH_PER_DEPTH:
+        raise NextscaleError("--width-per-depth applies with --depth")
+
+
 def at_least(value: int, minimum: int, flag: str) -> int:
     if value < minimum:
         raise NextscaleError(f"{flag} must be at least {minimum}, got {value}")

@@ -21,7 +21,7 @@ from ..runtime import TRAIN_PRECISIONS
 from ..training.config import LR_SCHEDULES, TrainConfig, curriculum_ramp, reference_drop_path
 from ..training.recipes import RECIPES, options_class, recipe, recipe_settings, setting_names
 from ..training.trainable import PARAMETER_GROUPS
-from .common import add_device_arg, add_seed_arg, check_seed, parse_ints, resolve_device
+from .common import add_device_arg, add_seed_arg, check_seed, check_width_per_depth, parse_ints, resolve_device
 
 BUILT_IN_RECIPES = {"tokenizer": "digits-tokenizer", "var": "digits-var"}  # the flags' defaults without --recipe
 DEFAULT_PRESET = "digits"  # the architecture without --preset, --depth, --recipe or --init
@@ -199,7 +199,7 @@ def add_var_args(p: argparse.ArgumentParser, sweep: bool = False) -> None:
         p.add_argument("--preset", choices=list(registry.ARCHITECTURES), help=shape)
         p.add_argument("--depth", type=int, help="the released depth rule instead of --preset: width 64·depth")
     width = "with --depth: width = this × depth (64: the released models' rule)"
-    p.add_argument("--width-per-depth", type=int, default=64, help=width)
+    p.add_argument("--width-per-depth", type=int, default=registry.RELEASED_WIDTH_PER_DEPTH, help=width)
     budget = (
         "the run's length as a token budget instead of --steps: steps = TOKENS ÷ (batch × the tokenizer's tokens "
         "per image), rounded up (e.g. 3e7)"
@@ -290,10 +290,7 @@ def var_architecture(args):
     from ..transformer import VARConfig
 
     depth = args.depth
-    if args.width_per_depth < 1:
-        raise NextscaleError(f"--width-per-depth must be at least 1, got {args.width_per_depth}")
-    if depth is None and args.width_per_depth != 64:
-        raise NextscaleError("--width-per-depth applies with --depth")
+    check_width_per_depth(depth, args.width_per_depth)
     if depth is None and args.recipe:
         r = recipe(args.recipe, "var")
         if not r.epochs:  # a built-in model's recipe: its own shape, unless --preset names another
