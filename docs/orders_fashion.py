@@ -20,6 +20,7 @@ from PIL import Image
 from nextscale import load_model, sample
 from nextscale.data.fashion import fashion_split, fashion_to_images
 from nextscale.registry import FASHION_PATCH_NUMS
+from nextscale.scaling.results import read_run
 
 DEPTHS, WIDTH_PER_DEPTH, LATENTS = (1, 2), 32, (8, 16)
 KINDS = {"VAR": "var", "raster": "raster-ar"}
@@ -103,9 +104,9 @@ def cost(work: Path, depth: int) -> dict:
 
 
 def training_record(run: Path) -> dict:
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    last = [r for r in records if "val_loss" in r][-1]
-    return {"steps": last["step"], "train_flops": last["flops"], "val_loss": last["val_loss"]}
+    """The run's steps, counted FLOPs, parameters and final held-out loss, as `scaling fit` reads them."""
+    r = read_run(run)
+    return {"steps": r["steps"], "train_flops": r["flops"], "parameters": r["params_total"], "val_loss": r["loss_mean"]}
 
 
 def figure(work: Path, best: dict, out: Path) -> None:
@@ -152,11 +153,12 @@ def main(work: Path) -> None:
         print(
             f"{order} tokenizer on the test images: PSNR {t['psnr']:.2f} dB, SSIM {t['ssim']:.3f}, rFID {t['rfid']:.2f}"
         )
-    print("| depth | order | train TFLOP | best guidance | FID | IS | precision | recall | class acc |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|")
+    print("| depth | order | parameters | train TFLOP | best guidance | FID | IS | precision | recall | class acc |")
+    print("|---|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['depth']} | {r['order']} | {r['train_flops'] / 1e12:.1f} | {r['guidance'][0]} {r['guidance'][1]:g} "
+            f"| {r['depth']} | {r['order']} | {r['parameters'] / 1e3:.0f}k | {r['train_flops'] / 1e12:.1f} "
+            f"| {r['guidance'][0]} {r['guidance'][1]:g} "
             f"| {r['fid']:.2f} | {r['is']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} "
             f"| {r['class_accuracy']:.1%} |"
         )
