@@ -248,6 +248,8 @@ def test_init_refusals_are_one_line(saved, folder, tmp_path, capsys):
         (["train", "--init", str(tmp_path / "nope"), *run], "nope"),
         (["train-tokenizer", "--init", str(saved), "--vocab-size", "64", *run], "vocab_size 32 (flags: 64)"),
         (["train-tokenizer", "--fresh-codebook", *run], "--fresh-codebook applies with --init"),
+        (["train-tokenizer", "--trainable", "decoder", *run], "give the tokenizer to start from (--init)"),
+        (["train-tokenizer", "--init", str(saved), "--trainable", "decoder", "--fresh-codebook", *run], "its codebook"),
     ]
     for args, says in cases:
         assert main(args) == 2, args
@@ -308,3 +310,36 @@ def test_the_tokenizer_fine_tunes_from_its_weights_and_keeps_its_codebook(saved,
     assert VQVAE.from_pretrained(run / "model").config == init.config
     with pytest.raises(NextscaleError, match="not a transformer's"):
         load_init_var(run)
+
+
+def test_a_decoder_only_run_keeps_the_tokens_and_what_was_trained_on_them(saved, tmp_path):
+    """`--trainable decoder` trains what turns tokens into pixels: the tokens stay bit for bit, so the transformer
+    and the token shards of the initial tokenizer serve the new one, and the new one's runs say whose tokens they
+    are, through any number of such runs."""
+    from nextscale.data.tokens import TokenDataset
+    from nextscale.training.var_stage import check_token_data
+    from nextscale.weights.load import check_trained_with
+
+    init = VQVAE.from_pretrained(saved / "vae")
+    runs = [tmp_path / "decoder", tmp_path / "again"]
+    for source, run in zip([saved, runs[0] / "model"], runs):
+        args = ["train-tokenizer", "--init", str(source), "--trainable", "decoder", "--data", "digits"]
+        assert main([*args, "--run-dir", str(run), *QUICK, "--lr", "1e-2"]) == 0
+    tuned = VQVAE.from_pretrained(runs[-1] / "model")
+    before, after = init.state_dict(), tuned.state_dict()
+    kept = [k for k in before if k.split(".")[0] in VQVAE.TOKEN_PARTS and "ema_vocab" not in k]
+    assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    assert not torch.equal(before["decoder.conv_out.weight"], after["decoder.conv_out.weight"])
+    img = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert all(torch.equal(a, b) for a, b in zip(init.img_to_idx(img), tuned.img_to_idx(img)))
+    assert tuned.fingerprint() != init.fingerprint()
+    assert tuned.tokens_fingerprint() == export_checkpoint(runs[0])[1].tokens_fingerprint() == init.fingerprint()
+    _, var = load_model(saved)
+    check_trained_with(tuned, var, "the tokenizer", "the transformer")  # pairs with the initial one's transformer
+    shards = tmp_path / "tokens"
+    assert (
+        main(["tokenize", "--data", "digits", "--tokenizer", str(saved / "vae"), "--out", str(shards), "--quiet"]) == 0
+    )
+    check_token_data(TokenDataset(shards), tuned)  # and trains on its tokens
+    with pytest.raises(NextscaleError, match="holds tokens made by tokenizer"):
+        check_token_data(TokenDataset(shards), VQVAE(init.config))

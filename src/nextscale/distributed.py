@@ -99,6 +99,11 @@ def setup(device: torch.device) -> tuple[Distributed, torch.device]:
     return Distributed(rank, world, local_rank, cpu_group), device
 
 
-def teardown() -> None:
+def teardown(*, after_error: bool = False) -> None:
+    """Leaves the process group. After work every rank finished, the ranks first wait for each other: a rank that
+    destroys its group while a peer is still in their last collective can abort that peer at exit (gloo's
+    "terminate called without an active exception"). `after_error`: no wait, as a peer may never come."""
     if dist.is_available() and dist.is_initialized():
+        if not after_error:
+            dist.barrier()
         dist.destroy_process_group()

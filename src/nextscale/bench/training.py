@@ -143,6 +143,7 @@ def bench_train_step(
     joined = dist is None and not (tdist.is_available() and tdist.is_initialized())
     if dist is None:
         dist, device = setup(device)
+    finished = False
     try:
         local = dist.local_batch(batch_size)
         config = TrainConfig(
@@ -240,10 +241,11 @@ def bench_train_step(
                 ratio=r["step_s"] / floor if floor else float("inf"),
                 tokens_per_s=r["tokens_per_step"] / r["step_s"],
             )
+        finished = True
         return records
     finally:
         if joined:
-            teardown()
+            teardown(after_error=not finished)
 
 
 # ---- the matrix: 1 and N processes, DDP and FSDP2, each in fresh processes --------------------------------

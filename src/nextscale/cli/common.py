@@ -106,7 +106,7 @@ def fine_model(args, vae, var, device) -> dict:
     from ..weights import load_model
 
     fine_vae, fine_var = load_model(args.fine_model, device=device)
-    if fine_vae.fingerprint() != vae.fingerprint():
+    if fine_vae.tokens_fingerprint() != vae.tokens_fingerprint():
         raise NextscaleError(
             f"--fine-model {args.fine_model} comes with another tokenizer than the model: the two "
             "transformers must share one"

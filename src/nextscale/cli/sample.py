@@ -165,6 +165,7 @@ def run_per_class(args) -> None:
     from ..sampling import sample_per_class
 
     dist, device = setup(resolve_device(args.device))
+    finished = False
     try:
         vae, var = load_models(args, device)
         classes = check_classes(classes, var)
@@ -202,5 +203,6 @@ def run_per_class(args) -> None:
                 f"{out}: {record['count']} images in shuffled order, from {record['candidates_drawn']} drawn; "
                 f"settings in {out.with_name('samples.json')}"
             )
+        finished = True
     finally:
-        teardown()
+        teardown(after_error=not finished)

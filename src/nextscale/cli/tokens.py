@@ -90,7 +90,7 @@ def run_tokenize(args) -> None:
         skipped = [name for name, _ in getattr(data, "skipped", [])]  # named, with why, when the folder was listed
         count = f"{len(data)} of {len(data) + len(skipped)}" if skipped else f"{len(data)}"
         note = f"; {len(skipped)} skipped: {name_files(skipped)}" if skipped else ""
-        print(f"{count} images tokenized by tokenizer {short_fingerprint(vae.fingerprint())}: {index}{note}")
+        print(f"{count} images tokenized by tokenizer {short_fingerprint(vae.tokens_fingerprint())}: {index}{note}")
     teardown()
 
 
@@ -107,7 +107,7 @@ def run_export(args) -> None:
     vae = export_tokenizer(args, model, record["settings"]["train"].get("extra") or {})
     save_model(vae, model, Path(args.out))
     print(f"model (vae/ + var/, step {record['step']}) saved to {args.out}")
-    if args.any_tokenizer and model.provenance.get("tokenizer") not in (None, vae.fingerprint()):
+    if args.any_tokenizer and model.provenance.get("tokenizer") not in (None, vae.tokens_fingerprint()):
         print("the transformer records that it was trained with another tokenizer: load it with --any-tokenizer")
 
 
@@ -134,7 +134,7 @@ def export_tokenizer(args, var, extra: dict):
         ) from None
     if vae.config.vocab_size != var.config.vocab_size or tuple(vae.config.patch_nums) != var.patch_nums:
         raise NextscaleError(f"{which} does not fit this transformer (codebook or scales differ)")
-    fingerprint = vae.fingerprint()
+    fingerprint = vae.tokens_fingerprint()
     if trained_with is None or fingerprint == trained_with or args.any_tokenizer:
         return vae
     then, now = short_fingerprint(trained_with), short_fingerprint(fingerprint)

@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import registry
 from ..errors import NextscaleError
 from ..runtime import TRAIN_PRECISIONS
-from ..training.config import LR_SCHEDULES, TrainConfig, curriculum_ramp, reference_drop_path
+from ..training.config import LR_SCHEDULES, TOKENIZER_TRAINABLE, TrainConfig, curriculum_ramp, reference_drop_path
 from ..training.recipes import RECIPES, options_class, recipe, recipe_settings, setting_names
 from ..training.trainable import PARAMETER_GROUPS
 from .common import add_device_arg, add_seed_arg, check_seed, check_width_per_depth, parse_ints, resolve_device
@@ -173,6 +173,11 @@ def register(sub) -> None:
         "instead of random weights; its architecture is the run's",
     )
     g.add_argument("--fresh-codebook", action="store_true", help="with --init: draw the codebook afresh")
+    decoder_only = (
+        "what learns: all, or decoder (with --init: the decoder and the post-quantization conv; the encoder and "
+        "the codebook stay, so the tokens and the transformers trained on them stay valid, and no code is revived)"
+    )
+    add_setting(g, "tokenizer", "--trainable", choices=TOKENIZER_TRAINABLE, help=decoder_only)
     add_train_args(p, "tokenizer")
     p.set_defaults(func=run_tokenizer)
 

@@ -6,7 +6,8 @@ read as numpy memory maps), one `shard-KKKKK.json` per shard (labels, source fil
 `index.json`, written last, that lists them. Shards are written whole or not at all (temporary file, then
 rename), so a stopped `nextscale tokenize` resumes at the first missing shard; every shard is checked against
 its size and checksum when opened, and a bad one is named. The tokenizer that made the tokens is recorded by its
-fingerprint (`model.fingerprint()`, its content), so tokens are never resumed, rebuilt or trained on with another.
+fingerprint (`model.tokens_fingerprint()`, its content), so tokens are never resumed, rebuilt or trained on with
+another.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def tokenize(
         "classes": class_names(dataset),
         "shard_size": shard_size,
     }
-    fingerprint = vae.fingerprint()
+    fingerprint = vae.tokens_fingerprint()
     # A rerun resumes only the tokenization it would have done: the same data, tokenizer and layout. The
     # tokenizer is checked apart from the plan, so that its refusal can name both fingerprints.
     output = ShardedOutput(out, plan, -(-n // shard_size), dist, record=PLAN, contents="tokens made", place="--out")

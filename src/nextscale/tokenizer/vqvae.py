@@ -214,6 +214,16 @@ class VQVAE(PretrainedMixin, nn.Module):
     def idx_to_var_input(self, idx_Bl: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.quantize.idx_to_var_input(idx_Bl)
 
+    # The parts that make tokens and the transformer's inputs; the rest (post_quant_conv, decoder) only reads them.
+    TOKEN_PARTS = ("encoder", "quant_conv", "quantize")
+
+    def tokens_fingerprint(self) -> str:
+        """What its tokens are recorded by (token shards, a transformer's provenance): the fingerprint of the
+        tokenizer whose encoder and codebook made them. One whose decoder alone was trained on
+        (`train-tokenizer --trainable decoder`) records its initial tokenizer's (`provenance["tokens_of"]`): the two
+        make the same tokens, so data and transformers of either serve both."""
+        return self.provenance.get("tokens_of") or self.fingerprint()
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # A checkpoint made for another schedule carries usage stats of another shape; they are only stats.
         key = "quantize.ema_vocab_hit_SV"

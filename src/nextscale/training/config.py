@@ -123,6 +123,11 @@ class TrainConfig:
         check_seed(self.seed)
 
 
+# What a tokenizer run trains: everything, or the decoder alone (with the post-quantization conv), which leaves the
+# encoder and the codebook, so the tokens and every transformer trained on them, as they were.
+TOKENIZER_TRAINABLE = ("all", "decoder")
+
+
 @dataclass
 class TokenizerOptions:
     """The tokenizer's training settings (the architecture is `VQVAEConfig`)."""
@@ -140,8 +145,11 @@ class TokenizerOptions:
     revive_every: int = 50  # steps between dead-code revivals; 0 disables
     revive_threshold: float = 0.05  # a code is dead when its EMA hits, summed over scales, fall below this
     eval_batches: int = 8
+    trainable: str = "all"  # "decoder": only what turns tokens into pixels learns (`TOKENIZER_TRAINABLE`)
 
     def __post_init__(self):
+        if self.trainable not in TOKENIZER_TRAINABLE:
+            raise SettingError("trainable", f"is all or decoder, got {self.trainable!r}")
         for name in (
             "beta",
             "l1_weight",

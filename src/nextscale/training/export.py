@@ -77,9 +77,10 @@ def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, tor
             for name, p in model.named_parameters():
                 if name in tensors["ema"]:
                     p.copy_(tensors["ema"][name])
+    extra = record["settings"]["train"].get("extra") or {}
     if stage in TRANSFORMER_STAGES:
         model = merge_lora(model.requires_grad_(True))
-        model.provenance = run_provenance(record["settings"]["train"].get("extra") or {})
+    model.provenance = run_provenance(extra)
     return stage, model.eval(), record
 
 
@@ -94,8 +95,9 @@ def records_what_it_trained_on(extra: dict) -> bool:
 
 
 def run_provenance(extra: dict) -> dict:
-    """What a transformer records of the run that trained it (its `provenance`), from the run's saved `extra`: the
-    fingerprint of its tokenizer and its data's class names."""
+    """What a model records of the run that trained it (its `provenance`), from the run's saved `extra`: a
+    transformer, the fingerprint of its tokenizer and its data's class names; a tokenizer whose decoder alone was
+    trained, whose tokens it makes (`VQVAE.tokens_fingerprint`)."""
     if not records_what_it_trained_on(extra):
         return {}
-    return {key: extra[key] for key in ("tokenizer", "classes") if extra.get(key) is not None}
+    return {key: extra[key] for key in ("tokenizer", "classes", "tokens_of") if extra.get(key) is not None}

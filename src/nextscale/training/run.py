@@ -44,8 +44,18 @@ def train_tokenizer(
     """Trains a multi-scale VQ-VAE in `run_dir`. `resume`: True continues the run there (which must exist),
     False starts one (the directory must hold none), None continues one if there is one. `dist`: this
     process's place in a torchrun job (`distributed.setup`); None: one process. `init`: a trained tokenizer of
-    this `config` to start from (recorded by fingerprint), its codebook kept unless `fresh_codebook`."""
+    this `config` to start from (recorded by fingerprint), its codebook kept unless `fresh_codebook`; with
+    `options.trainable` "decoder", the run trains its decoder alone and the result makes `init`'s tokens
+    (`VQVAE.tokens_fingerprint`)."""
+    options = options or TokenizerOptions()
     initial = {} if init is None else {"init": init.fingerprint(), "fresh_codebook": fresh_codebook}
+    if options.trainable == "decoder":
+        if init is None or fresh_codebook:
+            raise NextscaleError(
+                "trainable decoder trains a trained tokenizer's decoder on its own tokens: give the tokenizer to "
+                "start from (--init), with its codebook"
+            )
+        initial["tokens_of"] = init.tokens_fingerprint()
     train_config = recorded(train_config, train_data, test_data, **initial)
     torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
     vae = VQVAE(config, device="cpu")
@@ -59,7 +69,9 @@ def train_tokenizer(
                 vae.quantize.embedding.weight.copy_(drawn)
                 vae.quantize.ema_vocab_hit_SV.zero_()  # the old codes' use says nothing of the new ones
     stage = TokenizerStage(vae, train_data, test_data, train_config, options, device, dist)
-    return _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
+    vae, metrics = _fit(stage, train_config, run_dir, resume, progress, stop_after, dist, device)
+    vae.provenance = run_provenance(train_config.extra)
+    return vae, metrics
 
 
 def train_var(
@@ -88,7 +100,12 @@ def train_var(
     if options.trainable != "all":  # what its checkpoints hold: `export` rebuilds the adapters to read them
         start["trainable"] = options.trainable
     train_config = recorded(
-        train_config, train_data, test_data, tokenizer=vae.fingerprint(), classes=class_names(train_data), **start
+        train_config,
+        train_data,
+        test_data,
+        tokenizer=vae.tokens_fingerprint(),
+        classes=class_names(train_data),
+        **start,
     )
     var = initial_var(config, train_config, options, dist, init)
     stage_class = RasterStage if isinstance(var, RasterAR) else VARStage

@@ -52,6 +52,9 @@ class TokenizerStage:
             self.disc_state = ModuleAndOptimizer(self.discriminator, self.disc_optimizer)
         self._disc_inputs = None
         self.attention_blocks = [m for m in vae.modules() if isinstance(m, AttnBlock)]
+        if o.trainable == "decoder":  # the tokens stay as they were: their encoder and codebook take no step
+            for name in vae.TOKEN_PARTS:
+                getattr(vae, name).requires_grad_(False)
 
     def batches(self, start: int, end: int):
         for img, _ in step_batches(self.train_data, self.config, self.local, start, end, self.device):
@@ -105,7 +108,7 @@ class TokenizerStage:
 
     def after_step(self, step: int, generator: torch.Generator) -> None:
         o = self.options
-        if o.revive_every and (step + 1) % o.revive_every == 0:
+        if o.revive_every and o.trainable == "all" and (step + 1) % o.revive_every == 0:
             self._revive_dead_codes(step, generator)
 
     @torch.no_grad()

@@ -228,8 +228,9 @@ def check_token_data(data, vae: VQVAE) -> None:
             "cannot be checked against this tokenizer",
             stacklevel=2,
         )
-    elif data.tokenizer != vae.fingerprint():
+    elif data.tokenizer != vae.tokens_fingerprint():
         raise NextscaleError(
             f"{data.root} holds tokens made by tokenizer {short_fingerprint(data.tokenizer)}, not by this one "
-            f"({short_fingerprint(vae.fingerprint())}): tokenize the data with this tokenizer, or train with that one"
+            f"({short_fingerprint(vae.tokens_fingerprint())}): tokenize the data with this tokenizer, or train with "
+            "that one"
         )

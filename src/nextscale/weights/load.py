@@ -70,11 +70,11 @@ def check_trained_with(vae: VQVAE, var: VAR, vae_name, var_name) -> None:
     tokenizer only, by content: another of the same shape gives it tokens it never learned. One that records
     none (released files, older saves) has nothing to check."""
     recorded = var.provenance.get("tokenizer")
-    if recorded is None or recorded == vae.fingerprint():
+    if recorded is None or recorded == vae.tokens_fingerprint():
         return
     raise NextscaleError(
         f"{var_name} was trained with tokenizer {short_fingerprint(recorded)} and {vae_name} is another "
-        f"({short_fingerprint(vae.fingerprint())}): give the tokenizer it was trained with, or pair them anyway "
+        f"({short_fingerprint(vae.tokens_fingerprint())}): give the tokenizer it was trained with, or pair them anyway "
         "(--any-tokenizer; check_tokenizer=False)"
     )
 
