@@ -35,6 +35,8 @@ def test_the_recipes_values():
     config, options = recipe_settings("var-d30")
     assert config.batch_size == 1024 and config.lr == pytest.approx(3.2e-4) and config.weight_decay_end == 0.08
     assert options.drop_path_rate == pytest.approx(0.125) and options.init_adaln_gamma == 1e-5
+    config, options = recipe_settings("fashion-decoder", "tokenizer")  # after fashion-tokenizer, on its tokens
+    assert options.trainable == "decoder" and options.adversarial_weight == 0.5 and config.steps == 1500
     config, options = recipe_settings("vqvae-256", "tokenizer")
     assert (config.steps, config.batch_size, config.warmup_steps) == (40 * (IMAGENET // 128), 128, 0)
     assert config.lr == pytest.approx(1e-4) and config.schedule == "cos" and config.precision == "bf16"

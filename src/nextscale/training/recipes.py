@@ -79,10 +79,11 @@ def _digits_recipe(stage: str, steps: int, batch: int, lr: float, warmup: int, w
     return Recipe(stage, "digits", "digits", train, options)
 
 
-def _fashion_recipe(stage: str, steps: int, lr: float, every: int, **train):
+def _fashion_recipe(stage: str, steps: int, lr: float, every: int, options: dict | None = None, **train):
     """The built-in Fashion-MNIST model's recipes (seed 0), on the 60,000 training images at batch 64."""
     train = dict(steps=steps, batch_size=64, lr=lr, eval_every=every, save_every=every // 2, seed=0, **train)
-    options = dict(cond_drop_rate=0.1, drop_path_rate=0.0) if stage == "var" else {}
+    if options is None:
+        options = dict(cond_drop_rate=0.1, drop_path_rate=0.0) if stage == "var" else {}
     return Recipe(stage, "fashion", "fashion-mnist", train, options)
 
 
@@ -110,6 +111,19 @@ RECIPES = {
     "digits-var": _digits_recipe("var", 3000, 64, 1e-3, 100, 0.05, 500, cond_drop_rate=0.1, drop_path_rate=0.0),
     "fashion-tokenizer": _fashion_recipe(
         "tokenizer", 2000, 5e-4, 500, warmup_steps=100, schedule="cos", lr_end_ratio=0.1, weight_decay=0.0
+    ),
+    # The fashion tokenizer's decoder alone, sharpened by a PatchGAN loss (`--init` the fashion-tokenizer run's
+    # model): the same tokens, so fashion-var trains on either.
+    "fashion-decoder": _fashion_recipe(
+        "tokenizer",
+        1500,
+        1e-4,
+        250,
+        dict(trainable="decoder", adversarial_weight=0.5),
+        warmup_steps=100,
+        schedule="cos",
+        lr_end_ratio=0.1,
+        weight_decay=0.0,
     ),
     "fashion-var": _fashion_recipe("var", 9000, 1e-3, 500, warmup_steps=100, weight_decay=0.05),
     "vqvae-256": _tokenizer_recipe(),

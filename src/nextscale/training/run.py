@@ -18,7 +18,7 @@ from ..weights import save_model
 from .config import TokenizerOptions, TrainConfig, VAROptions
 from .distributed import Distributed
 from .export import run_provenance
-from .recipes import recipe, recipe_settings
+from .recipes import RECIPES, recipe, recipe_settings
 from .tokenizer_stage import TokenizerStage
 from .trainable import apply_trainable, merge_lora
 from .trainer import Trainer
@@ -151,9 +151,10 @@ def _fit(stage, train_config: TrainConfig, run_dir, resume, progress: bool, stop
 
 
 def train_builtin_model(name: str, out_dir, *, run_dir, device="cpu", progress: bool = True) -> Path:
-    """Both stages of built-in model `name` (`digits`, `fashion`) by its recipes (`NAME-tokenizer`, `NAME-var`),
-    each on the recipe's data with its test split held out; writes `out_dir/{vae,var}`. A stage with a run in
-    `run_dir` continues it (an interrupted training picks up where it stopped); a finished one is not redone."""
+    """Both stages of built-in model `name` (`digits`, `fashion`) by its recipes (`NAME-tokenizer`, then
+    `NAME-decoder` where there is one, `NAME-var`), each on the recipe's data with its test split held out; writes
+    `out_dir/{vae,var}`. A stage with a run in `run_dir` continues it (an interrupted training picks up where it
+    stopped); a finished one is not redone."""
     from ..data import open_dataset
 
     run_dir = Path(run_dir)
@@ -165,26 +166,13 @@ def train_builtin_model(name: str, out_dir, *, run_dir, device="cpu", progress: 
     data = stages["tokenizer"].data
     seed = tok_config.seed
     train, test = (open_dataset(data, vae_config.resolution, split, seed=seed) for split in ("train", "test"))
-    vae, _ = train_tokenizer(
-        vae_config,
-        train,
-        test,
-        tok_config,
-        run_dir / "tokenizer",
-        options=tok_options,
-        device=device,
-        progress=progress,
-    )
+    common = dict(device=device, progress=progress)
+    vae, _ = train_tokenizer(vae_config, train, test, tok_config, run_dir / "tokenizer", options=tok_options, **common)
+    if f"{name}-decoder" in RECIPES:  # the same tokens, decoded more sharply: the transformer trains on either
+        dec_config, dec_options = recipe_settings(f"{name}-decoder", "tokenizer")
+        vae, _ = train_tokenizer(
+            vae_config, train, test, dec_config, run_dir / "decoder", options=dec_options, init=vae, **common
+        )
     var_config = replace(var_config, num_classes=train.num_classes)
-    var, _ = train_var(
-        var_config,
-        vae,
-        train,
-        test,
-        var_train_config,
-        run_dir / "var",
-        options=var_options,
-        device=device,
-        progress=progress,
-    )
+    var, _ = train_var(var_config, vae, train, test, var_train_config, run_dir / "var", options=var_options, **common)
     return save_model(vae.cpu(), var.cpu(), out_dir)
