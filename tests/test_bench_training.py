@@ -60,7 +60,7 @@ def test_a_depth_times_the_sweeps_size_on_the_presets_shapes():
 def torchrun(tmp_path, *extra: str) -> list[dict]:
     out = tmp_path / f"bench{'-'.join(extra)}.json"
     cmd = nextscale_command(["bench", "--train", *TINY, "--json", str(out), *extra], nproc=2)
-    done = subprocess.run(cmd, env=PROCESS_ENV, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, env=PROCESS_ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     mode = "fsdp" if "--fsdp" in extra else "ddp"
     assert f"| 2 | {mode} |" in done.stdout  # rank 0 prints the table, once

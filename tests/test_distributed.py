@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from nextscale.training.checkpoint import checkpoint_step, latest_checkpoint
-from tests.helpers import PROCESS_ENV, nextscale_command, run_nextscale
+from tests.helpers import PROCESS_ENV, run_nextscale
 
 pytestmark = [pytest.mark.cpu_only, pytest.mark.distributed]
 
@@ -97,7 +98,19 @@ def test_an_fsdp_checkpoint_of_two_processes_resumes_in_one_and_in_two(tokenizer
         assert max_difference(weights(whole, "train"), weights(resumed, "train")) < 1e-6
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+PAUSE_AT = 10  # the step at whose checkpoint an interrupted run waits for its signal (tests/paused_nextscale.py)
+PAUSED_LAUNCHER = Path(__file__).with_name("paused_nextscale.py")
+
+
+def paused_command(args: list[str], nproc: int) -> list[str]:
+    """`nextscale ARGS` through tests/paused_nextscale.py, alone or under torchrun (on a free port)."""
+    if nproc == 1:
+        return [sys.executable, str(PAUSED_LAUNCHER), *args]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    return [*torchrun, str(PAUSED_LAUNCHER), *args]
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not path.exists():
         assert process.poll() is None, process.stderr.read()[-2000:] if process.stderr else "exited"
@@ -105,35 +118,66 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.01)
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it. torchrun starts each rank in a session of its own, so a signal to
+    torchrun's process group does not reach them."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return [pid, *(p for child in children for p in process_tree(child))]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # dead, unreaped
+    except FileNotFoundError:
+        return True
+
+
 def interrupted(args: list[str], nproc: int, run_dir: Path, sig: int) -> subprocess.Popen:
-    """Starts a run and sends `sig` once its checkpoint of step 10 is published (the rename makes it whole at once;
-    the `latest` pointer may not have moved yet, which resuming does not need): SIGKILL to every process of it,
-    SIGINT to the command's process group as a terminal's Ctrl-C does, SIGTERM to the command."""
+    """Starts a run that waits for a signal once it has published its checkpoint of step PAUSE_AT, and sends it:
+    SIGKILL to every process of the run, SIGINT to the command's process group as a terminal's Ctrl-C does,
+    SIGTERM to the command. Returns once every process of the run has ended."""
     process = subprocess.Popen(
-        nextscale_command(args, nproc),
-        env=PROCESS_ENV,
+        paused_command(args, nproc),
+        env={**PROCESS_ENV, "NEXTSCALE_TEST_PAUSE_AT": str(PAUSE_AT)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
-    wait_for(run_dir / "ckpt-00000010", process)
-    os.killpg(process.pid, sig) if sig in (signal.SIGKILL, signal.SIGINT) else process.send_signal(sig)
-    process.wait(timeout=120)
+    wait_for(run_dir / f"ckpt-{PAUSE_AT:08d}", process)
+    tree = process_tree(process.pid)
+    if sig == signal.SIGKILL:
+        for pid in tree:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    else:
+        os.killpg(process.pid, sig) if sig == signal.SIGINT else process.send_signal(sig)
+    process.wait(timeout=300)
+    deadline = time.time() + 60
+    while not all(gone(pid) for pid in tree):
+        assert time.time() < deadline, "a process of the interrupted run outlived it"
+        time.sleep(0.05)
     return process
 
 
 @pytest.mark.parametrize("stage", ["train", "train-tokenizer"])
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_a_run_killed_with_sigkill_resumes_bit_identical(stage, nproc, tokenizer, baselines, tmp_path):
-    steps = "25" if stage == "train-tokenizer" else "40"  # long enough that the kill lands mid-run
+    steps = "25" if stage == "train-tokenizer" else "40"
     killed = tmp_path / "killed"
     whole = baselines(stage, tokenizer, nproc, int(steps), "--save-every", "10", "--log-every", "7")
     args = stage_args(stage, tokenizer, int(steps), killed, "--save-every", "10", "--log-every", "7")
     process = interrupted(args, nproc, killed, signal.SIGKILL)
     assert process.returncode == -signal.SIGKILL
     newest = latest_checkpoint(killed)
-    assert not (killed / "model").exists() and 10 <= checkpoint_step(newest) < int(steps)
+    assert not (killed / "model").exists() and checkpoint_step(newest) == PAUSE_AT
     (killed / "latest").unlink(missing_ok=True)  # as if the kill had landed between a publish and its pointer
     run_nextscale([*args, "--resume"], nproc=nproc)
     assert bit_identical(weights(whole, stage), weights(killed, stage))
@@ -147,7 +191,7 @@ def test_sigterm_saves_a_checkpoint_then_the_run_resumes(tokenizer, baselines, t
     assert process.returncode == 143, process.stderr.read()[-2000:]
     assert "stopped by SIGTERM" in process.stderr.read()
     step = checkpoint_step(latest_checkpoint(stopped))
-    assert 10 < step < 40, step  # saved where the signal came, after the checkpoint of step 10
+    assert step == PAUSE_AT + 1, step  # saved at the end of the step the signal came in
     run_nextscale([*stage_args("train", tokenizer, 40, stopped, *args), "--resume"])
     assert bit_identical(weights(whole, "train"), weights(stopped, "train"))
 
@@ -164,7 +208,7 @@ def test_ctrl_c_saves_a_checkpoint_then_the_run_resumes(nproc, tokenizer, baseli
     if nproc == 1:  # (torchrun ends with its own report of the signal)
         assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
     step = checkpoint_step(latest_checkpoint(stopped))
-    assert 10 < step < 40, step  # saved where the signal came, after the checkpoint of step 10
+    assert step == PAUSE_AT + 1, step  # saved at the end of the step the signal came in
     run_nextscale([*stage_args("train", tokenizer, 40, stopped, *args), "--resume"], nproc=nproc)
     assert bit_identical(weights(whole, "train"), weights(stopped, "train"))
 
