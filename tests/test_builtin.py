@@ -30,6 +30,8 @@ def test_the_fashion_model_loads_strictly_and_draws_every_class_as_its_name(name
     vae, var = load_model(name)  # strict: any missing or unexpected key raises; the pair's tokenizer is checked
     assert model_class_names(var) == list(FASHION_CLASSES)
     assert all(p.dtype == torch.float32 for p in var.parameters())  # stored in fp16, computed in fp32
+    # Its decoder was sharpened afterwards on the tokens the transformer learnt (the fashion-decoder recipe).
+    assert vae.tokens_fingerprint() == vae.provenance["tokens_of"] == var.provenance["tokenizer"] != vae.fingerprint()
     out = sample(vae, var, list(range(10)), seed=0)
     assert out.images.shape == (10, 3, 32, 32) and torch.isfinite(out.images).all()
 
