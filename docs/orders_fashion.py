@@ -39,14 +39,18 @@ def nextscale(*args, skip_if: Path | None = None) -> None:
 
 
 def prepare(work: Path) -> dict[str, tuple[str, Path]]:
-    """The two tokenizers and their token shards: {order: (tokenizer, tokens)}."""
-    tok8 = work / "tok-8x8"
-    resume = ["--resume"] if (tok8 / "latest").exists() else []
-    nextscale(
-        "train-tokenizer", "--recipe", "fashion-tokenizer", "--patch-nums", "8", "--data", "fashion-mnist",
-        "--run-dir", tok8, "--workers", "0", "--quiet", *resume, skip_if=tok8 / "model",
-    )  # fmt: skip
-    tokenizers = {"VAR": "fashion", "raster": str(tok8 / "model")}
+    """The two tokenizers and their token shards: {order: (tokenizer, tokens)}. Both are the fashion-tokenizer
+    recipe's, VAR's with its pyramid (the built-in fashion tokenizer before its fashion-decoder run: the same
+    tokens) and the raster model's with one 8×8 scale, so that neither has a decoder the other lacks."""
+    tokenizers = {}
+    for order, scales in (("VAR", []), ("raster", ["--patch-nums", "8"])):
+        run = work / ("tok-pyramid" if order == "VAR" else "tok-8x8")
+        resume = ["--resume"] if (run / "latest").exists() else []
+        nextscale(
+            "train-tokenizer", "--recipe", "fashion-tokenizer", *scales, "--data", "fashion-mnist",
+            "--run-dir", run, "--workers", "0", "--quiet", *resume, skip_if=run / "model",
+        )  # fmt: skip
+        tokenizers[order] = str(run / "model")
     out = {}
     for order, tokenizer in tokenizers.items():
         tokens = work / f"tokens-{KINDS[order]}"
