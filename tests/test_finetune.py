@@ -312,7 +312,7 @@ def test_the_tokenizer_fine_tunes_from_its_weights_and_keeps_its_codebook(saved,
         load_init_var(run)
 
 
-def test_a_decoder_only_run_keeps_the_tokens_and_what_was_trained_on_them(saved, tmp_path):
+def test_a_decoder_only_run_keeps_the_tokens_and_what_was_trained_on_them(saved, tmp_path, capsys):
     """`--trainable decoder` trains what turns tokens into pixels: the tokens stay bit for bit, so the transformer
     and the token shards of the initial tokenizer serve the new one, and the new one's runs say whose tokens they
     are, through any number of such runs."""
@@ -343,3 +343,7 @@ def test_a_decoder_only_run_keeps_the_tokens_and_what_was_trained_on_them(saved,
     check_token_data(TokenDataset(shards), tuned)  # and trains on its tokens
     with pytest.raises(NextscaleError, match="holds tokens made by tokenizer"):
         check_token_data(TokenDataset(shards), VQVAE(init.config))
+    capsys.readouterr()
+    everything = ["train-tokenizer", "--init", str(saved), "--data", "digits", "--run-dir", str(runs[0]), *QUICK]
+    assert main([*everything, "--lr", "1e-2", "--resume"]) == 2  # the option that differs, by name
+    assert "settings: options.trainable (decoder → all), tokens_of (" in capsys.readouterr().err

@@ -193,11 +193,15 @@ class Trainer:
                         return short_fingerprint(value)
                     return f"{len(value)} items" if isinstance(value, list) and len(str(value)) > 40 else value
 
-                changed += [
-                    f"{e} ({shown(extra_old.get(e))} → {shown(extra_new.get(e))})"
-                    for e in sorted(set(extra_old) | set(extra_new))
-                    if e not in notes and extra_old.get(e) != extra_new.get(e)
-                ]
+                for e in sorted(set(extra_old) | set(extra_new)):
+                    old, new = extra_old.get(e), extra_new.get(e)
+                    if e in notes or old == new:
+                        continue
+                    if isinstance(old, dict) and isinstance(new, dict):  # the stage's options: the ones that differ
+                        keys = sorted(o for o in set(old) | set(new) if old.get(o) != new.get(o))
+                        changed += [f"{e}.{o} ({shown(old.get(o))} → {shown(new.get(o))})" for o in keys]
+                    else:
+                        changed.append(f"{e} ({shown(old)} → {shown(new)})")
             else:
                 changed.append(f"{k} ({saved['train'].get(k)} → {now['train'].get(k)})")
         if changed:
