@@ -40,8 +40,8 @@ def nextscale(*args, skip_if: Path | None = None) -> None:
 
 def prepare(work: Path) -> dict[str, tuple[str, Path]]:
     """The two tokenizers and their token shards: {order: (tokenizer, tokens)}. Both are the fashion-tokenizer
-    recipe's, VAR's with its pyramid (the built-in fashion tokenizer before its fashion-decoder run: the same
-    tokens) and the raster model's with one 8×8 scale, so that neither has a decoder the other lacks."""
+    recipe's, VAR's with its pyramid (the recipe of the built-in fashion tokenizer before its fashion-decoder run)
+    and the raster model's with one 8×8 scale, so that neither has a decoder the other lacks."""
     tokenizers = {}
     for order, scales in (("VAR", []), ("raster", ["--patch-nums", "8"])):
         run = work / ("tok-pyramid" if order == "VAR" else "tok-8x8")

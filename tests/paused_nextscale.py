@@ -1,5 +1,5 @@
 """`python -m nextscale` for the interruption tests (tests/test_distributed.py), with one difference: once it has
-published the checkpoint of step $NEXTSCALE_TEST_PAUSE_AT, each process waits (up to 10 minutes) for a stop
+published the checkpoint of step $NEXTSCALE_TEST_PAUSE_AT, each process waits (up to 5 minutes) for a stop
 signal. The test's signal then lands at a known step however slow or loaded the machine is: SIGKILL at that step,
 SIGTERM and Ctrl-C at the end of the next one. Test-only: this wraps the trainer's save in this process alone."""
 
@@ -16,7 +16,7 @@ publish = Trainer.save
 def publish_then_wait(self):
     published = publish(self)
     if self.step == PAUSE_AT:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 300
         while self.stop_signal is None and time.monotonic() < deadline:
             time.sleep(0.01)
     return published

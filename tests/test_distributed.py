@@ -151,6 +151,7 @@ def interrupted(args: list[str], nproc: int, run_dir: Path, sig: int) -> subproc
     )
     wait_for(run_dir / f"ckpt-{PAUSE_AT:08d}", process)
     tree = process_tree(process.pid)
+    assert len(tree) > nproc or nproc == 1, f"the run's processes were not found: {tree}"  # torchrun and its ranks
     if sig == signal.SIGKILL:
         for pid in tree:
             try:

@@ -248,7 +248,7 @@ def test_init_refusals_are_one_line(saved, folder, tmp_path, capsys):
         (["train", "--init", str(tmp_path / "nope"), *run], "nope"),
         (["train-tokenizer", "--init", str(saved), "--vocab-size", "64", *run], "vocab_size 32 (flags: 64)"),
         (["train-tokenizer", "--fresh-codebook", *run], "--fresh-codebook applies with --init"),
-        (["train-tokenizer", "--trainable", "decoder", *run], "give the tokenizer to start from (--init)"),
+        (["train-tokenizer", "--trainable", "decoder", *run], "it needs the tokenizer to start from (--init)"),
         (["train-tokenizer", "--init", str(saved), "--trainable", "decoder", "--fresh-codebook", *run], "its codebook"),
     ]
     for args, says in cases:
@@ -322,9 +322,9 @@ def test_a_decoder_only_run_keeps_the_tokens_and_what_was_trained_on_them(saved,
 
     init = VQVAE.from_pretrained(saved / "vae")
     runs = [tmp_path / "decoder", tmp_path / "again"]
-    for source, run in zip([saved, runs[0] / "model"], runs):
+    for source, run, ema in zip([saved, runs[0] / "model"], runs, ["0", "0.5"]):  # an EMA of the decoder alone
         args = ["train-tokenizer", "--init", str(source), "--trainable", "decoder", "--data", "digits"]
-        assert main([*args, "--run-dir", str(run), *QUICK, "--lr", "1e-2"]) == 0
+        assert main([*args, "--run-dir", str(run), *QUICK, "--lr", "1e-2", "--ema", ema]) == 0
     tuned = VQVAE.from_pretrained(runs[-1] / "model")
     before, after = init.state_dict(), tuned.state_dict()
     kept = [k for k in before if k.split(".")[0] in VQVAE.TOKEN_PARTS and "ema_vocab" not in k]
@@ -334,6 +334,9 @@ def test_a_decoder_only_run_keeps_the_tokens_and_what_was_trained_on_them(saved,
     assert all(torch.equal(a, b) for a, b in zip(init.img_to_idx(img), tuned.img_to_idx(img)))
     assert tuned.fingerprint() != init.fingerprint()
     assert tuned.tokens_fingerprint() == export_checkpoint(runs[0])[1].tokens_fingerprint() == init.fingerprint()
+    tuned.save_pretrained(tmp_path / "fp16", dtype=torch.float16)  # other encoder weights: the record no longer holds
+    rounded = VQVAE.from_pretrained(tmp_path / "fp16")
+    assert rounded.provenance == tuned.provenance and rounded.tokens_fingerprint() == rounded.fingerprint()
     _, var = load_model(saved)
     check_trained_with(tuned, var, "the tokenizer", "the transformer")  # pairs with the initial one's transformer
     shards = tmp_path / "tokens"
@@ -346,4 +349,5 @@ def test_a_decoder_only_run_keeps_the_tokens_and_what_was_trained_on_them(saved,
     capsys.readouterr()
     everything = ["train-tokenizer", "--init", str(saved), "--data", "digits", "--run-dir", str(runs[0]), *QUICK]
     assert main([*everything, "--lr", "1e-2", "--resume"]) == 2  # the option that differs, by name
-    assert "settings: options.trainable (decoder → all), tokens_of (" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "settings: options.trainable (decoder → all), " in err and len(err.strip().splitlines()) == 1

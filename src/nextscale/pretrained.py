@@ -72,12 +72,14 @@ def config_from_dict(config_class, values: dict, legacy_keys: tuple[str, ...] = 
         raise CheckpointError(f"{source} holds an invalid configuration: {e}") from None
 
 
-def weights_fingerprint(*models: torch.nn.Module) -> str:
+def weights_fingerprint(*models: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
     """A SHA-256 over every tensor's name, shape and an even sample of ~1,000 of its values: other weights under
-    the same name are caught without hashing gigabytes."""
+    the same name are caught without hashing gigabytes. Tensors whose names end in one of `skip` are left out."""
     digest = hashlib.sha256()
     for model in models:
         for name, tensor in model.state_dict().items():
+            if skip and name.endswith(skip):
+                continue
             flat = tensor.detach().flatten()
             sample = flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy()
             digest.update(f"{name}{tuple(tensor.shape)}".encode() + sample.tobytes())

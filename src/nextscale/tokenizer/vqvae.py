@@ -10,12 +10,16 @@ import torch
 from torch import nn
 
 from ..errors import NextscaleError
-from ..pretrained import PretrainedMixin, check_config
+from ..pretrained import PretrainedMixin, check_config, weights_fingerprint
 from .autoencoder import Decoder, Encoder
 from .quantizer import MultiScaleQuantizer, QuantizerOutput
 
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
+
+
+# The codebook's usage statistics (hits per code and scale): kept with the weights, but statistics, not weights.
+USAGE_STATS = "quantize.ema_vocab_hit_SV"
 
 
 @dataclass
@@ -83,7 +87,7 @@ class VQVAE(PretrainedMixin, nn.Module):
     model_type = "vqvae"
     config_class = VQVAEConfig
     legacy_config_keys = ("dropout", "beta")  # training settings that format version 1 kept in the config
-    shape_lenient_keys = ("quantize.ema_vocab_hit_SV",)  # usage statistics: their shape follows the schedule
+    shape_lenient_keys = (USAGE_STATS,)  # their shape follows the schedule
 
     def __init__(self, config: VQVAEConfig | None = None, *, device: str | torch.device | None = None):
         """`device="meta"` builds shapes only (for loading weights); elsewhere the weights are initialised."""
@@ -217,16 +221,32 @@ class VQVAE(PretrainedMixin, nn.Module):
     # The parts that make tokens and the transformer's inputs; the rest (post_quant_conv, decoder) only reads them.
     TOKEN_PARTS = ("encoder", "quant_conv", "quantize")
 
+    def train_decoder_only(self) -> VQVAE:
+        """Freezes the parts that make tokens, so that training moves the decoder alone (`--trainable decoder`)."""
+        for name in self.TOKEN_PARTS:
+            getattr(self, name).requires_grad_(False)
+        return self
+
+    def token_parts_fingerprint(self) -> str:
+        """The weights that make tokens, by content; not the codebook's usage statistics, which training updates
+        even where the codebook is frozen."""
+        parts = (getattr(self, name) for name in self.TOKEN_PARTS)
+        return weights_fingerprint(*parts, skip=(USAGE_STATS.removeprefix("quantize."),))
+
     def tokens_fingerprint(self) -> str:
         """What its tokens are recorded by (token shards, a transformer's provenance): the fingerprint of the
         tokenizer whose encoder and codebook made them. One whose decoder alone was trained on
-        (`train-tokenizer --trainable decoder`) records its initial tokenizer's (`provenance["tokens_of"]`): the two
-        make the same tokens, so data and transformers of either serve both."""
-        return self.provenance.get("tokens_of") or self.fingerprint()
+        (`train-tokenizer --trainable decoder`) records its initial tokenizer's (`provenance["tokens_of"]`) with
+        the fingerprint of the parts that make tokens; while those parts are still the ones recorded, the two make
+        the same tokens, so data and transformers of either serve both."""
+        recorded = self.provenance.get("tokens_of")
+        if recorded is not None and self.provenance.get("token_parts") == self.token_parts_fingerprint():
+            return recorded
+        return self.fingerprint()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # A checkpoint made for another schedule carries usage stats of another shape; they are only stats.
-        key = "quantize.ema_vocab_hit_SV"
+        key = USAGE_STATS
         own = self.quantize.ema_vocab_hit_SV
         if key in state_dict and state_dict[key].shape != own.shape:
             state_dict = dict(state_dict)

@@ -149,7 +149,7 @@ class TokenizerOptions:
 
     def __post_init__(self):
         if self.trainable not in TOKENIZER_TRAINABLE:
-            raise SettingError("trainable", f"is all or decoder, got {self.trainable!r}")
+            raise SettingError("trainable", f"must be one of {', '.join(TOKENIZER_TRAINABLE)}, got {self.trainable!r}")
         for name in (
             "beta",
             "l1_weight",

@@ -55,8 +55,11 @@ def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, tor
         config_from_dict(config_class, record["settings"]["model"], model_class.legacy_config_keys), device="meta"
     )
     model.to_empty(device="cpu")
+    extra = record["settings"]["train"].get("extra") or {}
     if stage in TRANSFORMER_STAGES:  # the run's frozen parameters and LoRA adapters: what its checkpoint holds
-        model = apply_trainable(model, (record["settings"]["train"].get("extra") or {}).get("trainable", "all"))
+        model = apply_trainable(model, extra.get("trainable", "all"))
+    elif extra.get("trainable") == "decoder":  # its EMA covers the decoder alone
+        model.train_decoder_only()
     own = model.state_dict()
     tensors = {"model": own}
     if use_ema:  # the run keeps an EMA of what it trains
@@ -77,9 +80,9 @@ def export_checkpoint(path: str | Path, weights: str = "auto") -> tuple[str, tor
             for name, p in model.named_parameters():
                 if name in tensors["ema"]:
                     p.copy_(tensors["ema"][name])
-    extra = record["settings"]["train"].get("extra") or {}
+    model.requires_grad_(True)
     if stage in TRANSFORMER_STAGES:
-        model = merge_lora(model.requires_grad_(True))
+        model = merge_lora(model)
     model.provenance = run_provenance(extra)
     return stage, model.eval(), record
 
@@ -100,4 +103,5 @@ def run_provenance(extra: dict) -> dict:
     trained, whose tokens it makes (`VQVAE.tokens_fingerprint`)."""
     if not records_what_it_trained_on(extra):
         return {}
-    return {key: extra[key] for key in ("tokenizer", "classes", "tokens_of") if extra.get(key) is not None}
+    keys = ("tokenizer", "classes", "tokens_of", "token_parts")
+    return {key: extra[key] for key in keys if extra.get(key) is not None}

@@ -52,10 +52,12 @@ def train_tokenizer(
     if options.trainable == "decoder":
         if init is None or fresh_codebook:
             raise NextscaleError(
-                "trainable decoder trains a trained tokenizer's decoder on its own tokens: give the tokenizer to "
-                "start from (--init), with its codebook"
+                "trainable 'decoder' trains a trained tokenizer's decoder on its own tokens: it needs the tokenizer "
+                "to start from (--init), and keeps its codebook (no --fresh-codebook)"
             )
-        initial["tokens_of"] = init.tokens_fingerprint()
+        # what its checkpoints hold (`export` freezes the same parts to read them) and whose tokens it makes
+        initial.update(trainable="decoder", tokens_of=init.tokens_fingerprint())
+        initial["token_parts"] = init.token_parts_fingerprint()
     train_config = recorded(train_config, train_data, test_data, **initial)
     torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
     vae = VQVAE(config, device="cpu")

@@ -53,8 +53,7 @@ class TokenizerStage:
         self._disc_inputs = None
         self.attention_blocks = [m for m in vae.modules() if isinstance(m, AttnBlock)]
         if o.trainable == "decoder":  # the tokens stay as they were: their encoder and codebook take no step
-            for name in vae.TOKEN_PARTS:
-                getattr(vae, name).requires_grad_(False)
+            vae.train_decoder_only()
 
     def batches(self, start: int, end: int):
         for img, _ in step_batches(self.train_data, self.config, self.local, start, end, self.device):
