@@ -21,11 +21,12 @@ from nextscale import load_model, sample
 from nextscale.data.fashion import fashion_split, fashion_to_images
 from nextscale.registry import FASHION_PATCH_NUMS
 from nextscale.scaling.results import read_run
+from nextscale.tokenizer.vqvae import pyramid_tokens
 
 DEPTHS, WIDTH_PER_DEPTH, LATENTS = (1, 2), 32, (8, 16)
 KINDS = {"VAR": "var", "raster": "raster-ar"}
 # The scaling showcase's VAR runs (2,000 steps of 64 images); the raster runs get the same tokens, not the same steps.
-TOKENS = 2000 * 64 * sum(p * p for p in FASHION_PATCH_NUMS)
+TOKENS = 2000 * 64 * pyramid_tokens(FASHION_PATCH_NUMS)
 # No guidance, and linear (VAR's schedule: 0 at the first step up to the weight at the last) and constant weights
 # (as raster-order models are usually guided).
 GUIDANCE = [("linear", 0.0), ("linear", 2.0), ("linear", 4.0), ("constant", 1.0), ("constant", 2.0)]

@@ -463,7 +463,7 @@ def train_var_from_args(args):
     recorded = {"tokenizer_path": recorded_source(args.tokenizer)}
     if init is not None:
         recorded.update(init_path=recorded_source(args.init), class_map=args.class_map)
-    tokens_per_image = sum(pn * pn for pn in vae.config.patch_nums)
+    tokens_per_image = vae.config.num_tokens
     settings, options = run_settings(args, "var", len(train), implied, tokens_per_image, **recorded)
     if args.kind == "raster-ar":
         from ..transformer import RasterConfig

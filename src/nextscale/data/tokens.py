@@ -128,7 +128,7 @@ def tokenize(
     refused, or with `rebuild` removed first. Returns the index path (written by the first process).
     `tokenizer_name` (where the tokenizer was read) is noted in the record for people; `vae` is what is checked."""
     out, dist = Path(out), dist or Distributed()
-    n, L = len(dataset), sum(pn * pn for pn in vae.config.patch_nums)
+    n, L = len(dataset), vae.config.num_tokens
     if vae.config.vocab_size > 65536:
         raise NextscaleError(f"token shards hold uint16 ids: a codebook of {vae.config.vocab_size} does not fit")
     plan = {

@@ -18,6 +18,11 @@ PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 
 
+def pyramid_tokens(patch_nums: Sequence[int]) -> int:
+    """The tokens of an image in a pyramid of pn×pn scales (680 for `PATCH_NUMS_256`)."""
+    return sum(pn * pn for pn in patch_nums)
+
+
 # The codebook's usage statistics (hits per code and scale): kept with the weights, but statistics, not weights.
 USAGE_STATS = "quantize.ema_vocab_hit_SV"
 
@@ -71,6 +76,10 @@ class VQVAEConfig:
     @property
     def resolution(self) -> int:
         return self.patch_nums[-1] * self.downsample
+
+    @property
+    def num_tokens(self) -> int:
+        return pyramid_tokens(self.patch_nums)
 
     def to_dict(self) -> dict:
         return asdict(self)

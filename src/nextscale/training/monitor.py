@@ -39,7 +39,7 @@ def run_summary(kind: str, data, tokenizer_config, parameters: int, config, step
     parts = [
         f"training the {'tokenizer' if kind == 'tokenizer' else 'transformer'}: {n:,} images in {_classes(source)}",
         _resolution(source, tokenizer_config),
-        f"{sum(pn * pn for pn in tokenizer_config.patch_nums):,} tokens per image",
+        f"{tokenizer_config.num_tokens:,} tokens per image",
         f"{parameters:,} parameters"
         if total in (None, parameters)
         else f"{parameters:,} of {total:,} parameters trained",

@@ -39,7 +39,7 @@ class TokenizerStage:
         self.config, self.options, self.device = config, options or TokenizerOptions(), torch.device(device)
         self.dist = dist or Distributed()
         self.local = self.dist.local_batch(config.batch_size)
-        self.tokens_per_step = sum(pn * pn for pn in vae.config.patch_nums)
+        self.tokens_per_step = vae.config.num_tokens
         o = self.options
         self.perceptual = None
         if o.perceptual_weight > 0:

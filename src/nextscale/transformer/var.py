@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import NextscaleError
 from ..pretrained import PretrainedMixin, check_config, shapes_only_embedding
-from ..tokenizer.vqvae import PATCH_NUMS_256
+from ..tokenizer.vqvae import PATCH_NUMS_256, pyramid_tokens
 from .stack import BlockStack, depth_rule
 
 
@@ -54,7 +54,7 @@ class VARConfig:
 
     @property
     def num_tokens(self) -> int:
-        return sum(pn * pn for pn in self.patch_nums)
+        return pyramid_tokens(self.patch_nums)
 
     def to_dict(self) -> dict:
         return asdict(self)
