@@ -250,6 +250,8 @@ def test_init_refusals_are_one_line(saved, folder, tmp_path, capsys):
         (["train-tokenizer", "--fresh-codebook", *run], "--fresh-codebook applies with --init"),
         (["train-tokenizer", "--trainable", "decoder", *run], "it needs the tokenizer to start from (--init)"),
         (["train-tokenizer", "--init", str(saved), "--trainable", "decoder", "--fresh-codebook", *run], "its codebook"),
+        # the recipe's decoder-only run, refused before its data (absent here) is looked for
+        (["train-tokenizer", "--recipe", "fashion-decoder", "--data", str(tmp_path / "none"), *run[2:]], "(--init)"),
     ]
     for args, says in cases:
         assert main(args) == 2, args

@@ -191,6 +191,14 @@ def test_raster_training_refuses_what_it_cannot_do(single_scale_tokenizer, tmp_p
     assert not (tmp_path / "r").exists()
 
 
+def test_raster_flag_refusals_come_before_the_tokenizer_loads(tmp_path, capsys):
+    from nextscale.cli import main
+
+    args = raster_train(tmp_path / "no-such-tokenizer", tmp_path / "r")
+    assert main([*args, "--trainable", "head"]) == 2
+    assert "--trainable applies to --kind var" in capsys.readouterr().err
+
+
 def test_raster_training_needs_a_single_scale_tokenizer(tmp_path, capsys):
     from nextscale.cli import main
 

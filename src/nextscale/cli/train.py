@@ -18,7 +18,15 @@ from pathlib import Path
 from .. import registry
 from ..errors import NextscaleError
 from ..runtime import TRAIN_PRECISIONS
-from ..training.config import LR_SCHEDULES, TOKENIZER_TRAINABLE, TrainConfig, curriculum_ramp, reference_drop_path
+from ..training.config import (
+    LR_SCHEDULES,
+    TOKENIZER_TRAINABLE,
+    TokenizerOptions,
+    TrainConfig,
+    check_decoder_only,
+    curriculum_ramp,
+    reference_drop_path,
+)
 from ..training.recipes import RECIPES, options_class, recipe, recipe_settings, setting_names
 from ..training.trainable import PARAMETER_GROUPS
 from .common import add_device_arg, add_seed_arg, check_seed, check_width_per_depth, parse_ints, resolve_device
@@ -384,6 +392,12 @@ def run_tokenizer(args) -> None:
     from ..training.export import export_checkpoint
     from ..weights.load import recorded_source
 
+    trainable = args.trainable
+    if isinstance(trainable, FromRecipe):
+        trainable = recipe(args.recipe or BUILT_IN_RECIPES["tokenizer"]).options.get(
+            "trainable", TokenizerOptions.trainable
+        )
+    check_decoder_only(trainable, bool(args.init), args.fresh_codebook)  # before anything loads
     dist, device = start_processes(args)
     preset = args.preset or (recipe(args.recipe, "tokenizer").architecture if args.recipe else DEFAULT_PRESET)
     config, _ = registry.architecture(preset)
@@ -444,6 +458,7 @@ def train_var_from_args(args):
     from ..weights import load_vae, save_model
     from ..weights.load import recorded_source
 
+    check_kind_flags(args)  # before anything loads
     dist, device = start_processes(args)
     init = None
     if args.init:
@@ -456,7 +471,7 @@ def train_var_from_args(args):
     elif args.class_map:
         raise NextscaleError("--class-map applies with --init")
     vae = load_vae(args.tokenizer, device=device, patch_nums=init.config.patch_nums if init is not None else None)
-    check_kind(args, vae)
+    check_kind_tokenizer(args, vae)
     train, test = datasets(args, vae.config.resolution, tokens_allowed=True)
     config = var_architecture(args)
     implied = {} if args.depth is None else {"drop_path_rate": reference_drop_path(args.depth)}
@@ -503,8 +518,8 @@ def train_var_from_args(args):
     return dist, out
 
 
-def check_kind(args, vae) -> None:
-    """What the raster-order baseline needs: its size by the depth rule, and a tokenizer of one scale."""
+def check_kind_flags(args) -> None:
+    """What the raster-order baseline needs of the flags: its size by the depth rule, and no fine-tuning."""
     if args.kind != "raster-ar":
         return
     if getattr(args, "depth", None) is None:
@@ -515,7 +530,11 @@ def check_kind(args, vae) -> None:
     trainable = getattr(args, "trainable", "all")  # `scaling run` has no fine-tuning flags
     if not isinstance(trainable, FromRecipe) and trainable != "all":
         raise NextscaleError("--trainable applies to --kind var: a raster-order model trains all its weights")
-    if len(vae.config.patch_nums) != 1:
+
+
+def check_kind_tokenizer(args, vae) -> None:
+    """The raster-order baseline reads a tokenizer of one scale."""
+    if args.kind == "raster-ar" and len(vae.config.patch_nums) != 1:
         raise NextscaleError(
             f"--kind raster-ar needs a single-scale tokenizer (train-tokenizer --patch-nums N); "
             f"{args.tokenizer} has scales {','.join(map(str, vae.config.patch_nums))}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import SettingError
+from ..errors import NextscaleError, SettingError
 from ..runtime import TRAIN_PRECISIONS, check_compile_backend, check_finite
 
 LR_SCHEDULES = ("lin0", "lin", "cos")  # after warm-up: the reference's lin0 (flat 5%, then linear), lin, cosine
@@ -126,6 +126,15 @@ class TrainConfig:
 # What a tokenizer run trains: everything, or the decoder alone (with the post-quantization conv), which leaves the
 # encoder and the codebook, so the tokens and every transformer trained on them, as they were.
 TOKENIZER_TRAINABLE = ("all", "decoder")
+
+
+def check_decoder_only(trainable: str, has_init: bool, fresh_codebook: bool) -> None:
+    """A decoder-only run trains a trained tokenizer's decoder on that tokenizer's own tokens."""
+    if trainable == "decoder" and (not has_init or fresh_codebook):
+        raise NextscaleError(
+            "trainable 'decoder' trains a trained tokenizer's decoder on its own tokens: it needs the tokenizer "
+            "to start from (--init), and keeps its codebook (no --fresh-codebook)"
+        )
 
 
 @dataclass

@@ -15,7 +15,7 @@ from ..registry import architecture
 from ..tokenizer import VQVAE, VQVAEConfig
 from ..transformer import VAR, RasterAR, RasterConfig, VARConfig
 from ..weights import save_model
-from .config import TokenizerOptions, TrainConfig, VAROptions
+from .config import TokenizerOptions, TrainConfig, VAROptions, check_decoder_only
 from .distributed import Distributed
 from .export import run_provenance
 from .recipes import RECIPES, recipe, recipe_settings
@@ -49,12 +49,8 @@ def train_tokenizer(
     (`VQVAE.tokens_fingerprint`)."""
     options = options or TokenizerOptions()
     initial = {} if init is None else {"init": init.fingerprint(), "fresh_codebook": fresh_codebook}
+    check_decoder_only(options.trainable, init is not None, fresh_codebook)
     if options.trainable == "decoder":
-        if init is None or fresh_codebook:
-            raise NextscaleError(
-                "trainable 'decoder' trains a trained tokenizer's decoder on its own tokens: it needs the tokenizer "
-                "to start from (--init), and keeps its codebook (no --fresh-codebook)"
-            )
         # what its checkpoints hold (`export` freezes the same parts to read them) and whose tokens it makes
         initial.update(trainable="decoder", tokens_of=init.tokens_fingerprint())
         initial["token_parts"] = init.token_parts_fingerprint()
