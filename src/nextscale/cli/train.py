@@ -394,9 +394,8 @@ def run_tokenizer(args) -> None:
 
     trainable = args.trainable
     if isinstance(trainable, FromRecipe):
-        trainable = recipe(args.recipe or BUILT_IN_RECIPES["tokenizer"]).options.get(
-            "trainable", TokenizerOptions.trainable
-        )
+        chosen = recipe(args.recipe or BUILT_IN_RECIPES["tokenizer"], "tokenizer")
+        trainable = chosen.options.get("trainable", TokenizerOptions.trainable)
     check_decoder_only(trainable, bool(args.init), args.fresh_codebook)  # before anything loads
     dist, device = start_processes(args)
     preset = args.preset or (recipe(args.recipe, "tokenizer").architecture if args.recipe else DEFAULT_PRESET)

@@ -52,8 +52,9 @@ def train_tokenizer(
     check_decoder_only(options.trainable, init is not None, fresh_codebook)
     if options.trainable == "decoder":
         # what its checkpoints hold (`export` freezes the same parts to read them) and whose tokens it makes
-        initial.update(trainable="decoder", tokens_of=init.tokens_fingerprint())
-        initial["token_parts"] = init.token_parts_fingerprint()
+        initial.update(
+            trainable="decoder", tokens_of=init.tokens_fingerprint(), token_parts=init.token_parts_fingerprint()
+        )
     train_config = recorded(train_config, train_data, test_data, **initial)
     torch.manual_seed(train_config.seed)  # the initial weights, drawn on the CPU: the same on any device
     vae = VQVAE(config, device="cpu")
